@@ -1,0 +1,50 @@
+# Everything a fresh Debian 12 machine with Python 3.11 needs, installed by the targets that need it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.honed-installed
+OUT ?= out
+
+.PHONY: setup system-packages demo test lint unit integration bench bench-cpu bench-serving crd clean
+
+setup: $(STAMP)
+
+# torch is installed first and exactly: with 2.13.0 in place, the dev extras' torch pin resolves
+# to the local CPU build instead of pulling the CUDA wheels.
+# nvidia-pytriton is installed without dependencies: honed needs only the tritonserver binary it
+# ships, not pytriton's Python API (which pins numpy 1.x).
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0
+	touch $@
+
+# Debian packages used by integration tests (Prometheus for the feedback loop).
+system-packages:
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+demo: setup
+	$(BIN)/python -m honed.demo --out $(OUT)/demo
+
+lint: setup
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+test: setup system-packages lint
+	$(BIN)/pytest -q -ra tests
+
+bench: bench-cpu
+
+bench-cpu: setup
+	$(BIN)/python benchmarks/cpu/run.py --out benchmarks/cpu
+
+clean:
+	rm -rf $(OUT) build .pytest_cache .mypy_cache .ruff_cache

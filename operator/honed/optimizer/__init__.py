@@ -1,0 +1,1 @@
+"""The optimization engine: convert, build candidates, validate, measure, select, report."""

@@ -1,0 +1,83 @@
+"""Typed descriptions of model inputs and outputs, shared by the engine, the report and serving."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from honed.errors import InputError
+
+# numpy dtype name -> Triton's config.pbtxt data type.
+TRITON_DTYPES: dict[str, str] = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+}
+
+_ALIASES = {"fp32": "float32", "fp16": "float16", "fp64": "float64", "float": "float32",
+            "double": "float64", "half": "float16", "long": "int64", "int": "int64"}
+
+
+def canonical_dtype(name: str) -> str:
+    """Return the numpy dtype name for ``name`` or raise an InputError listing the choices."""
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in TRITON_DTYPES:
+        raise InputError(
+            f"unsupported dtype {name!r}",
+            hint=f"use one of {', '.join(sorted(TRITON_DTYPES))}",
+        )
+    return key
+
+
+class TensorSpec(BaseModel):
+    """One named tensor. ``shape`` uses -1 for a dimension that varies (the batch axis first)."""
+
+    name: str
+    dtype: str = "float32"
+    shape: list[int] = Field(default_factory=list)
+
+    @property
+    def batched(self) -> bool:
+        """True when the first axis may vary, so requests can be stacked along it."""
+        return bool(self.shape) and self.shape[0] == -1
+
+    @property
+    def item_shape(self) -> list[int]:
+        """The shape of one sample: everything after the batch axis."""
+        return self.shape[1:] if self.shape else []
+
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+
+def parse_input_option(text: str) -> TensorSpec:
+    """Parse ``--input name:dtype:shape`` where shape is comma-separated, -1 or a name for dynamic."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise InputError(
+            f"--input {text!r} is not NAME:DTYPE:SHAPE",
+            hint="write it like input_ids:int64:-1,128 (use -1 for the batch axis)",
+        )
+    name, dtype, shape_text = parts
+    dims: list[int] = []
+    for dim in shape_text.replace("x", ",").split(","):
+        dim = dim.strip()
+        if not dim:
+            continue
+        try:
+            value = int(dim)
+        except ValueError:
+            value = -1  # a symbolic name such as "batch" or "seq" means the axis varies
+        if value == 0 or value < -1:
+            raise InputError(f"--input {text!r} has dimension {dim!r}", hint="dimensions are positive or -1")
+        dims.append(value)
+    return TensorSpec(name=name, dtype=canonical_dtype(dtype), shape=dims)
