@@ -94,7 +94,7 @@ def _candidate(trial: Trial, options: OptimizeOptions, prep: Prepared) -> Candid
         name=trial.name, backend=trial.plan.backend, precision=trial.plan.precision, variant=trial.plan.variant,
         device=trial.plan.device, status=status, reason=trial.reason,
         latency_ms=by_batch.get("1", by_batch.get(first)), latency_by_batch_ms=by_batch, throughput=tput,
-        metric=trial.metric, size_bytes=artifact_size(artifact_dir) if artifact_dir.is_dir() else None,
+        metric=trial.metric, size_bytes=(artifact_size(artifact_dir) or None) if artifact_dir.is_dir() else None,
         peak_rss_bytes=trial.stats.get("peak_rss_bytes"), peak_gpu_bytes=trial.stats.get("peak_gpu_bytes"),
         build_seconds=None if trial.build_seconds is None else round(trial.build_seconds, 2),
         artifact=f"artifacts/{trial.name}" if artifact_dir.is_dir() else None,

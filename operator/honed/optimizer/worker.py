@@ -28,6 +28,8 @@ def _thread_env(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Inductor's compile pool would outlive a killed worker and compete with the timed runtime.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
 def _serve(conn: Connection, threads: int) -> None:
