@@ -21,21 +21,43 @@ FAST = ["--measure-seconds", "0.3", "--time-budget", "5m", "--quiet", "--no-plot
 
 def honed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "honed", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "honed", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], tmp_path: Path) -> None:
     model, data = digits
     out = tmp_path / "out"
-    result = honed("optimize", model, "--data", data, "--backends", "onnxruntime,openvino",
-                   "--precisions", "fp32,bf16,int8", "--out", out, *FAST[:-1])
+    result = honed(
+        "optimize",
+        model,
+        "--data",
+        data,
+        "--backends",
+        "onnxruntime,openvino",
+        "--precisions",
+        "fp32,bf16,int8",
+        "--out",
+        out,
+        *FAST[:-1],
+    )
     assert result.returncode == 0, result.stderr
     report = load_report(out)
     assert report.schema_ == "honed.report/v1"
     assert report.settings.metric == "top1" and report.data.labels
     names = {c.name for c in report.candidates}
-    assert {"onnx-fp32.onnxruntime", "onnx-int8.onnxruntime", "onnx-fp32.openvino", "onnx-int8.openvino"} <= names
+    assert {
+        "onnx-fp32.onnxruntime",
+        "onnx-int8.onnxruntime",
+        "onnx-fp32.openvino",
+        "onnx-int8.openvino",
+    } <= names
     winner = report.winner_candidate()
     assert winner is not None and winner.status == "accepted"
     assert winner.metric is not None and winner.metric.drop <= 0.01
@@ -57,8 +79,17 @@ def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], 
 def test_int64_multi_input_model_without_data_is_synthesized_within_vocab(tmp_path: Path) -> None:
     model = token_classifier_onnx(tmp_path / "tokens.onnx", vocab=50)
     out = tmp_path / "out"
-    result = honed("optimize", model, "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8",
-                   "--out", out, *FAST)
+    result = honed(
+        "optimize",
+        model,
+        "--backends",
+        "onnxruntime,openvino",
+        "--precisions",
+        "fp32,int8",
+        "--out",
+        out,
+        *FAST,
+    )
     assert result.returncode == 0, result.stderr
     report = load_report(out)
     assert report.data.source == "synthesized"
@@ -71,8 +102,19 @@ def test_int64_multi_input_model_without_data_is_synthesized_within_vocab(tmp_pa
 def test_fixed_batch_model_is_measured_at_its_own_batch(tmp_path: Path) -> None:
     model = token_classifier_onnx(tmp_path / "fixed.onnx", fixed_batch=1)
     out = tmp_path / "out"
-    result = honed("optimize", model, "--backends", "onnxruntime", "--precisions", "fp32",
-                   "--batch-sizes", "1,8", "--out", out, *FAST)
+    result = honed(
+        "optimize",
+        model,
+        "--backends",
+        "onnxruntime",
+        "--precisions",
+        "fp32",
+        "--batch-sizes",
+        "1,8",
+        "--out",
+        out,
+        *FAST,
+    )
     assert result.returncode == 0, result.stderr
     report = load_report(out)
     assert report.model.batch == "fixed" and report.settings.batch_sizes == [1]
@@ -112,21 +154,33 @@ def test_data_with_wrong_shape(digits: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 def test_impossible_options(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    assert "--batch-sizes" in _error(honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o"))
-    assert "tensorflow" in _error(honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o"))
-    assert "duration" in _error(honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o"))
+    assert "--batch-sizes" in _error(
+        honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o")
+    )
+    assert "tensorflow" in _error(
+        honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o")
+    )
+    assert "duration" in _error(
+        honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o")
+    )
     assert "labels" in _error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
 
 
 def test_unknown_input_override(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    message = _error(honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o"))
+    message = _error(
+        honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o")
+    )
     assert "pixels" in message and "input" in message
 
 
 def test_report_command_prints_the_table(tmp_path: Path, digits: tuple[Path, Path]) -> None:
     out = tmp_path / "out"
-    assert honed("optimize", digits[0], "--backends", "onnxruntime", "--precisions", "fp32", "--out", out,
-                 *FAST).returncode == 0
+    assert (
+        honed(
+            "optimize", digits[0], "--backends", "onnxruntime", "--precisions", "fp32", "--out", out, *FAST
+        ).returncode
+        == 0
+    )
     shown = honed("report", out)
     assert shown.returncode == 0 and "onnx-fp32.onnxruntime" in shown.stdout
     winner = json.loads(honed("report", out, "--json").stdout)

@@ -8,7 +8,7 @@ from honed.errors import InputError
 from honed.optimizer.tensors import TensorSpec
 
 
-def _spec(value_info) -> TensorSpec:  # type: ignore[no-untyped-def]
+def _spec(value_info) -> TensorSpec:
     import onnx
 
     tensor_type = value_info.type.tensor_type
@@ -16,23 +16,29 @@ def _spec(value_info) -> TensorSpec:  # type: ignore[no-untyped-def]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     except (KeyError, TypeError, ValueError):
         dtype = "float32"
-    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim]
+    shape = [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim
+    ]
     return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
 
 
-def load_model_proto(path: Path):  # type: ignore[no-untyped-def]
+def load_model_proto(path: Path):
     import onnx
 
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0],
-                         hint="re-export the model; check the file was fully downloaded") from None
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0],
+            hint="re-export the model; check the file was fully downloaded",
+        ) from None
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise InputError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}",
-                         hint="re-export the model with a current exporter") from None
+        raise InputError(
+            f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}",
+            hint="re-export the model with a current exporter",
+        ) from None
     return model
 
 
@@ -69,7 +75,10 @@ def integer_input_bounds(path: Path) -> dict[str, int]:
     # Follow single-input casts so ids that are cast before the lookup are still found.
     aliases: dict[str, str] = {inp.name: inp.name for inp in model.graph.input}
     for node in model.graph.node:
-        if node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"} and node.input[0] in aliases:
+        if (
+            node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"}
+            and node.input[0] in aliases
+        ):
             for out in node.output:
                 aliases[out] = aliases[node.input[0]]
     bounds: dict[str, int] = {}

@@ -18,12 +18,19 @@ def plot_report(report: Report, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for cand in report.accepted():
-        points = sorted((int(b), lat.p50, cand.throughput.get(b, 0.0)) for b, lat in cand.latency_by_batch_ms.items())
+        points = sorted(
+            (int(b), lat.p50, cand.throughput.get(b, 0.0)) for b, lat in cand.latency_by_batch_ms.items()
+        )
         if not points:
             continue
         style = "-o" if cand.name != report.winner else "-*"
-        ax.plot([p[1] for p in points], [p[2] for p in points], style, label=cand.name,
-                linewidth=2.5 if cand.name == report.winner else 1.2)
+        ax.plot(
+            [p[1] for p in points],
+            [p[2] for p in points],
+            style,
+            label=cand.name,
+            linewidth=2.5 if cand.name == report.winner else 1.2,
+        )
         for batch, lat, items in points:
             ax.annotate(f"b{batch}", (lat, items), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")

@@ -28,7 +28,7 @@ class MinLatency:
             return None
         best = min(c.latency_ms.p50 for c in pool if c.latency_ms)
         close = [c for c in pool if c.latency_ms and c.latency_ms.p50 <= best * 1.02]
-        return min(close, key=lambda c: (c.latency_ms.p99 if c.latency_ms else float("inf")))
+        return min(close, key=lambda c: c.latency_ms.p99 if c.latency_ms else float("inf"))
 
     def describe(self) -> str:
         return "lowest p50 latency at batch 1"
@@ -62,7 +62,9 @@ class MaxThroughput:
 
 
 def within_budget(cand: Candidate, latency_budget_ms: float | None) -> bool:
-    return latency_budget_ms is None or (cand.latency_ms is not None and cand.latency_ms.p99 <= latency_budget_ms)
+    return latency_budget_ms is None or (
+        cand.latency_ms is not None and cand.latency_ms.p99 <= latency_budget_ms
+    )
 
 
 def strategy_for(objective: str, latency_budget_ms: float | None) -> Strategy:

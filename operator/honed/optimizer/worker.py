@@ -7,6 +7,7 @@ to a worker over a pipe with small commands; a timeout or crash becomes the cand
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import resource
@@ -76,15 +77,22 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
     from honed.optimizer.data import batches
 
     runner = state["runner"]
-    chunks: list[list[np.ndarray]] = [runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)]
-    outputs = [np.concatenate([chunk[i] for chunk in chunks]) if chunks[0][i].ndim else np.stack(
-        [chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+    chunks: list[list[np.ndarray]] = [
+        runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)
+    ]
+    outputs = [
+        np.concatenate([chunk[i] for chunk in chunks])
+        if chunks[0][i].ndim
+        else np.stack([chunk[i] for chunk in chunks])
+        for i in range(len(chunks[0]))
+    ]
     np.savez(out_path, *outputs)
     return len(outputs)
 
 
-def _time(state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int,
-          max_iters: int) -> list[float]:
+def _time(
+    state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int, max_iters: int
+) -> list[float]:
     """Latencies in ms of single calls at ``batch``; a first call per batch size warms up untimed."""
     from honed.optimizer.data import tile_to
 
@@ -108,10 +116,19 @@ def _time(state: dict[str, Any], threads: int, batch: int, seconds: float, min_i
 def _stats(state: dict[str, Any], threads: int) -> dict[str, int | None]:
     runner = state.get("runner")
     gpu = runner.peak_gpu_bytes() if runner is not None and hasattr(runner, "peak_gpu_bytes") else None
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_gpu_bytes": gpu}
+    return {
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": gpu,
+    }
 
 
-_HANDLERS = {"build": _build, "load": _load, "predict": _predict, "time": _time, "stats": _stats}
+_HANDLERS: dict[str, Any] = {
+    "build": _build,
+    "load": _load,
+    "predict": _predict,
+    "time": _time,
+    "stats": _stats,
+}
 
 
 @dataclass
@@ -154,8 +171,6 @@ class Worker:
 
     def close(self) -> None:
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(WorkerFailure):
                 self.call("exit", timeout=10)
-            except WorkerFailure:
-                pass
         self.kill()
