@@ -68,7 +68,7 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
         notes.append(
             "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
-            "compares outputs by closeness to the original, not task accuracy"
+            "compares outputs with the original's, not task accuracy; pass --data for that"
         )
     step = fixed or 1
     keep = min(dataset.samples, options.max_samples)
@@ -262,7 +262,7 @@ class Search:
         schedule = rounds_schedule(list(live), self.prep.batch_sizes, rounds)
         self.progress.step(
             f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
-            f"interleaved rounds (~{per_slot * len(schedule):.0f}s)"
+            f"interleaved rounds ({per_slot:.2f}s or 5 calls per slot)"
         )
         for name, batch in schedule:
             trial = live.get(name)
