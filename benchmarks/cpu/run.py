@@ -128,9 +128,7 @@ def main() -> int:
             flush=True,
         )
     device = next((r["device"] for r in results if "device" in r), {})
-    (args.out / "results.json").write_text(
-        json.dumps({"device": device, "results": results}, indent=2) + "\n"
-    )
+    (args.out / "results.json").write_text(json.dumps({"device": device, "results": results}, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results, device))  # type: ignore[arg-type]
     print((args.out / "results.md").read_text())
     return 0

@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         data = digits.write_validation(args.out / "model" / "digits_val.npz")
         progress.step(f"trained: validation accuracy {accuracy:.3f}; optimizing honed.demo.digits:trained_cnn")
         options = OptimizeOptions(
-            model="honed.demo.digits:trained_cnn", data=data, max_metric_drop=0.005,
-            time_budget_s=parse_duration(args.time_budget), out=args.out / "optimized",
+            model="honed.demo.digits:trained_cnn",
+            data=data,
+            max_metric_drop=0.005,
+            time_budget_s=parse_duration(args.time_budget),
+            out=args.out / "optimized",
         )
         report = optimize(options, progress)
         plot_report(report, options.out / "latency-throughput.png")

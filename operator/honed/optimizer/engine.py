@@ -80,9 +80,7 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         )
     dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
     dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
-    metric = options.metric or default_metric(
-        source.outputs[0].shape, dataset.labels is not None, dataset.synthesized
-    )
+    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None, dataset.synthesized)
     check_metric(metric, dataset.labels is not None)
     batch_sizes = options.batch_sizes
     if fixed is not None:
@@ -231,12 +229,7 @@ class Search:
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
-        if (
-            trial.status != "rejected"
-            or plan.backend != "openvino"
-            or plan.precision != "int8"
-            or plan.variant
-        ):
+        if trial.status != "rejected" or plan.backend != "openvino" or plan.precision != "int8" or plan.variant:
             return None
         return CandidatePlan(
             "openvino",
@@ -269,9 +262,7 @@ class Search:
             if trial is None or trial.status != "accepted" or trial.worker is None:
                 continue
             try:
-                samples = trial.worker.call(
-                    "time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20)
-                )
+                samples = trial.worker.call("time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20))
                 trial.samples.setdefault(batch, []).extend(samples)
             except WorkerFailure as exc:
                 trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"

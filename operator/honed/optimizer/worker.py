@@ -80,9 +80,7 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
     from honed.optimizer.data import batches
 
     runner = state["runner"]
-    chunks: list[list[np.ndarray]] = [
-        runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)
-    ]
+    chunks: list[list[np.ndarray]] = [runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)]
     outputs = [
         np.concatenate([chunk[i] for chunk in chunks])
         if chunks[0][i].ndim
