@@ -50,6 +50,7 @@ class Prepared:
     batch_sizes: list[int]
     attention: bool
     notes: list[str]
+    matmul_heavy: bool = False
 
 
 def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
@@ -86,12 +87,13 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     if fixed is not None:
         batch_sizes = [fixed]
         notes.append(f"the model pins its batch axis at {fixed}; measured at that batch size only")
-    attention = False
+    attention = dense = False
     if source.onnx_path is not None:
-        from honed.optimizer.onnx_graph import has_attention
+        from honed.optimizer.onnx_graph import has_attention, matmul_heavy
 
-        attention = has_attention(source.onnx_path)
-    return Prepared(source, dataset, dataset.save(work / "data.npz"), metric, batch_sizes, attention, notes)
+        attention, dense = has_attention(source.onnx_path), matmul_heavy(source.onnx_path)
+    data_path = dataset.save(work / "data.npz")
+    return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
 
 
 def plan_candidates(
@@ -121,6 +123,7 @@ def plan_candidates(
         cpu_flags=cpu_flags(),
         device=options.device,
         attention=prep.attention,
+        matmul_heavy=prep.matmul_heavy,
         has_torch_program=src.torch_path is not None,
     )
     plans: list[CandidatePlan] = []
@@ -147,6 +150,8 @@ def plan_candidates(
                         {**factory_opts, **item.options},
                     )
                 )
+    # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
+    plans.sort(key=_build_cost)
     return baseline, plans, skipped
 
 
@@ -302,3 +307,11 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
 
 def python_executable() -> str:
     return sys.executable
+
+
+def _build_cost(plan: CandidatePlan) -> int:
+    if plan.variant == "compile":
+        return 3
+    if plan.precision.startswith("int8"):
+        return 2 if plan.precision != "int8-dynamic" else 1
+    return 0

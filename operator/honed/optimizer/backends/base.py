@@ -53,6 +53,7 @@ class SearchContext:
     cpu_flags: set[str]
     device: str = "cpu"
     attention: bool = False  # the graph has attention (MatMul-softmax-MatMul); picks quantization presets
+    matmul_heavy: bool = False  # more MatMul/Gemm than Conv: dynamic int8 quantization pays off
     has_torch_program: bool = False
 
 

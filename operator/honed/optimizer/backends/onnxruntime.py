@@ -31,9 +31,12 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     if "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32"))
     if "int8" in ctx.precisions:
-        out.append(CandidatePlan(NAME, "int8"))
-        # Dynamic quantization only pays off where MatMul/Gemm dominate (transformers, MLPs).
-        out.append(CandidatePlan(NAME, "int8-dynamic"))
+        # Static QDQ suits convolutional graphs; on attention graphs it is slow to calibrate and
+        # loses to dynamic quantization, which pays off wherever MatMul/Gemm dominate.
+        if not ctx.attention:
+            out.append(CandidatePlan(NAME, "int8"))
+        if ctx.matmul_heavy or ctx.attention:
+            out.append(CandidatePlan(NAME, "int8-dynamic"))
     for precision in ("fp16", "bf16"):
         if precision in ctx.precisions:
             out.append(
