@@ -88,6 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--write-only", action="store_true", help="write the new version into the repository and exit"
     )
+    parser.set_defaults(handler=run)
     return parser
 
 

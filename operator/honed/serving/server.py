@@ -224,22 +224,22 @@ class TritonServer(TritonControl):
         if not self.repository.is_dir():
             raise EnvironmentProblem(f"model repository {self.repository} does not exist")
         install = self._install or find_triton()
-        self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
-        if self._log_path is None:
-            self._log_path = self._work / "tritonserver.log"
-        backends = prepare_backends(install, self._work)
         self._endpoints = Endpoints(self.host, *_claim_ports(self.host, self._ports))
-        command = [str(install.binary), *self._arguments(install, backends)]
-        with open(self._log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_server_environment(install),
-                start_new_session=True,
-            )
+        self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
         try:
+            if self._log_path is None:
+                self._log_path = self._work / "tritonserver.log"
+            backends = prepare_backends(install, self._work)
+            command = [str(install.binary), *self._arguments(install, backends)]
+            with open(self._log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_server_environment(install),
+                    start_new_session=True,
+                )
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -283,7 +283,7 @@ class TritonServer(TritonControl):
             time.sleep(0.1)
         raise EnvironmentProblem(
             f"tritonserver did not become ready within {self.startup_timeout_s:.0f} s",
-            hint=f"see its log {self._log_path}:\n{self.log_tail(8)}",
+            hint=f"its log ends with:\n{self.log_tail(8)}",
         )
 
     def _exit_problem(self, code: int) -> EnvironmentProblem:
@@ -297,7 +297,7 @@ class TritonServer(TritonControl):
             )
         return EnvironmentProblem(
             f"tritonserver exited with code {code} while starting",
-            hint=f"its log {self._log_path} ends with:\n{tail}",
+            hint=f"its log ends with:\n{tail}",
         )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -322,16 +322,13 @@ class TritonServer(TritonControl):
                 proc.wait()
         if proc is not None:
             # The python backend's stubs are in the server's session; none may outlive it.
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         for segment in leftover_segments(self.shm_prefix):
             segment.unlink(missing_ok=True)
         if self._work is not None:
-            keep_log = self._log_path is not None and self._log_path.is_relative_to(self._work)
-            if not keep_log:
-                shutil.rmtree(self._work, ignore_errors=True)
-            else:
-                shutil.rmtree(self._work / "backends", ignore_errors=True)
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
 
 
 def _error_text(body: bytes) -> str:
