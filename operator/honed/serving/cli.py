@@ -31,10 +31,11 @@ from honed.serving.repository import (
     live_versions,
     write_version,
 )
-from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer
+from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer, claim_ports
 from honed.serving.tuning import ServingOptions
 
 REPOSITORY_ENV = "HONED_MODEL_REPOSITORY"
+LOG_FILE = "tritonserver.log"  # beside the models; Triton ignores files at the repository root
 
 
 def default_repository() -> Path:
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     with repository_lock(repository):
         running = None if args.write_only else running_server(repository)
         if not args.write_only and running is None:
-            find_triton()  # a missing binary is reported before anything is written
+            # A missing binary or a busy port is reported before anything is written.
+            find_triton()
+            claim_ports(args.host, (args.http_port, args.grpc_port, args.metrics_port))
         written = write_version(
             args.report,
             repository,
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             metrics_port=args.metrics_port,
             cache_bytes=args.cache_mb * 2**20,
+            log_path=repository / LOG_FILE,
         )
         try:
             server.start()
@@ -184,7 +188,7 @@ def _first_roll_out(server: TritonServer, written: WrittenVersion) -> bool:
 def _serve_until_stopped(server: TritonServer, repository: Path, failed: bool) -> int:
     ep = server.endpoints
     _say(f"Triton is ready: http {ep.http_url}  grpc {ep.grpc}  metrics {ep.metrics_url}")
-    _say("Ctrl-C or SIGTERM stops it")
+    _say(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -224,7 +224,7 @@ class TritonServer(TritonControl):
         if not self.repository.is_dir():
             raise EnvironmentProblem(f"model repository {self.repository} does not exist")
         install = self._install or find_triton()
-        self._endpoints = Endpoints(self.host, *_claim_ports(self.host, self._ports))
+        self._endpoints = Endpoints(self.host, *claim_ports(self.host, self._ports))
         self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
         try:
             if self._log_path is None:
@@ -345,7 +345,7 @@ def leftover_segments(prefix: str) -> list[Path]:
     return sorted(p for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
 
 
-def _claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
+def claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
     """Check that the given ports are free and replace each 0 by a free port."""
     held: list[socket.socket] = []
     ports: list[int] = []
