@@ -15,8 +15,8 @@ def test_growing_throughput_fills_batches_up_to_the_largest_measured() -> None:
     choice = batching(latency_by_batch={1: 2.0, 8: 4.0, 32: 10.0})
     assert choice.max_batch_size == 32
     assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
-    # No budget: half a batch-1 inference.
-    assert choice.dynamic.max_queue_delay_us == 1000
+    # No budget: a tenth of a batch-1 inference.
+    assert choice.dynamic.max_queue_delay_us == 200
 
 
 def test_a_throughput_peak_inside_the_range_becomes_the_preferred_size() -> None:
@@ -30,11 +30,11 @@ def test_a_budget_prefers_the_largest_batch_that_fits_and_waits_half_the_headroo
     # p99 = 1.5 x p50: batch 8 -> 6 ms, batch 32 -> 15 ms; budget 10 ms.
     choice = batching(latency_by_batch={1: 1.0, 8: 4.0, 32: 10.0}, latency_budget_ms=10.0)
     assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == (8,)
-    # headroom 10 - 6 = 4 ms, half is 2 ms, capped at one batch-1 inference (1 ms).
-    assert choice.dynamic.max_queue_delay_us == 1000
-    choice = batching(latency_by_batch={1: 4.0, 8: 5.0, 32: 6.0}, latency_budget_ms=10.0)
+    # headroom 10 - 6 = 4 ms, half is 2 ms, capped at a tenth of a batch-1 inference (0.1 ms).
+    assert choice.dynamic.max_queue_delay_us == 100
+    choice = batching(latency_by_batch={1: 20.0, 8: 24.0, 32: 26.0}, latency_budget_ms=40.0)
     assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
-    assert choice.dynamic.max_queue_delay_us == 500  # (10 - 9) / 2 ms
+    assert choice.dynamic.max_queue_delay_us == 500  # (40 - 39) / 2 ms, under the 2 ms cap
 
 
 def test_a_budget_without_room_means_no_waiting() -> None:

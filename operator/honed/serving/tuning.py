@@ -13,6 +13,10 @@ from honed.serving.config import DynamicBatching, InstanceGroup
 
 # A batch size "helps" when it moves at least this much more items per second.
 HELPFUL_GAIN = 1.10
+# A request alone in the queue waits at most this fraction of its own compute time for company:
+# the wait only helps at moderate load (under heavy load requests queue behind the busy instance
+# and batch without waiting), while every lone request pays it.
+LONE_REQUEST_WAIT = 0.1
 # Never let a request wait longer than this for company, whatever the numbers say.
 MAX_QUEUE_DELAY_US = 100_000
 
@@ -147,14 +151,14 @@ def _queue_delay(
             return 0, (
                 f"the {budget:g} ms budget leaves no room to wait (batch {target} p99 {compute:.2f} ms)"
             )
-        delay_ms = min(headroom / 2, one.p50)
+        delay_ms = min(headroom / 2, one.p50 * LONE_REQUEST_WAIT)
         return _us(delay_ms), (
-            f"half the headroom between the {budget:g} ms budget and batch-{target} "
-            f"p99 ({compute:.2f} ms), at most one batch-1 inference ({one.p50:.2f} ms)"
+            f"half the headroom between the {budget:g} ms budget and batch-{target} p99 ({compute:.2f} ms), "
+            f"at most {LONE_REQUEST_WAIT:.0%} of a batch-1 inference ({one.p50:.2f} ms)"
         )
-    return _us(one.p50 / 2), (
-        f"half a batch-1 inference (p50 {one.p50:.2f} ms); with no latency budget "
-        "a lone request waits at most half its compute time"
+    return _us(one.p50 * LONE_REQUEST_WAIT), (
+        f"{LONE_REQUEST_WAIT:.0%} of a batch-1 inference (p50 {one.p50:.2f} ms): a lone request pays little, "
+        "and under load batches form from the requests queued behind the busy instance anyway"
     )
 
 
