@@ -11,6 +11,9 @@ The public surface is small on purpose:
 - ``model_states(name)``, ``is_model_ready(name, version)``, ``metrics_text()``, ``log_tail()``;
 - ``endpoints`` (HTTP, gRPC and metrics addresses) once started.
 
+``TritonControl(endpoints)`` offers the same model-control calls for a server started elsewhere
+(another `honed serve`, a Triton pod reached through a port-forward).
+
 Ports given as 0 are picked free at start, which is what tests want. The control calls use
 plain HTTP (urllib) rather than tritonclient's gevent client so they work from any thread.
 """
@@ -45,6 +48,10 @@ SHM_DIR = Path("/dev/shm")
 
 class ModelLoadError(HonedError):
     """Triton refused to load a model; the message carries Triton's reason."""
+
+
+class PortsTaken(EnvironmentProblem):
+    """Triton could not bind one of its ports."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,7 @@ class TritonServer(TritonControl):
         self._ports = (http_port, grpc_port, metrics_port)
         self.cache_bytes = cache_bytes
         self._log_path = log_path
+        self._given_log_path = log_path
         self._install = install
         self.startup_timeout_s = startup_timeout_s
         self.load_timeout_s = load_timeout_s
@@ -224,14 +232,25 @@ class TritonServer(TritonControl):
         if not self.repository.is_dir():
             raise EnvironmentProblem(f"model repository {self.repository} does not exist")
         install = self._install or find_triton()
+        # Ports picked free (0) can be taken by someone else before Triton binds them; pick again.
+        attempts = 3 if 0 in self._ports else 1
+        for attempt in range(attempts):
+            try:
+                return self._start_once(install)
+            except PortsTaken:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, install: TritonInstall) -> TritonServer:
         self._endpoints = Endpoints(self.host, *claim_ports(self.host, self._ports))
         self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
         try:
-            if self._log_path is None:
-                self._log_path = self._work / "tritonserver.log"
+            log_path = self._given_log_path or self._work / "tritonserver.log"
+            self._log_path = log_path
             backends = prepare_backends(install, self._work)
             command = [str(install.binary), *self._arguments(install, backends)]
-            with open(self._log_path, "ab") as log:
+            with open(log_path, "ab") as log:
                 self._proc = subprocess.Popen(
                     command,
                     stdout=log,
@@ -290,7 +309,7 @@ class TritonServer(TritonControl):
         tail = self.log_tail(12)
         if "already in use" in tail or "Address in use" in tail:
             ep = self.endpoints
-            return EnvironmentProblem(
+            return PortsTaken(
                 f"tritonserver could not bind its ports on {ep.host} "
                 f"(http {ep.http_port}, grpc {ep.grpc_port}, metrics {ep.metrics_port}): address in use",
                 hint="pick other ports (--http-port/--grpc-port/--metrics-port) or stop the other server",
