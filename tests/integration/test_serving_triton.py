@@ -12,11 +12,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from honed.optimizer.artifact import load_runner
-from honed.serving.deploy import VersionRejected, ready_versions, roll_out
+from honed.serving.deploy import VersionRejected, ready_versions, roll_out, serve_report
+from honed.serving.load import exercise
 from honed.serving.metrics import model_traffic
 from honed.serving.repository import CONFIG_FILE, write_version
 from honed.serving.server import TritonServer, leftover_segments
-from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, mlp_report
+from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, INPUTS, mlp_report
 from tests.fixtures.traffic import Load, infer
 from tests.fixtures.triton import Served, StartTriton
 
@@ -150,3 +151,19 @@ def test_stopping_ends_the_server_and_its_stubs_and_frees_shared_memory(
     assert not server.running() and not leftover_segments(server.shm_prefix)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # nothing of the server's session is left, stubs included
+
+
+def test_serve_report_and_exercise_show_batching_and_cache_hits(mlp_report_dir: Path, tmp_path: Path) -> None:
+    """The helpers the demo uses: serve a report in one call, then read Triton's own account of traffic."""
+    with serve_report(mlp_report_dir, tmp_path / "repository", http_port=0, grpc_port=0, metrics_port=0) as (
+        server,
+        written,
+    ):
+        assert written.version == 1 and server.is_model_ready("mlp", 1)
+        seen = exercise(server, "mlp", INPUTS, concurrency=8, seconds=1.0, repeats=20)
+        prefix = server.shm_prefix
+    assert seen.load.errors == 0 and seen.load.requests > 0
+    assert seen.average_batch > 1.0
+    assert seen.cache_hits >= 19
+    assert "Triton ran batches of" in seen.describe()
+    assert not leftover_segments(prefix)

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from honed.errors import HonedError
-from honed.serving.repository import WrittenVersion, discard_version, prune_versions
-from honed.serving.server import Endpoints, ModelLoadError, TritonControl
+from honed.serving.repository import WrittenVersion, discard_version, prune_versions, write_version
+from honed.serving.server import Endpoints, ModelLoadError, TritonControl, TritonServer
+from honed.serving.tuning import ServingOptions
 
 STATE_FILE = ".honed-server.json"
 LOCK_FILE = ".honed.lock"
@@ -119,3 +121,24 @@ def running_server(repository: Path) -> TritonControl | None:
         pass  # alive, owned by someone else; its HTTP answer decides
     control = TritonControl(endpoints)
     return control if control.is_live() else None
+
+
+@contextmanager
+def serve_report(
+    report: Path,
+    repository: Path,
+    *,
+    model: str | None = None,
+    options: ServingOptions | None = None,
+    **server_options: Any,
+) -> Iterator[tuple[TritonServer, WrittenVersion]]:
+    """Write ``report``'s winner as a new version, start Triton on the repository and load it.
+
+    For demos and tests: ``with serve_report(dir, repo, http_port=0) as (server, written): ...``;
+    ``server_options`` go to TritonServer (ports 0 = pick free ones). Stops the server on exit.
+    """
+    with repository_lock(repository):
+        written = write_version(report, repository, model=model, options=options)
+    with TritonServer(repository, **server_options) as server:
+        roll_out(server, written)
+        yield server, written
