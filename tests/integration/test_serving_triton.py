@@ -94,6 +94,9 @@ def test_a_version_swap_under_load_fails_no_request(start_triton: StartTriton, t
     first = write_version(mlp_report(tmp_path / "r1", seed=0), repository)
     server = start_triton(repository)
     roll_out(server, first)
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    x = np.ones((2, FEATURES), np.float32)
+    assert infer(client, "mlp", x)[1] == "1"  # now in the response cache, for version 1
     second_report = mlp_report(tmp_path / "r2", seed=1)
     with Load(server.endpoints.grpc, "mlp", threads=8) as load:
         while load.total < 200:
@@ -106,8 +109,8 @@ def test_a_version_swap_under_load_fails_no_request(start_triton: StartTriton, t
     assert result.version == 2 and result.retired == (1,)
     assert set(load.versions) == {"1", "2"} and set(load.last_versions) == {"2"}
     assert ready_versions(server, "mlp") == [2]
-    x = np.ones((2, FEATURES), np.float32)
-    scores, version = infer(grpcclient.InferenceServerClient(server.endpoints.grpc), "mlp", x)
+    # The new version answers from its own model, never from the old version's cached answers.
+    scores, version = infer(client, "mlp", x)
     assert version == "2"
     np.testing.assert_allclose(scores, runtime_scores(second_report, x), rtol=1e-5, atol=1e-6)
 
