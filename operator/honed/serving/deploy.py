@@ -51,6 +51,8 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
     except ModelLoadError as exc:
         reason = exc.message
         discard_version(written, reason)
+        # Triton appends the python stack ("At: ..."); the full text stays in failure.txt.
+        reason = reason.split("\n\nAt:")[0].strip()
         serving = ready_versions(control, written.model)
         keeps = f"version {max(serving)} keeps serving" if serving else "no version of it is serving"
         raise VersionRejected(

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -229,8 +230,8 @@ class TritonServer(TritonControl):
     def start(self) -> TritonServer:
         if self._proc is not None:
             raise RuntimeError("the server is already started")
-        if not self.repository.is_dir():
-            raise EnvironmentProblem(f"model repository {self.repository} does not exist")
+        # Models are written into the repository later; an empty one is a fine start.
+        self.repository.mkdir(parents=True, exist_ok=True)
         install = self._install or find_triton()
         # Ports picked free (0) can be taken by someone else before Triton binds them; pick again.
         attempts = 3 if 0 in self._ports else 1
@@ -389,11 +390,20 @@ def claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
 def _server_environment(install: TritonInstall) -> dict[str, str]:
     env = dict(os.environ)
     libs = [str(p) for p in install.lib_dirs]
+    # The stub links libpython3.X.so: give it this interpreter's own, or it may pick a system one
+    # of another patch release whose C extensions (ssl, ...) this interpreter's stdlib cannot load.
+    libpython = Path(str(sysconfig.get_config_var("LIBDIR") or "")) / str(
+        sysconfig.get_config_var("INSTSONAME") or ""
+    )
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libpython.is_file():
+        libs.insert(0, str(libpython.parent))
     if libs:
         env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
     # The python backend's stub finds packages through the first python on PATH: make it this
-    # interpreter's environment, and let it import the same honed as the process that starts it.
+    # interpreter's environment, and let it import what the starting process imports: the same
+    # honed, and modules beside the working directory (model factories named as module:function).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     honed_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([honed_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [honed_root, os.getcwd(), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
