@@ -22,8 +22,9 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    x_train, x_val, y_train, y_val = train_test_split(images, digits.target.astype(np.int64), test_size=0.3,
-                                                      random_state=0, stratify=digits.target)
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, digits.target.astype(np.int64), test_size=0.3, random_state=0, stratify=digits.target
+    )
     return x_train, x_val, y_train, y_val
 
 
@@ -33,10 +34,21 @@ def build_cnn() -> Any:
 
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128 * 2 * 2, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.BatchNorm2d(128),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128 * 2 * 2, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 

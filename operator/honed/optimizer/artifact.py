@@ -61,7 +61,9 @@ def load_runner(directory: Path, *, threads: int | None = None) -> Runner:
     try:
         module = backend_module(meta.backend, meta.device)
     except (KeyError, ImportError):
-        raise InputError(f"artifact {directory} needs backend {meta.backend!r} on {meta.device}, "
-                         "which this installation does not have") from None
+        raise InputError(
+            f"artifact {directory} needs backend {meta.backend!r} on {meta.device}, "
+            "which this installation does not have"
+        ) from None
     runner: Runner = module.load(meta, directory, threads)
     return runner

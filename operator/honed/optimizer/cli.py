@@ -24,10 +24,13 @@ def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("optimize", help="search runtimes and precisions for the fastest accurate candidate",
-                       description="Convert MODEL, build candidates (backend x precision), check each against "
-                                   "the original on DATA, time them and write DIR/report.json + artifacts.")
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="search runtimes and precisions for the fastest accurate candidate",
+        description="Convert MODEL, build candidates (backend x precision), check each against "
+        "the original on DATA, time them and write DIR/report.json + artifacts.",
+    )
     p.add_argument("model", nargs="?", help="an .onnx file, a TorchScript file, or module:factory for PyTorch")
     p.add_argument("--request", type=Path, help="JSON file with all options (used by the operator's Jobs)")
     p.add_argument("--data", type=Path, help=".npz with one array per input (+ optional 'labels')")
@@ -39,8 +42,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--precisions", type=_str_list, default=["fp32", "bf16", "int8"])
     p.add_argument("--backends", type=_str_list, default=[])
     p.add_argument("--time-budget", default="10m", help="e.g. 90s, 10m, 1h")
-    p.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE:SHAPE",
-                   help="input spec, e.g. input_ids:int64:-1,128 (repeatable)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE:SHAPE",
+        help="input spec, e.g. input_ids:int64:-1,128 (repeatable)",
+    )
     p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--measure-seconds", type=float, default=1.5, help="timed seconds per candidate and batch")
@@ -57,10 +65,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
     fields = {
-        "model": args.model, "data": args.data, "metric": args.metric, "max_metric_drop": args.max_metric_drop,
-        "objective": args.objective, "latency_budget_ms": args.latency_budget_ms, "batch_sizes": args.batch_sizes,
-        "precisions": args.precisions, "backends": args.backends, "time_budget_s": parse_duration(args.time_budget),
-        "out": args.out, "inputs": [parse_input_option(text) for text in args.input], "device": args.device,
+        "model": args.model,
+        "data": args.data,
+        "metric": args.metric,
+        "max_metric_drop": args.max_metric_drop,
+        "objective": args.objective,
+        "latency_budget_ms": args.latency_budget_ms,
+        "batch_sizes": args.batch_sizes,
+        "precisions": args.precisions,
+        "backends": args.backends,
+        "time_budget_s": parse_duration(args.time_budget),
+        "out": args.out,
+        "inputs": [parse_input_option(text) for text in args.input],
+        "device": args.device,
         "measure_seconds": args.measure_seconds,
     }
     if args.threads:

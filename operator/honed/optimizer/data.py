@@ -41,16 +41,19 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"data file {path} is not a readable .npz ({exc})",
-                         hint="write it with numpy.savez(path, input_name=array, labels=array)") from None
+        raise InputError(
+            f"data file {path} is not a readable .npz ({exc})",
+            hint="write it with numpy.savez(path, input_name=array, labels=array)",
+        ) from None
 
 
 def npz_shapes(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {name: (array.dtype.name, tuple(array.shape)) for name, array in arrays.items()}
 
 
-def check_arrays(arrays: dict[str, np.ndarray], inputs: list[TensorSpec], path: Path,
-                 fixed_batch: int | None) -> Dataset:
+def check_arrays(
+    arrays: dict[str, np.ndarray], inputs: list[TensorSpec], path: Path, fixed_batch: int | None
+) -> Dataset:
     """Match arrays to inputs by name (or position for one input); errors name the array and the fix."""
     labels = arrays.pop(LABELS, None)
     if len(inputs) == 1 and len(arrays) == 1 and inputs[0].name not in arrays:
@@ -68,14 +71,18 @@ def check_arrays(arrays: dict[str, np.ndarray], inputs: list[TensorSpec], path: 
         feeds[spec.name] = _conform(array, spec, path, fixed_batch)
         counts.add(len(feeds[spec.name]))
     if len(counts) != 1:
-        raise InputError(f"data file {path}: arrays have different sample counts {sorted(counts)}",
-                         hint="every input array needs the same first-axis length")
+        raise InputError(
+            f"data file {path}: arrays have different sample counts {sorted(counts)}",
+            hint="every input array needs the same first-axis length",
+        )
     samples = counts.pop()
     if samples == 0:
         raise InputError(f"data file {path} holds zero samples", hint="add at least one sample per input")
     if labels is not None and len(labels) != samples:
-        raise InputError(f"data file {path}: 'labels' has {len(labels)} rows for {samples} samples",
-                         hint="give one label per sample")
+        raise InputError(
+            f"data file {path}: 'labels' has {len(labels)} rows for {samples} samples",
+            hint="give one label per sample",
+        )
     return Dataset(feeds=feeds, labels=labels, synthesized=False, path=str(path))
 
 
@@ -87,19 +94,22 @@ def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int |
         # Samples stacked on an extra leading axis for a model with a pinned batch axis.
         array = array.reshape(-1, *array.shape[2:])
     if array.ndim != len(expected):
-        raise InputError(f"{where} has shape {list(array.shape)} but the input expects {expected}",
-                         hint="first axis = samples, the rest must match the input's shape")
+        raise InputError(
+            f"{where} has shape {list(array.shape)} but the input expects {expected}",
+            hint="first axis = samples, the rest must match the input's shape",
+        )
     for axis, (have, want) in enumerate(zip(array.shape[1:], item, strict=True), start=1):
         if want != -1 and have != want:
-            raise InputError(f"{where}: axis {axis} is {have}, the input needs {want} (shape {expected})",
-                             hint="resize or re-encode the data to the model's input shape")
+            raise InputError(
+                f"{where}: axis {axis} is {have}, the input needs {want} (shape {expected})",
+                hint="resize or re-encode the data to the model's input shape",
+            )
     want_dtype = spec.np_dtype()
     if array.dtype != want_dtype:
         if not np.can_cast(array.dtype, want_dtype, casting="same_kind") and not (
             array.dtype.kind in "iub" and want_dtype.kind in "iu"
         ):
-            raise InputError(f"{where} is {array.dtype}, the input needs {want_dtype}",
-                             hint=f"save it as {want_dtype}")
+            raise InputError(f"{where} is {array.dtype}, the input needs {want_dtype}", hint=f"save it as {want_dtype}")
         array = array.astype(want_dtype)
     return np.ascontiguousarray(array)
 
@@ -115,9 +125,7 @@ def synthesize(inputs: list[TensorSpec], samples: int, int_bounds: dict[str, int
         lowered = spec.name.lower()
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = np.ones(shape, dtype=dtype)
-        elif "mask" in lowered:
+        elif dtype.kind == "b" or "mask" in lowered:
             feeds[spec.name] = np.ones(shape, dtype=dtype)
         elif ("type" in lowered or "segment" in lowered) and spec.name not in int_bounds:
             feeds[spec.name] = np.zeros(shape, dtype=dtype)
@@ -144,5 +152,7 @@ def tile_to(feeds: dict[str, np.ndarray], inputs: list[TensorSpec], size: int) -
     """One call's worth of inputs with exactly ``size`` samples (repeating data when there are fewer)."""
     samples = len(next(iter(feeds.values())))
     index = np.arange(size) % samples
-    return {spec.name: (feeds[spec.name][0] if not spec.shape else np.ascontiguousarray(feeds[spec.name][index]))
-            for spec in inputs}
+    return {
+        spec.name: (feeds[spec.name][0] if not spec.shape else np.ascontiguousarray(feeds[spec.name][index]))
+        for spec in inputs
+    }

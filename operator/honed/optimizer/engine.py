@@ -17,7 +17,7 @@ from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchCon
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
-from honed.optimizer.report import Candidate, MetricResult, Skipped
+from honed.optimizer.report import MetricResult, Skipped
 from honed.optimizer.sources import SourceModel, load_source
 from honed.optimizer.validate import check_metric, compare, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
@@ -66,18 +66,21 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
 
         bounds = integer_input_bounds(source.onnx_path) if source.onnx_path else {}
         dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
-        notes.append("no --data given: inputs were synthesized from the input spec, so the accuracy gate "
-                     "compares outputs by closeness to the original, not task accuracy")
+        notes.append(
+            "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
+            "compares outputs with the original's, not task accuracy; pass --data for that"
+        )
     step = fixed or 1
     keep = min(dataset.samples, options.max_samples)
     keep -= keep % step
     if keep == 0:
-        raise InputError(f"the model's batch axis is fixed at {fixed} but the data has {dataset.samples} samples",
-                         hint=f"give at least {fixed} samples")
+        raise InputError(
+            f"the model's batch axis is fixed at {fixed} but the data has {dataset.samples} samples",
+            hint=f"give at least {fixed} samples",
+        )
     dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
     dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
-    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None,
-                                              dataset.synthesized)
+    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None, dataset.synthesized)
     check_metric(metric, dataset.labels is not None)
     batch_sizes = options.batch_sizes
     if fixed is not None:
@@ -91,8 +94,9 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     return Prepared(source, dataset, dataset.save(work / "data.npz"), metric, batch_sizes, attention, notes)
 
 
-def plan_candidates(options: OptimizeOptions, prep: Prepared) -> tuple[CandidatePlan, list[CandidatePlan],
-                                                                        list[Skipped]]:
+def plan_candidates(
+    options: OptimizeOptions, prep: Prepared
+) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
     """The baseline plan, the candidate plans and what was skipped (with why)."""
     src = prep.source
     known = sorted(BACKEND_MODULES)
@@ -106,11 +110,19 @@ def plan_candidates(options: OptimizeOptions, prep: Prepared) -> tuple[Candidate
         from honed.optimizer.backends.torch import baseline_plan
 
         baseline = baseline_plan(src.format)
-        baseline = CandidatePlan(baseline.backend, baseline.precision, baseline.source, baseline.variant,
-                                 options=factory_opts)
-    ctx = SearchContext(inputs=src.inputs, outputs=src.outputs, source_format=src.format,
-                        precisions=options.precisions, cpu_flags=cpu_flags(), device=options.device,
-                        attention=prep.attention, has_torch_program=src.torch_path is not None)
+        baseline = CandidatePlan(
+            baseline.backend, baseline.precision, baseline.source, baseline.variant, options=factory_opts
+        )
+    ctx = SearchContext(
+        inputs=src.inputs,
+        outputs=src.outputs,
+        source_format=src.format,
+        precisions=options.precisions,
+        cpu_flags=cpu_flags(),
+        device=options.device,
+        attention=prep.attention,
+        has_torch_program=src.torch_path is not None,
+    )
     plans: list[CandidatePlan] = []
     skipped: list[Skipped] = []
     for name in known:
@@ -125,8 +137,16 @@ def plan_candidates(options: OptimizeOptions, prep: Prepared) -> tuple[Candidate
             if isinstance(item, Skipped):
                 skipped.append(item)
             elif item.name != baseline.name:
-                plans.append(CandidatePlan(item.backend, item.precision, item.source, item.variant, item.device,
-                                           {**factory_opts, **item.options}))
+                plans.append(
+                    CandidatePlan(
+                        item.backend,
+                        item.precision,
+                        item.source,
+                        item.variant,
+                        item.device,
+                        {**factory_opts, **item.options},
+                    )
+                )
     return baseline, plans, skipped
 
 
@@ -141,9 +161,16 @@ class Search:
         self.reference: list[np.ndarray] | None = None
         self.reference_path = work / "reference.npz"
         src = prep.source
-        self.build_ctx = BuildContext(onnx_path=src.onnx_path, torch_path=src.torch_path, inputs=src.inputs,
-                                      outputs=src.outputs, calibration_path=prep.data_path,
-                                      threads=options.threads, attention=prep.attention, work_dir=work)
+        self.build_ctx = BuildContext(
+            onnx_path=src.onnx_path,
+            torch_path=src.torch_path,
+            inputs=src.inputs,
+            outputs=src.outputs,
+            calibration_path=prep.data_path,
+            threads=options.threads,
+            attention=prep.attention,
+            work_dir=work,
+        )
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -192,20 +219,31 @@ class Search:
             return
         if trial.metric.drop > self.options.max_metric_drop:
             trial.status = "rejected"
-            trial.reason = (f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
-                            f"--max-metric-drop {self.options.max_metric_drop}")
+            trial.reason = (
+                f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
+                f"--max-metric-drop {self.options.max_metric_drop}"
+            )
         else:
             trial.status = "accepted"
 
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
-        """When plain int8 fails the gate, try int8 that keeps the most sensitive layers in higher precision."""
+        """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
         if trial.status != "rejected" or plan.backend != "openvino" or plan.precision != "int8" or plan.variant:
             return None
-        return CandidatePlan("openvino", "int8", plan.source, "accuracy-aware", plan.device, {
-            "reference": str(self.reference_path), "metric": self.prep.metric,
-            "max_drop": self.options.max_metric_drop, "labels": self.prep.dataset.labels is not None,
-        })
+        return CandidatePlan(
+            "openvino",
+            "int8",
+            plan.source,
+            "accuracy-aware",
+            plan.device,
+            {
+                "reference": str(self.reference_path),
+                "metric": self.prep.metric,
+                "max_drop": self.options.max_metric_drop,
+                "labels": self.prep.dataset.labels is not None,
+            },
+        )
 
     def time_all(self, trials: list[Trial]) -> None:
         from honed.optimizer.measure import rounds_schedule
@@ -215,8 +253,10 @@ class Search:
         slots = max(1, len(live) * len(self.prep.batch_sizes) * rounds)
         per_slot = min(self.options.measure_seconds / rounds, max(0.05, (self.remaining() - 5) / slots))
         schedule = rounds_schedule(list(live), self.prep.batch_sizes, rounds)
-        self.progress.step(f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
-                           f"interleaved rounds (~{per_slot * len(schedule):.0f}s)")
+        self.progress.step(
+            f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
+            f"interleaved rounds ({per_slot:.2f}s or 5 calls per slot)"
+        )
         for name, batch in schedule:
             trial = live.get(name)
             if trial is None or trial.status != "accepted" or trial.worker is None:
@@ -244,9 +284,16 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
     parts = ["honed", "optimize", options.model]
     if options.data:
         parts += ["--data", str(options.data)]
-    parts += ["--backends", plan.backend, "--precisions", plan.precision.split("-")[0],
-              "--batch-sizes", ",".join(map(str, options.batch_sizes)),
-              "--max-metric-drop", str(options.max_metric_drop)]
+    parts += [
+        "--backends",
+        plan.backend,
+        "--precisions",
+        plan.precision.split("-")[0],
+        "--batch-sizes",
+        ",".join(map(str, options.batch_sizes)),
+        "--max-metric-drop",
+        str(options.max_metric_drop),
+    ]
     parts += [f"--input {s.name}:{s.dtype}:{','.join(map(str, s.shape))}" for s in options.inputs]
     return " ".join(parts)
 

@@ -9,8 +9,19 @@ from functools import lru_cache
 from honed.optimizer.report import DeviceInfo
 
 # Flags that decide which precisions are worth trying; the report keeps only these.
-RELEVANT_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
-                  "amx_tile", "avx_vnni", "fma", "f16c"}
+RELEVANT_FLAGS = {
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "avx_vnni",
+    "fma",
+    "f16c",
+}
 
 
 @lru_cache(maxsize=1)

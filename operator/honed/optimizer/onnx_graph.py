@@ -8,7 +8,7 @@ from honed.errors import InputError
 from honed.optimizer.tensors import TensorSpec
 
 
-def _spec(value_info) -> TensorSpec:  # type: ignore[no-untyped-def]
+def _spec(value_info) -> TensorSpec:
     import onnx
 
     tensor_type = value_info.type.tensor_type
@@ -20,19 +20,23 @@ def _spec(value_info) -> TensorSpec:  # type: ignore[no-untyped-def]
     return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
 
 
-def load_model_proto(path: Path):  # type: ignore[no-untyped-def]
+def load_model_proto(path: Path):
     import onnx
 
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0],
-                         hint="re-export the model; check the file was fully downloaded") from None
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0],
+            hint="re-export the model; check the file was fully downloaded",
+        ) from None
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise InputError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}",
-                         hint="re-export the model with a current exporter") from None
+        raise InputError(
+            f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}",
+            hint="re-export the model with a current exporter",
+        ) from None
     return model
 
 

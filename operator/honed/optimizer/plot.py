@@ -22,8 +22,13 @@ def plot_report(report: Report, path: Path) -> Path | None:
         if not points:
             continue
         style = "-o" if cand.name != report.winner else "-*"
-        ax.plot([p[1] for p in points], [p[2] for p in points], style, label=cand.name,
-                linewidth=2.5 if cand.name == report.winner else 1.2)
+        ax.plot(
+            [p[1] for p in points],
+            [p[2] for p in points],
+            style,
+            label=cand.name,
+            linewidth=2.5 if cand.name == report.winner else 1.2,
+        )
         for batch, lat, items in points:
             ax.annotate(f"b{batch}", (lat, items), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")

@@ -28,7 +28,7 @@ class MinLatency:
             return None
         best = min(c.latency_ms.p50 for c in pool if c.latency_ms)
         close = [c for c in pool if c.latency_ms and c.latency_ms.p50 <= best * 1.02]
-        return min(close, key=lambda c: (c.latency_ms.p99 if c.latency_ms else float("inf")))
+        return min(close, key=lambda c: c.latency_ms.p99 if c.latency_ms else float("inf"))
 
     def describe(self) -> str:
         return "lowest p50 latency at batch 1"

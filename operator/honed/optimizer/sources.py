@@ -76,8 +76,12 @@ def apply_overrides(specs: list[TensorSpec], overrides: list[TensorSpec], kind: 
     return [by_name[spec.name] for spec in specs]
 
 
-def load_source(model: str, work_dir: Path, overrides: list[TensorSpec],
-                data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None = None) -> SourceModel:
+def load_source(
+    model: str,
+    work_dir: Path,
+    overrides: list[TensorSpec],
+    data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None = None,
+) -> SourceModel:
     """Load ``model`` and produce its fp32 ONNX in ``work_dir``; errors are InputErrors."""
     fmt = detect_format(model)
     if fmt == "onnx":
@@ -87,8 +91,7 @@ def load_source(model: str, work_dir: Path, overrides: list[TensorSpec],
         if not path.is_file():
             raise InputError(f"ONNX model {model!r} not found", hint="check the path")
         inputs, outputs = read_onnx(path)
-        return SourceModel("onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs,
-                           onnx_path=path)
+        return SourceModel("onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs, onnx_path=path)
     from honed.optimizer import torch_export
 
     if fmt == "torchscript":
@@ -112,8 +115,10 @@ def load_factory(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(f"cannot import {module_name!r} for model {spec!r}: {exc}",
-                         hint="run from the directory holding the module or install its package") from None
+        raise InputError(
+            f"cannot import {module_name!r} for model {spec!r}: {exc}",
+            hint="run from the directory holding the module or install its package",
+        ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise InputError(f"{module_name!r} has no callable {attr!r}", hint="name a function returning a module")
@@ -129,12 +134,17 @@ def load_factory(spec: str) -> Any:
     return model
 
 
-def _torch_inputs(module: Any, overrides: list[TensorSpec],
-                  data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None, model: str) -> list[TensorSpec]:
+def _torch_inputs(
+    module: Any,
+    overrides: list[TensorSpec],
+    data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None,
+    model: str,
+) -> list[TensorSpec]:
     """Names from forward()'s signature; dtypes and shapes from --input or the data file."""
     try:
         params = [
-            p.name for p in inspect.signature(module.forward).parameters.values()
+            p.name
+            for p in inspect.signature(module.forward).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
         ]
     except (TypeError, ValueError):

@@ -24,27 +24,40 @@ def _ms(cand: Candidate, key: str) -> str:
 
 def build_table(report: Report) -> Table:
     batches = [str(b) for b in report.settings.batch_sizes]
-    table = Table(title=f"honed: {report.model.source} on {report.device.cpu} ({report.device.threads} threads)",
-                  title_justify="left")
+    table = Table(
+        title=f"honed: {report.model.source} on {report.device.cpu} ({report.device.threads} threads)",
+        title_justify="left",
+    )
     for column in ("candidate", "backend", "precision", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if "ms" in column else "left")
     for b in batches:
         table.add_column(f"items/s @{b}", justify="right")
     for column in ("size", "metric drop", "verdict", "speedup"):
         table.add_column(column, justify="right" if column in ("size", "speedup", "metric drop") else "left")
-    order = sorted(report.candidates, key=lambda c: (c.status != "accepted", c.latency_ms.p50 if c.latency_ms
-                                                    else float("inf")))
+    order = sorted(
+        report.candidates,
+        key=lambda c: (c.status != "accepted", c.latency_ms.p50 if c.latency_ms else float("inf")),
+    )
     for cand in order:
-        verdict = cand.status
+        verdict: str = cand.status
         if cand.name == report.winner:
             verdict = "[bold green]WINNER[/]"
         elif cand.name == report.baseline.name:
             verdict = f"{cand.status} (baseline)"
         drop = "-" if cand.metric is None else f"{cand.metric.drop:.4f}"
         speed = "-" if cand.speedup is None else f"{cand.speedup:.2f}x"
-        table.add_row(cand.name, cand.backend, cand.precision, _ms(cand, "p50"), _ms(cand, "p99"),
-                      *[f"{cand.throughput[b]:.1f}" if b in cand.throughput else "-" for b in batches],
-                      _size(cand.size_bytes), drop, verdict, speed)
+        table.add_row(
+            cand.name,
+            cand.backend,
+            cand.precision,
+            _ms(cand, "p50"),
+            _ms(cand, "p99"),
+            *[f"{cand.throughput[b]:.1f}" if b in cand.throughput else "-" for b in batches],
+            _size(cand.size_bytes),
+            drop,
+            verdict,
+            speed,
+        )
     return table
 
 
@@ -63,7 +76,10 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(f"  note: {note}", highlight=False)
     winner = report.winner_candidate()
     if winner is not None:
-        console.print(f"winner: [bold]{winner.name}[/] {winner.speedup or 1:.2f}x faster than "
-                      f"{report.baseline.name} at batch 1 (artifact: {winner.artifact})", highlight=False)
+        console.print(
+            f"winner: [bold]{winner.name}[/] {winner.speedup or 1:.2f}x faster than "
+            f"{report.baseline.name} at batch 1 (artifact: {winner.artifact})",
+            highlight=False,
+        )
     else:
         console.print("[red]no winner[/]: no candidate met the constraints", highlight=False)

@@ -28,8 +28,10 @@ def load_torchscript(path: Path) -> Any:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise InputError(f"{path} is not a loadable TorchScript file: {str(exc).splitlines()[0]}",
-                         hint="save it with torch.jit.save(torch.jit.script(model) or trace(...))") from None
+        raise InputError(
+            f"{path} is not a loadable TorchScript file: {str(exc).splitlines()[0]}",
+            hint="save it with torch.jit.save(torch.jit.script(model) or trace(...))",
+        ) from None
     module.eval()
     return module
 
@@ -39,8 +41,9 @@ def example_feeds(inputs: list[TensorSpec], batch: int) -> dict[str, np.ndarray]
     rng = np.random.default_rng(0)
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
-        shape = [batch if i == 0 and d == -1 else (DEFAULT_OPEN_DIM if d == -1 else d)
-                 for i, d in enumerate(spec.shape)]
+        shape = [
+            batch if i == 0 and d == -1 else (DEFAULT_OPEN_DIM if d == -1 else d) for i, d in enumerate(spec.shape)
+        ]
         dtype = spec.np_dtype()
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -70,12 +73,17 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
         with torch.inference_mode():
             outputs = flatten_outputs(module(*args))
     except Exception as exc:
-        raise InputError(f"the model fails on inputs {[(s.name, s.dtype, s.shape) for s in source.inputs]}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         hint="check --input shapes and dtypes against what forward() expects") from None
+        raise InputError(
+            f"the model fails on inputs {[(s.name, s.dtype, s.shape) for s in source.inputs]}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check --input shapes and dtypes against what forward() expects",
+        ) from None
     source.outputs = [
-        TensorSpec(name=f"output{i}" if len(outputs) > 1 else "output",
-                   dtype=str(o.dtype).replace("torch.", ""), shape=[-1, *list(o.shape[1:])])
+        TensorSpec(
+            name=f"output{i}" if len(outputs) > 1 else "output",
+            dtype=str(o.dtype).replace("torch.", ""),
+            shape=[-1, *list(o.shape[1:])],
+        )
         for i, o in enumerate(outputs)
     ]
     onnx_path = work_dir / "source.onnx"
@@ -106,9 +114,15 @@ def _export_onnx(module: Any, args: tuple[Any, ...], source: SourceModel, path: 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), dynamo=False, opset_version=17,
-            input_names=[s.name for s in source.inputs], output_names=[s.name for s in source.outputs],
-            dynamic_axes=dynamic_axes, do_constant_folding=True,
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=[s.name for s in source.inputs],
+            output_names=[s.name for s in source.outputs],
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
         )
 
 

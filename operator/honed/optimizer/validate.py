@@ -50,8 +50,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(sims))
 
 
-def compare(metric: str, reference: list[np.ndarray], candidate: list[np.ndarray],
-            labels: np.ndarray | None) -> MetricResult:
+def compare(
+    metric: str, reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None
+) -> MetricResult:
     """Score ``candidate`` against ``reference`` outputs; ``drop`` grows as the candidate gets worse."""
     if len(reference) != len(candidate):
         raise ValueError(f"candidate produced {len(candidate)} outputs, the original {len(reference)}")

@@ -7,6 +7,8 @@ to a worker over a pipe with small commands; a timeout or crash becomes the cand
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing as mp
 import os
 import resource
@@ -28,10 +30,14 @@ def _thread_env(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Inductor's compile pool would outlive a killed worker and compete with the timed runtime.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
 def _serve(conn: Connection, threads: int) -> None:
     _thread_env(threads)
+    # Runtimes log advice through the root logger; the parent reports what matters per candidate.
+    logging.getLogger().setLevel(logging.ERROR)
     state: dict[str, Any] = {"warm": set()}
     while True:
         try:
@@ -75,14 +81,19 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
 
     runner = state["runner"]
     chunks: list[list[np.ndarray]] = [runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)]
-    outputs = [np.concatenate([chunk[i] for chunk in chunks]) if chunks[0][i].ndim else np.stack(
-        [chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+    outputs = [
+        np.concatenate([chunk[i] for chunk in chunks])
+        if chunks[0][i].ndim
+        else np.stack([chunk[i] for chunk in chunks])
+        for i in range(len(chunks[0]))
+    ]
     np.savez(out_path, *outputs)
     return len(outputs)
 
 
-def _time(state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int,
-          max_iters: int) -> list[float]:
+def _time(
+    state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int, max_iters: int
+) -> list[float]:
     """Latencies in ms of single calls at ``batch``; a first call per batch size warms up untimed."""
     from honed.optimizer.data import tile_to
 
@@ -106,10 +117,19 @@ def _time(state: dict[str, Any], threads: int, batch: int, seconds: float, min_i
 def _stats(state: dict[str, Any], threads: int) -> dict[str, int | None]:
     runner = state.get("runner")
     gpu = runner.peak_gpu_bytes() if runner is not None and hasattr(runner, "peak_gpu_bytes") else None
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_gpu_bytes": gpu}
+    return {
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": gpu,
+    }
 
 
-_HANDLERS = {"build": _build, "load": _load, "predict": _predict, "time": _time, "stats": _stats}
+_HANDLERS: dict[str, Any] = {
+    "build": _build,
+    "load": _load,
+    "predict": _predict,
+    "time": _time,
+    "stats": _stats,
+}
 
 
 @dataclass
@@ -152,8 +172,8 @@ class Worker:
 
     def close(self) -> None:
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(WorkerFailure):
                 self.call("exit", timeout=10)
-            except WorkerFailure:
-                pass
+            # Let it exit on its own: a kill now would leak the runtime's semaphores.
+            self.process.join(timeout=15)
         self.kill()

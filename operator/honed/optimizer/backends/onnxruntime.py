@@ -35,8 +35,12 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
         out.append(CandidatePlan(NAME, "int8-dynamic"))
     for precision in ("fp16", "bf16"):
         if precision in ctx.precisions:
-            out.append(Skipped(name=f"onnx-{precision}.{NAME}",
-                               reason=f"ONNX Runtime's CPU provider has no fast {precision} kernels"))
+            out.append(
+                Skipped(
+                    name=f"onnx-{precision}.{NAME}",
+                    reason=f"ONNX Runtime's CPU provider has no fast {precision} kernels",
+                )
+            )
     return out
 
 
@@ -51,8 +55,15 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
         _quantize_dynamic(ctx.onnx_path, target)
     else:
         raise ValueError(f"onnxruntime has no {plan.precision} build")
-    return ArtifactMeta(backend=NAME, precision=plan.precision, variant=plan.variant, model_file=target.name,
-                        options={"graph_optimization": "all"}, inputs=ctx.inputs, outputs=ctx.outputs)
+    return ArtifactMeta(
+        backend=NAME,
+        precision=plan.precision,
+        variant=plan.variant,
+        model_file=target.name,
+        options={"graph_optimization": "all"},
+        inputs=ctx.inputs,
+        outputs=ctx.outputs,
+    )
 
 
 def _quantize_static(ctx: BuildContext, target: Path, excluded: list[str]) -> None:
@@ -88,9 +99,15 @@ def _quantize_static(ctx: BuildContext, target: Path, excluded: list[str]) -> No
             return feeds
 
     quantize_static(
-        str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
+        str(prepared),
+        str(target),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=excluded,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
@@ -100,8 +117,13 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Per-tensor dynamic quantization loses accuracy on small transformers; per-channel keeps it.
-    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(source),
+        str(target),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 class OrtRunner:
@@ -116,8 +138,9 @@ class OrtRunner:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(directory / meta.model_file), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(directory / meta.model_file), options, providers=["CPUExecutionProvider"]
+        )
         self.output_names = [o.name for o in meta.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""OpenVINO on CPU: fp32 (explicit f32 hint), bf16, NNCF int8, int8 with bf16 remainder, accuracy-aware int8."""
+"""OpenVINO on CPU: fp32 (explicit f32 hint), bf16, NNCF int8, int8 + bf16, accuracy-aware int8."""
 
 from __future__ import annotations
 
@@ -61,8 +61,15 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     # Keep fp32 weights: compress_to_fp16 would change numerics behind the accuracy gate's back.
     ov.save_model(model, str(target), compress_to_fp16=False)
     options = {"inference_precision": _inference_precision(plan.precision), "num_streams": 1}
-    return ArtifactMeta(backend=NAME, precision=plan.precision, variant=plan.variant, model_file=target.name,
-                        options=options, inputs=ctx.inputs, outputs=ctx.outputs)
+    return ArtifactMeta(
+        backend=NAME,
+        precision=plan.precision,
+        variant=plan.variant,
+        model_file=target.name,
+        options=options,
+        inputs=ctx.inputs,
+        outputs=ctx.outputs,
+    )
 
 
 def _quantize(model: Any, plan: CandidatePlan, ctx: BuildContext) -> Any:
@@ -80,8 +87,13 @@ def _quantize(model: Any, plan: CandidatePlan, ctx: BuildContext) -> Any:
     return _quantize_with_accuracy_control(model, items, plan, ctx, kwargs)
 
 
-def _quantize_with_accuracy_control(model: Any, items: list[dict[str, np.ndarray]], plan: CandidatePlan,
-                                    ctx: BuildContext, kwargs: dict[str, Any]) -> Any:
+def _quantize_with_accuracy_control(
+    model: Any,
+    items: list[dict[str, np.ndarray]],
+    plan: CandidatePlan,
+    ctx: BuildContext,
+    kwargs: dict[str, Any],
+) -> Any:
     """NNCF keeps the layers that cost the most accuracy in higher precision until the drop fits."""
     import nncf
 
@@ -106,8 +118,13 @@ def _quantize_with_accuracy_control(model: Any, items: list[dict[str, np.ndarray
         return 1.0 - drop, None  # NNCF maximises the score; its absolute drop then equals ours
 
     return nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(items), nncf.Dataset(validation), validate, max_drop=float(plan.options["max_drop"]),
-        drop_type=nncf.DropType.ABSOLUTE, **kwargs,
+        model,
+        nncf.Dataset(items),
+        nncf.Dataset(validation),
+        validate,
+        max_drop=float(plan.options["max_drop"]),
+        drop_type=nncf.DropType.ABSOLUTE,
+        **kwargs,
     )
 
 

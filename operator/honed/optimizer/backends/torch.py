@@ -31,8 +31,7 @@ def availability() -> str | None:
 
 
 def baseline_plan(source_format: str) -> CandidatePlan:
-    return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript",
-                         variant="eager")
+    return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager")
 
 
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
@@ -72,8 +71,15 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
         assert ctx.torch_path is not None
         model_file = "model.pt2" if plan.source == "torch" else "model.ts"
         shutil.copyfile(ctx.torch_path, out_dir / model_file)
-    meta = ArtifactMeta(backend=NAME, precision=plan.precision, variant=plan.variant, model_file=model_file,
-                        options=options, inputs=ctx.inputs, outputs=ctx.outputs)
+    meta = ArtifactMeta(
+        backend=NAME,
+        precision=plan.precision,
+        variant=plan.variant,
+        model_file=model_file,
+        options=options,
+        inputs=ctx.inputs,
+        outputs=ctx.outputs,
+    )
     runner = TorchRunner(meta, out_dir, ctx.threads)
     # Compile (or freeze) now so the build time includes it and errors surface here, not at serving.
     from honed.optimizer.torch_export import example_feeds
