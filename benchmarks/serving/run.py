@@ -196,9 +196,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     parser.add_argument("--report", type=Path, help="an existing `honed optimize` output directory")
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet50")
@@ -214,9 +212,7 @@ def main() -> int:
     measured = {int(b): v for b, v in candidate.throughput.items()}
     top = max(measured, default=1)
     report_gain = {"batch": top, "gain": measured[top] / measured[1] if measured.get(1) else float("nan")}
-    print(
-        f"winner {candidate.name}; runtime batch gain x{report_gain['gain']:.2f} at batch {top}", flush=True
-    )
+    print(f"winner {candidate.name}; runtime batch gain x{report_gain['gain']:.2f} at batch {top}", flush=True)
     feeds = sample_feeds(report.model.inputs, 32, seed=0)
     threads = report.device.threads
     load_start = os.getloadavg()[0]

@@ -41,8 +41,7 @@ def test_triton_answers_what_the_runtime_answers(served_mlp: Served) -> None:
 def test_requests_batched_together_get_their_own_answers(served_mlp: Served) -> None:
     """Concatenating a dynamic batch and splitting it back must keep each request's rows."""
     inputs = [
-        np.random.default_rng(100 + i).standard_normal((1 + i % 3, FEATURES)).astype(np.float32)
-        for i in range(24)
+        np.random.default_rng(100 + i).standard_normal((1 + i % 3, FEATURES)).astype(np.float32) for i in range(24)
     ]
 
     def ask(x: np.ndarray) -> np.ndarray:
@@ -124,9 +123,7 @@ def test_a_broken_version_leaves_the_old_one_answering(start_triton: StartTriton
     with Load(server.endpoints.grpc, "mlp", threads=4) as load:
         while load.total < 50:
             time.sleep(0.05)
-        with pytest.raises(
-            VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"
-        ):
+        with pytest.raises(VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"):
             roll_out(server, broken)
         seen = load.total
         while load.total < seen + 50:

@@ -64,9 +64,7 @@ def test_a_port_in_use_is_refused_before_the_server_starts(tmp_path: Path) -> No
     assert not server.running()
 
 
-def test_the_server_environment_matches_this_interpreter(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_server_environment_matches_this_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import sysconfig
 
     from honed.serving.server import _server_environment

@@ -53,9 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "and serve it: start a local Triton (until Ctrl-C/SIGTERM), or, when `honed serve` "
         "already runs on that repository, swap the new version in and exit.",
     )
-    parser.add_argument(
-        "report", type=Path, metavar="DIR", help="directory holding report.json (or the file)"
-    )
+    parser.add_argument("report", type=Path, metavar="DIR", help="directory holding report.json (or the file)")
     parser.add_argument(
         "--repository",
         type=Path,
@@ -86,9 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-queue-delay-us", type=int, help="override the derived queue delay")
     parser.add_argument("--max-batch-size", type=int, help="override the derived max batch size")
     parser.add_argument("--instances", type=int, help="model instances (default 1)")
-    parser.add_argument(
-        "--write-only", action="store_true", help="write the new version into the repository and exit"
-    )
+    parser.add_argument("--write-only", action="store_true", help="write the new version into the repository and exit")
     parser.set_defaults(handler=run)
     return parser
 

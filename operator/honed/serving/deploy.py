@@ -56,8 +56,7 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
         serving = ready_versions(control, written.model)
         keeps = f"version {max(serving)} keeps serving" if serving else "no version of it is serving"
         raise VersionRejected(
-            f"version {written.version} of model {written.model!r} failed to load; {keeps}. "
-            f"Triton said: {reason}",
+            f"version {written.version} of model {written.model!r} failed to load; {keeps}. Triton said: {reason}",
             hint=f"the refused files are in {written.model_dir / f'failed-{written.version}'}",
         ) from None
     retired = tuple(v for v in before if v != written.version)
@@ -66,9 +65,7 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
 
 
 def ready_versions(control: TritonControl, model: str) -> list[int]:
-    return sorted(
-        int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit()
-    )
+    return sorted(int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit())
 
 
 @contextmanager

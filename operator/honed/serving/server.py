@@ -392,9 +392,7 @@ def _server_environment(install: TritonInstall) -> dict[str, str]:
     libs = [str(p) for p in install.lib_dirs]
     # The stub links libpython3.X.so: give it this interpreter's own, or it may pick a system one
     # of another patch release whose C extensions (ssl, ...) this interpreter's stdlib cannot load.
-    libpython = Path(str(sysconfig.get_config_var("LIBDIR") or "")) / str(
-        sysconfig.get_config_var("INSTSONAME") or ""
-    )
+    libpython = Path(str(sysconfig.get_config_var("LIBDIR") or "")) / str(sysconfig.get_config_var("INSTSONAME") or "")
     if sysconfig.get_config_var("Py_ENABLE_SHARED") and libpython.is_file():
         libs.insert(0, str(libpython.parent))
     if libs:
