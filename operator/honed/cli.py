@@ -11,11 +11,13 @@ from honed.errors import HonedError
 
 def build_parser() -> argparse.ArgumentParser:
     from honed.optimizer import cli as optimizer_cli
+    from honed.serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(prog="honed", description="Make trained models fast and serve them.")
     parser.add_argument("--version", action="version", version=f"honed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     optimizer_cli.add_parsers(sub)
+    serving_cli.add_parser(sub)
     return parser
 
 
