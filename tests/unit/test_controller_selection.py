@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from report_factory import candidate, report
 
 from honed.controller.selection import Criteria, PoolOutcome, cost_per_million, select, summaries
 from honed.settings import Pool
+from tests.fixtures.reports import candidate, report
 
 CPU = Pool(name="cpu", image="opt-cpu", device="cpu", price_per_hour=0.5)
 GPU = Pool(name="gpu", image="opt-gpu", device="cuda", price_per_hour=3.0)

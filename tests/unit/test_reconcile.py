@@ -6,13 +6,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from report_factory import candidate, report
 
 from honed.api.spec import parse_spec
 from honed.controller import names
 from honed.controller.reconcile import APPLIED, reconcile
 from honed.controller.state import DeploymentState, JobState, Observed, Plan, ReportRead
 from honed.settings import HonedSettings, Pool
+from tests.fixtures.reports import candidate, report
 
 SETTINGS = HonedSettings(
     pools=[

@@ -34,7 +34,10 @@ class RequestModel(BaseModel):
 
 
 class OptimizeRequest(BaseModel):
-    """Everything ``honed optimize`` needs besides ``--out``; keys are a contract with the engine."""
+    """Everything ``honed optimize`` needs besides ``--out``; keys are a contract with the engine.
+
+    A field left None is left to the engine's default for the device (written without it).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -47,18 +50,18 @@ class OptimizeRequest(BaseModel):
     objective: Literal["latency", "throughput"] = "latency"
     latency_budget_ms: float | None = None
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    precisions: list[Precision] = Field(default_factory=list, description="empty = all the device supports")
-    backends: list[Backend] = Field(default_factory=list, description="empty = all the device supports")
+    precisions: list[Precision] | None = Field(None, description="None = all the device supports")
+    backends: list[Backend] | None = Field(None, description="None = all the device supports")
     time_budget_s: float = 1200.0
     device: Literal["cpu", "cuda"] = "cpu"
-    pool: str = Field("", description="the node pool the Job runs on, recorded in the report notes")
-    threads: int | None = Field(None, description="CPU threads; None = the container's CPU limit")
+    pool: str | None = Field(None, description="the node pool the Job runs on, for the report")
+    threads: int | None = Field(None, description="CPU threads; None = the container's CPUs")
 
     def write(self, path: Path) -> None:
         path.write_text(self.to_json() + "\n")
 
     def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, indent=2)
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
 
 
 def load_request(path: Path) -> OptimizeRequest:

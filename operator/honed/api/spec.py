@@ -27,7 +27,7 @@ Dtype = Literal[
 ModelFormat = Literal["onnx", "torchscript", "pytorch-export"]
 Metric = Literal["top1", "accuracy", "cosine", "max_abs_diff", "rmse"]
 Objective = Literal["latency", "throughput", "cost"]
-Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Backend = Literal["onnxruntime", "openvino", "torch", "tensorrt"]
 Dimension = Annotated[int, Field(ge=-1, description="a positive size, or -1 for an axis that varies")]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]

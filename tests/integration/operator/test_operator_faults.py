@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_harness import (
+
+from honed.artifacts import ArtifactStore
+from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.state import RepositoryWrite
+from honed.settings import HonedSettings
+from tests.integration.operator.harness import (
     NAMESPACE,
     Cluster,
     StartOperator,
@@ -16,11 +21,6 @@ from operator_harness import (
     jobs_of,
     manifest,
 )
-
-from honed.artifacts import ArtifactStore
-from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
-from honed.controller.state import RepositoryWrite
-from honed.settings import HonedSettings
 
 pytestmark = pytest.mark.slow
 
