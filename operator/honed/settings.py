@@ -80,6 +80,11 @@ class HonedSettings(BaseSettings):
         "nvcr.io/nvidia/tritonserver:24.10-py3",
         description="HONED_TRITON_IMAGE: the Triton Inference Server image that serves winners",
     )
+    triton_packaging: Literal["native", "runtime"] = Field(
+        "native",
+        description="HONED_TRITON_PACKAGING: native = Triton's own backends (NGC images); runtime = "
+        "Triton's python backend running the winner with honed's runtimes (an image with honed installed)",
+    )
     optimizer_service_account: str | None = Field(
         None, description="HONED_OPTIMIZER_SERVICE_ACCOUNT: service account of the optimizer Jobs"
     )

@@ -26,6 +26,7 @@ SPEC: dict[str, Any] = {
     "search": {"objective": "latency", "timeBudget": "10m"},
     "targets": [{"pool": "cpu"}, {"pool": "gpu"}],
 }
+V1: dict[str, Any] = {"repository_versions": frozenset({1}), "repository_ready": frozenset({1})}
 T0, T1, T2, T3 = (f"2026-01-01T00:0{i}:00+00:00" for i in range(4))
 
 
@@ -162,9 +163,7 @@ def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
     assert plan.winner_speedup == pytest.approx(12.5)
 
     # The Deployment rolls out: Serving, with an endpoint.
-    serving = reconcile(
-        SPEC, finished(plan.status, deployment=rolled(plan, 1), service=True, repository_ready=frozenset({1}))
-    )
+    serving = reconcile(SPEC, finished(plan.status, deployment=rolled(plan, 1), service=True, **V1))
     assert serving.create == [] and serving.patch == [] and serving.repository is None
     assert serving.status["phase"] == "Serving"
     assert serving.status["endpoint"]["http"] == "http://tiny-triton.ml.svc:8000"
@@ -176,9 +175,7 @@ def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
 def serving_state() -> tuple[dict, DeploymentState]:
     plan = reconcile(SPEC, finished(reconcile(SPEC, observed()).status))
     deployment = rolled(plan, 1)
-    done = reconcile(
-        SPEC, finished(plan.status, deployment=deployment, service=True, repository_ready=frozenset({1}))
-    )
+    done = reconcile(SPEC, finished(plan.status, deployment=deployment, service=True, **V1))
     return done.status, deployment
 
 
@@ -194,7 +191,7 @@ def test_spec_change_reoptimizes_while_the_current_version_keeps_serving() -> No
             deployment=deployment,
             service=True,
             now=T2,
-            repository_ready=frozenset({1}),
+            **V1,
         ),
     )
     assert sorted(d.name for d in plan.delete) == sorted(old_jobs)  # the old spec's Jobs go
@@ -217,7 +214,7 @@ def test_spec_change_reoptimizes_while_the_current_version_keeps_serving() -> No
             deployment=deployment,
             service=True,
             now=T3,
-            repository_ready=frozenset({1}),
+            **V1,
         ),
     )
     assert chosen.status["winner"]["version"] == 2 and chosen.status["winner"]["pool"] == "cpu"
@@ -265,9 +262,7 @@ def test_every_pool_failing_fails_and_leaves_the_serving_version_alone() -> None
     )
     plan = reconcile(
         changed,
-        observed(
-            status, jobs=failing, deployment=deployment, service=True, now=T2, repository_ready=frozenset({1})
-        ),
+        observed(status, jobs=failing, deployment=deployment, service=True, now=T2, **V1),
     )
     assert plan.status["phase"] == "Failed"
     _, reason, message = conditions(plan)["Optimized"]
@@ -377,9 +372,7 @@ def test_fields_of_other_writers_survive() -> None:
             },
         ],
     }
-    plan = reconcile(
-        SPEC, finished(status, deployment=deployment, service=True, repository_ready=frozenset({1}))
-    )
+    plan = reconcile(SPEC, finished(status, deployment=deployment, service=True, **V1))
     assert plan.status["lastDecision"] == {"action": "Keep"}
     assert conditions(plan)["SLOMet"][:2] == ("True", "WithinSLO")
 
@@ -387,9 +380,7 @@ def test_fields_of_other_writers_survive() -> None:
 def test_serving_change_patches_the_deployment_without_reoptimizing() -> None:
     status, deployment = serving_state()
     scaled = {**SPEC, "serving": {"replicas": 3}}
-    plan = reconcile(
-        scaled, finished(status, deployment=deployment, service=True, repository_ready=frozenset({1}))
-    )
+    plan = reconcile(scaled, finished(status, deployment=deployment, service=True, **V1))
     assert [p.kind for p in plan.patch] == ["Deployment"] and plan.patch[0].body["spec"]["replicas"] == 3
     assert plan.create == [] and plan.repository is None
     assert conditions(plan)["Deployed"][:2] == ("False", "RollingOut")

@@ -123,12 +123,10 @@ class Target(ApiModel):
 
 
 class DynamicBatching(ApiModel):
-    """Triton's dynamic batcher; empty fields are derived from the winner's benchmark."""
+    """Triton's dynamic batcher; fields left out are derived from the winner's benchmark."""
 
+    enabled: bool = Field(True, description="let Triton combine concurrent requests into batches")
     max_batch_size: BatchSize | None = Field(None, description="largest batch Triton forms")
-    preferred_batch_sizes: list[BatchSize] = Field(
-        default_factory=list, description="batch sizes the batcher aims for"
-    )
     max_queue_delay_microseconds: int | None = Field(
         None, ge=0, le=10_000_000, description="how long a request may wait for a batch to fill"
     )
@@ -138,6 +136,9 @@ class Serving(ApiModel):
     """How the winner is served on Triton."""
 
     replicas: int = Field(1, ge=0, le=100, description="Triton pods")
+    instances: int | None = Field(
+        None, ge=1, le=64, description="model instances per pod; derived from the benchmark when absent"
+    )
     dynamic_batching: DynamicBatching = Field(default_factory=DynamicBatching)
     response_cache: bool = Field(True, description="Triton's response cache for repeated requests")
     cache_size_mib: int = Field(256, ge=1, le=65536, description="response cache size per pod")

@@ -8,7 +8,6 @@ before its first Job exists), so steady state costs a few GETs.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +20,13 @@ from pydantic import ValidationError
 from honed.api.spec import SpecError, parse_spec
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
+from honed.controller.deploy import repository_state
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES, KubeClient
 from honed.controller.reconcile import APPLIED
 from honed.controller.state import DeploymentState, JobState, Observed, ReportRead
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
 from honed.settings import HonedSettings
-
-DEPLOYED_RECORDS = "deployed"  # store key below the resource: one JSON per written version
 
 
 def utc_now() -> str:
@@ -135,16 +133,6 @@ async def check_model_uri(uri: str, settings: HonedSettings, *, timeout_s: float
     return None
 
 
-def written_versions(store: ArtifactStore, namespace: str, owner: str) -> frozenset[int]:
-    """Model versions whose repository write finished (the record is written last)."""
-    files = store.listdir(f"{namespace}/{owner}/{DEPLOYED_RECORDS}")
-    return frozenset(int(name[:-5]) for name in files if name.endswith(".json") and name[:-5].isdigit())
-
-
-def record_version(store: ArtifactStore, namespace: str, owner: str, version: int, record: dict) -> None:
-    store.write_text(f"{namespace}/{owner}/{DEPLOYED_RECORDS}/{version}.json", json.dumps(record, indent=2))
-
-
 async def observe(
     client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings
 ) -> Observed:
@@ -205,14 +193,15 @@ async def observe(
 
     deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))
     service = await client.get(SERVICES, namespace, names.server_name(name))
-    versions = await asyncio.to_thread(written_versions, store, namespace, name)
+    used, ready = await asyncio.to_thread(repository_state, store, namespace, name)
     return replace(
         base,
         jobs=jobs,
         configmaps=configmaps,
         reports=reports,
         model_error=model_error,
-        repository_ready=versions,
+        repository_versions=used,
+        repository_ready=ready,
         deployment=None if deployment is None else deployment_state(deployment),
         service=service is not None,
     )

@@ -256,7 +256,7 @@ def _record_selection(
 
 def _next_version(new: OptimizedModelStatus, obs: Observed) -> int:
     """A new winner always gets a new version: Triton's cache must not mix two models' answers."""
-    seen = [new.winner.version if new.winner else 0, max(obs.repository_ready, default=0)]
+    seen = [new.winner.version if new.winner else 0, max(obs.repository_versions, default=0)]
     if obs.deployment is not None and obs.deployment.version is not None:
         seen.append(obs.deployment.version)
     return max(seen) + 1
@@ -287,7 +287,6 @@ def _deploy(
             pool=winner.pool,
             candidate=winner.name,
             report_uri=winner.report,
-            artifact_uri=winner.artifact,
             repository_uri=repository,
             model_name=names.triton_model_name(obs.name),
             serving=spec.serving.model_dump(mode="json"),

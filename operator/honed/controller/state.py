@@ -57,6 +57,7 @@ class Observed:
     configmaps: frozenset[str] = frozenset()
     reports: dict[str, ReportRead] = field(default_factory=dict)  # by pool, current optimization
     model_error: str | None = None  # the model URI was checked and cannot be read
+    repository_versions: frozenset[int] = frozenset()  # every model version number used so far
     repository_ready: frozenset[int] = frozenset()  # versions written completely to the store
     deployment: DeploymentState | None = None
     service: bool = False
@@ -91,11 +92,10 @@ class RepositoryWrite:
     version: int
     pool: str
     candidate: str
-    report_uri: str  # report.json of the winner's pool
-    artifact_uri: str  # the winner's artifact directory
+    report_uri: str  # report.json of the winner's pool (artifacts are relative to it)
     repository_uri: str  # the store URI of the model repository
     model_name: str
-    serving: dict[str, Any]  # spec.serving, for config.pbtxt
+    serving: dict[str, Any]  # spec.serving (snake_case), for config.pbtxt
 
 
 @dataclass
