@@ -85,7 +85,7 @@ def test_a_version_number_taken_by_someone_else_is_refused(store: ArtifactStore,
 
 def test_unknown_candidate_is_a_clear_error(store: ArtifactStore, tmp_path: Path) -> None:
     report_uri = pool_output(store, "ml/mlp/optimizations/a/cpu", tmp_path)
-    with pytest.raises(HonedError, match="no candidate 'onnx-bf16.openvino'"):
+    with pytest.raises(HonedError, match=r"no candidate 'onnx-bf16\.openvino'"):
         write_repository(store, write_for(store, report_uri, 1, "onnx-bf16.openvino"), SETTINGS)
 
 
