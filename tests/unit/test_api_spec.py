@@ -122,3 +122,17 @@ def test_request_errors_name_file_and_field(tmp_path: Path) -> None:
     path.write_text(json.dumps({"schema": "honed.request/v0", "model": {"uri": "file:///m.onnx"}}))
     with pytest.raises(InputError, match=r"expected .honed\.request/v1."):
         load_request(path)
+
+
+def test_request_as_engine_options() -> None:
+    request = OptimizeRequest(
+        model=RequestModel(uri="file:///models/m.onnx", inputs=[{"name": "x", "shape": [-1, 4]}]),
+        data_uri="s3://data/val.npz",
+        precisions=["fp32", "int8"],
+        time_budget_s=90,
+    )
+    fields = request.engine_fields()
+    assert fields["model"] == "/models/m.onnx" and fields["data"] == "s3://data/val.npz"
+    assert fields["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
+    assert fields["precisions"] == ["fp32", "int8"] and fields["time_budget_s"] == 90
+    assert "backends" not in fields and "metric" not in fields  # left to the engine's defaults

@@ -7,7 +7,7 @@ The operator builds it from the spec and the pool; ``honed optimize`` reads it w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -60,8 +60,37 @@ class OptimizeRequest(BaseModel):
     def write(self, path: Path) -> None:
         path.write_text(self.to_json() + "\n")
 
+    def engine_fields(self) -> dict[str, Any]:
+        """The request as ``honed optimize`` option names (its OptimizeOptions fields).
+
+        file:// URIs become paths; other URIs (s3://, http(s)://) are left for the engine to fetch.
+        """
+        fields: dict[str, Any] = {
+            "model": _path_or_uri(self.model.uri),
+            "inputs": [tensor.model_dump() for tensor in self.model.inputs],
+            "max_metric_drop": self.max_metric_drop,
+            "objective": self.objective,
+            "batch_sizes": list(self.batch_sizes),
+            "time_budget_s": self.time_budget_s,
+            "device": self.device,
+        }
+        optional = {
+            "data": None if self.data_uri is None else _path_or_uri(self.data_uri),
+            "metric": self.metric,
+            "latency_budget_ms": self.latency_budget_ms,
+            "precisions": self.precisions,
+            "backends": self.backends,
+            "threads": self.threads,
+        }
+        fields.update({key: value for key, value in optional.items() if value is not None})
+        return fields
+
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+
+
+def _path_or_uri(uri: str) -> str:
+    return uri.removeprefix("file://") if uri.startswith("file:///") else uri
 
 
 def load_request(path: Path) -> OptimizeRequest:

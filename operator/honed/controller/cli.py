@@ -26,7 +26,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     crd.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 when DIR holds a different CRD (CI)"
     )
-    crd.set_defaults(func=run_crd)
+    crd.set_defaults(handler=run_crd)
 
     operator = subparsers.add_parser(
         "operator",
@@ -42,7 +42,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="namespace to watch (repeatable); default: HONED_WATCH_NAMESPACES, else all",
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    operator.set_defaults(func=run_operator)
+    operator.set_defaults(handler=run_operator)
 
 
 def run_crd(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from honed.artifacts import join_uri
 from honed.controller import names
 from honed.controller.conditions import load_status, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
-from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
+from honed.controller.selection import Criteria, PoolOutcome, Selection, select, significant, summaries
 from honed.controller.state import Delete, Observed, Patch, Plan, RepositoryWrite
 from honed.controller.triton import endpoint, triton_deployment, triton_service
 from honed.optimizer.report import REPORT_FILE
@@ -233,12 +233,12 @@ def _record_selection(
         device=win.candidate.device,
         optimization=optimization,
         version=_next_version(new, obs),
-        speedup=win.candidate.speedup,
-        p50_ms=win.p50,
-        p99_ms=win.p99,
-        throughput=win.throughput or None,
-        metric_drop=win.drop,
-        cost_per_million=win.cost,
+        speedup=significant(win.candidate.speedup),
+        p50_ms=significant(win.p50),
+        p99_ms=significant(win.p99),
+        throughput=significant(win.throughput or None),
+        metric_drop=significant(win.drop),
+        cost_per_million=significant(win.cost),
         report=report,
         artifact=join_uri(pool_root, artifact_dir),
     )

@@ -70,13 +70,13 @@ class Scored:
             name=self.candidate.name,
             backend=self.candidate.backend,
             precision=self.candidate.precision,
-            p50_ms=self.p50,
-            p99_ms=self.p99,
-            throughput=self.throughput or None,
-            metric_drop=self.drop,
+            p50_ms=significant(self.p50),
+            p99_ms=significant(self.p99),
+            throughput=significant(self.throughput or None),
+            metric_drop=significant(self.drop),
             size_bytes=self.candidate.size_bytes,
-            cost_per_million=self.cost,
-            speedup=self.candidate.speedup,
+            cost_per_million=significant(self.cost),
+            speedup=significant(self.candidate.speedup),
             verdict=verdict or self.verdict,
             reason=self.reason,
         )
@@ -88,6 +88,11 @@ class Selection:
     ranked: list[Scored]
     failure: FailureReason | None = None
     message: str = ""
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """Round for the status: people read it, and 17 digits of a timing are noise."""
+    return None if value is None else float(f"{value:.{digits}g}")
 
 
 def cost_per_million(price_per_hour: float | None, throughput: float) -> float | None:
