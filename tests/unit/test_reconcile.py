@@ -88,6 +88,7 @@ def rolled(plan: Plan, version: int, ready: int = 1) -> DeploymentState:
         replicas=1,
         ready_replicas=ready,
         updated_replicas=ready,
+        total_replicas=ready,
         rolled_out=True,
     )
 
@@ -384,3 +385,48 @@ def test_serving_change_patches_the_deployment_without_reoptimizing() -> None:
     assert [p.kind for p in plan.patch] == ["Deployment"] and plan.patch[0].body["spec"]["replicas"] == 3
     assert plan.create == [] and plan.repository is None
     assert conditions(plan)["Deployed"][:2] == ("False", "RollingOut")
+
+
+def test_a_stalled_rollout_is_reported_while_the_old_version_serves() -> None:
+    status, deployment = serving_state()
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    new_jobs = jobs(job("cpu", "Succeeded", spec=changed), job("gpu", "Succeeded", spec=changed))
+    chosen = reconcile(
+        changed,
+        observed(
+            status,
+            jobs=new_jobs,
+            reports={"cpu": CPU_REPORT, "gpu": GPU_REPORT},
+            deployment=deployment,
+            service=True,
+            now=T2,
+            **V1,
+        ),
+    )
+    applied = chosen.patch[0].body["metadata"]["annotations"][APPLIED]
+    stuck = replace(
+        deployment,
+        total_replicas=2,
+        version=2,
+        applied=applied,
+        updated_replicas=1,
+        ready_replicas=1,
+        stalled='ReplicaSet "mlp-triton-7d9" has timed out progressing.',
+    )
+    plan = reconcile(
+        changed,
+        observed(
+            chosen.status,
+            jobs=new_jobs,
+            deployment=stuck,
+            service=True,
+            now=T3,
+            repository_versions=frozenset({1, 2}),
+            repository_ready=frozenset({1, 2}),
+        ),
+    )
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "RolloutStalled" and "timed out progressing" in message
+    assert "version 1 keeps serving" in message
+    assert conditions(plan)["Ready"][:2] == ("True", "Serving") and plan.status["endpoint"]["version"] == 1
+    assert any(e.type == "Warning" and e.reason == "RolloutStalled" for e in plan.events)

@@ -23,6 +23,7 @@ WARNING_REASONS = frozenset(
         "PoolRemoved",
         "NotReady",
         "RepositoryWriteFailed",
+        "RolloutStalled",
     }
 )
 

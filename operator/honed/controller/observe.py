@@ -75,14 +75,20 @@ def deployment_state(obj: dict[str, Any]) -> DeploymentState:
     version = annotations.get(names.MODEL_VERSION)
     spec = obj.get("spec") or {}
     template = (spec.get("template") or {}).get("spec") or {}
+    stalled = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            stalled = cond.get("message") or "the rollout exceeded its progress deadline"
     return DeploymentState(
         version=int(version) if version and version.isdigit() else None,
         applied=annotations.get(APPLIED),
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
+        total_replicas=int(status.get("replicas") or 0),
         rolled_out=observed is not None and (generation is None or observed >= generation),
         node_selector=dict(template.get("nodeSelector") or {}),
+        stalled=stalled,
     )
 
 

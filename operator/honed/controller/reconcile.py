@@ -310,13 +310,23 @@ def _deploy(
 
     replicas = spec.serving.replicas
     current = dep is not None and dep.applied == applied and dep.rolled_out
+    # As `kubectl rollout status`: every pod is of the new template, and as many are ready.
     rolled = (
-        current and dep is not None and dep.updated_replicas >= replicas and dep.ready_replicas >= replicas
+        current
+        and dep is not None
+        and dep.updated_replicas >= replicas
+        and dep.total_replicas <= dep.updated_replicas
+        and dep.ready_replicas >= replicas
     )
     ready = dep.ready_replicas if dep is not None else 0
     what = f"version {winner.version} ({winner.name} on {winner.pool})"
     if rolled:
         condition(DEPLOYED, True, "RolledOut", f"{what}: {ready}/{replicas} replicas ready")
+    elif current and dep is not None and dep.stalled:
+        # New pods never got ready (a version Triton refuses, no capacity): old pods keep serving.
+        keeps = f"; version {new.endpoint.version} keeps serving" if new.endpoint and ready else ""
+        condition(DEPLOYED, False, "RolloutStalled", f"{what} did not become ready: {dep.stalled}{keeps}")
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     else:
         condition(DEPLOYED, False, "RollingOut", f"{what}: {ready}/{replicas} replicas ready")
         plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)

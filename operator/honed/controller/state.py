@@ -25,11 +25,13 @@ class JobState:
 class DeploymentState:
     version: int | None
     applied: str | None  # hash of the manifest honed last applied
-    replicas: int
+    replicas: int  # desired (spec)
     ready_replicas: int
-    updated_replicas: int
+    updated_replicas: int  # pods of the latest template
+    total_replicas: int  # pods of any template: old ones remain while a rollout is unfinished
     rolled_out: bool  # the controller has seen the latest spec (observedGeneration >= generation)
     node_selector: dict[str, str] = field(default_factory=dict)
+    stalled: str | None = None  # why the rollout gave up (ProgressDeadlineExceeded), if it did
 
 
 @dataclass(frozen=True)

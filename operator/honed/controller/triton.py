@@ -106,6 +106,8 @@ def triton_deployment(
         "spec": {
             "replicas": serving.replicas,
             "selector": {"matchLabels": selector},
+            # Past this the Deployment reports ProgressDeadlineExceeded, shown as RolloutStalled.
+            "progressDeadlineSeconds": 900,
             # Old pods serve until new ones pass readiness: a version that fails to load never goes live.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
