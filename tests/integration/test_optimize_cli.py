@@ -154,22 +154,14 @@ def test_data_with_wrong_shape(digits: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 def test_impossible_options(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    assert "--batch-sizes" in _error(
-        honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o")
-    )
-    assert "tensorflow" in _error(
-        honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o")
-    )
-    assert "duration" in _error(
-        honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o")
-    )
+    assert "--batch-sizes" in _error(honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o"))
+    assert "tensorflow" in _error(honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o"))
+    assert "duration" in _error(honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o"))
     assert "labels" in _error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
 
 
 def test_unknown_input_override(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    message = _error(
-        honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o")
-    )
+    message = _error(honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o"))
     assert "pixels" in message and "input" in message
 
 

@@ -31,9 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Convert MODEL, build candidates (backend x precision), check each against "
         "the original on DATA, time them and write DIR/report.json + artifacts.",
     )
-    p.add_argument(
-        "model", nargs="?", help="an .onnx file, a TorchScript file, or module:factory for PyTorch"
-    )
+    p.add_argument("model", nargs="?", help="an .onnx file, a TorchScript file, or module:factory for PyTorch")
     p.add_argument("--request", type=Path, help="JSON file with all options (used by the operator's Jobs)")
     p.add_argument("--data", type=Path, help=".npz with one array per input (+ optional 'labels')")
     p.add_argument("--metric", choices=["top1", "accuracy", "cosine", "max_abs_diff", "rmse"])
@@ -94,9 +92,7 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
         if "time_budget" in fields:
             fields["time_budget_s"] = parse_duration(fields.pop("time_budget"))
     if not fields.get("model"):
-        raise InputError(
-            "no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)"
-        )
+        raise InputError("no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)")
     try:
         return OptimizeOptions.model_validate(fields)
     except ValidationError as exc:

@@ -68,7 +68,7 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
         notes.append(
             "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
-            "compares outputs by closeness to the original, not task accuracy"
+            "compares outputs with the original's, not task accuracy; pass --data for that"
         )
     step = fixed or 1
     keep = min(dataset.samples, options.max_samples)
@@ -80,9 +80,7 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         )
     dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
     dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
-    metric = options.metric or default_metric(
-        source.outputs[0].shape, dataset.labels is not None, dataset.synthesized
-    )
+    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None, dataset.synthesized)
     check_metric(metric, dataset.labels is not None)
     batch_sizes = options.batch_sizes
     if fixed is not None:
@@ -231,12 +229,7 @@ class Search:
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
-        if (
-            trial.status != "rejected"
-            or plan.backend != "openvino"
-            or plan.precision != "int8"
-            or plan.variant
-        ):
+        if trial.status != "rejected" or plan.backend != "openvino" or plan.precision != "int8" or plan.variant:
             return None
         return CandidatePlan(
             "openvino",
@@ -262,16 +255,14 @@ class Search:
         schedule = rounds_schedule(list(live), self.prep.batch_sizes, rounds)
         self.progress.step(
             f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
-            f"interleaved rounds (~{per_slot * len(schedule):.0f}s)"
+            f"interleaved rounds ({per_slot:.2f}s or 5 calls per slot)"
         )
         for name, batch in schedule:
             trial = live.get(name)
             if trial is None or trial.status != "accepted" or trial.worker is None:
                 continue
             try:
-                samples = trial.worker.call(
-                    "time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20)
-                )
+                samples = trial.worker.call("time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20))
                 trial.samples.setdefault(batch, []).extend(samples)
             except WorkerFailure as exc:
                 trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"

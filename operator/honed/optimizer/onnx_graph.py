@@ -16,9 +16,7 @@ def _spec(value_info) -> TensorSpec:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     except (KeyError, TypeError, ValueError):
         dtype = "float32"
-    shape = [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim
-    ]
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim]
     return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
 
 
@@ -75,10 +73,7 @@ def integer_input_bounds(path: Path) -> dict[str, int]:
     # Follow single-input casts so ids that are cast before the lookup are still found.
     aliases: dict[str, str] = {inp.name: inp.name for inp in model.graph.input}
     for node in model.graph.node:
-        if (
-            node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"}
-            and node.input[0] in aliases
-        ):
+        if node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"} and node.input[0] in aliases:
             for out in node.output:
                 aliases[out] = aliases[node.input[0]]
     bounds: dict[str, int] = {}

@@ -8,6 +8,7 @@ to a worker over a pipe with small commands; a timeout or crash becomes the cand
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import resource
@@ -35,6 +36,8 @@ def _thread_env(threads: int) -> None:
 
 def _serve(conn: Connection, threads: int) -> None:
     _thread_env(threads)
+    # Runtimes log advice through the root logger; the parent reports what matters per candidate.
+    logging.getLogger().setLevel(logging.ERROR)
     state: dict[str, Any] = {"warm": set()}
     while True:
         try:
@@ -77,9 +80,7 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
     from honed.optimizer.data import batches
 
     runner = state["runner"]
-    chunks: list[list[np.ndarray]] = [
-        runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)
-    ]
+    chunks: list[list[np.ndarray]] = [runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)]
     outputs = [
         np.concatenate([chunk[i] for chunk in chunks])
         if chunks[0][i].ndim
@@ -173,4 +174,6 @@ class Worker:
         if self.process.is_alive():
             with contextlib.suppress(WorkerFailure):
                 self.call("exit", timeout=10)
+            # Let it exit on its own: a kill now would leak the runtime's semaphores.
+            self.process.join(timeout=15)
         self.kill()

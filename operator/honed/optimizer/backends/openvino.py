@@ -42,9 +42,7 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
             # Layers NNCF leaves unquantized run in bf16 instead of f32.
             out.append(CandidatePlan(NAME, "int8-bf16"))
     if "fp16" in ctx.precisions:
-        out.append(
-            Skipped(name=f"onnx-fp16.{NAME}", reason="OpenVINO's CPU plugin has no fp16 compute on x86")
-        )
+        out.append(Skipped(name=f"onnx-fp16.{NAME}", reason="OpenVINO's CPU plugin has no fp16 compute on x86"))
     return out
 
 
