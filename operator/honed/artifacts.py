@@ -112,9 +112,7 @@ class ArtifactStore:
         return join_uri(self.uri, key)
 
     def child(self, key: str) -> ArtifactStore:
-        return ArtifactStore(
-            self.url(key), pvc_mount_root=self.pvc_mount_root, storage_options=self._storage_options
-        )
+        return ArtifactStore(self.url(key), pvc_mount_root=self.pvc_mount_root, storage_options=self._storage_options)
 
     def local_path(self, key: str = "") -> Path | None:
         """The local path of ``key`` for file:// and mounted pvc:// stores, else None."""
@@ -155,9 +153,7 @@ class ArtifactStore:
             data: bytes = fs.cat_file(self._remote(key))
             return data
         except FileNotFoundError:
-            raise InputError(
-                f"nothing at {self.url(key)}", hint="check the artifact store URI and key"
-            ) from None
+            raise InputError(f"nothing at {self.url(key)}", hint="check the artifact store URI and key") from None
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode()

@@ -32,9 +32,7 @@ class Pool(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="what targets name"
-    )
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="what targets name")
     node_selector: dict[str, str] = Field(default_factory=dict, description="labels of the pool's nodes")
     tolerations: list[Toleration] = Field(default_factory=list, description="taints the pods tolerate")
     resources: dict[str, Any] = Field(
@@ -46,14 +44,10 @@ class Pool(BaseModel):
     )
     image: str = Field(description="optimizer image for this pool's device (optimizer-cpu, optimizer-gpu)")
     device: Literal["cpu", "cuda"] = Field("cpu", description="what `honed optimize --device` targets")
-    price_per_hour: float | None = Field(
-        None, ge=0, description="node price per hour; needed by the cost objective"
-    )
+    price_per_hour: float | None = Field(None, ge=0, description="node price per hour; needed by the cost objective")
 
     def pod_resources(self, *, serving: bool = False) -> dict[str, Any]:
-        return dict(
-            self.serving_resources if serving and self.serving_resources is not None else self.resources
-        )
+        return dict(self.serving_resources if serving and self.serving_resources is not None else self.resources)
 
 
 class HonedSettings(BaseSettings):

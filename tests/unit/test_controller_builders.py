@@ -19,9 +19,7 @@ CPU = Pool(
     tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
     resources={"limits": {"cpu": "8"}},
 )
-GPU = Pool(
-    name="gpu", image="honed/optimizer-gpu:0.1", device="cuda", resources={"limits": {"nvidia.com/gpu": 1}}
-)
+GPU = Pool(name="gpu", image="honed/optimizer-gpu:0.1", device="cuda", resources={"limits": {"nvidia.com/gpu": 1}})
 SETTINGS = HonedSettings(
     pools=[CPU, GPU],
     artifact_store="s3://honed/store",
@@ -107,9 +105,7 @@ def test_optimizer_job() -> None:
         {"secretRef": {"name": "honed-store"}},
         {"secretRef": {"name": "models-s3"}},
     ]
-    claims = {
-        v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v
-    }
+    claims = {v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims["models"]["persistentVolumeClaim"]["readOnly"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/work/request.json", "/mnt/honed/models"} <= mounts
@@ -131,10 +127,7 @@ def test_pvc_store_is_mounted_writable_and_passed_as_a_path() -> None:
     assert container["command"][-1].startswith("file:///mnt/honed/honed-store/root/vision/resnet50/")
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["pvc-honed-store"]["persistentVolumeClaim"]["readOnly"] is False
-    assert (
-        repository_uri(settings, "vision", "resnet50")
-        == "/mnt/honed/honed-store/root/vision/resnet50/repository"
-    )
+    assert repository_uri(settings, "vision", "resnet50") == "/mnt/honed/honed-store/root/vision/resnet50/repository"
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -165,7 +158,4 @@ def test_triton_service_and_endpoint() -> None:
     deployment = triton_deployment(OWNER, SPEC.serving, CPU, SETTINGS, version=1)
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     point = endpoint(OWNER, 1)
-    assert (
-        point.http == "http://resnet50-triton.vision.svc:8000"
-        and point.grpc == "resnet50-triton.vision.svc:8001"
-    )
+    assert point.http == "http://resnet50-triton.vision.svc:8000" and point.grpc == "resnet50-triton.vision.svc:8001"

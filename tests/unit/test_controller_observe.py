@@ -28,11 +28,7 @@ SETTINGS = HonedSettings()
         ({"active": 1}, ("Running", "")),
         ({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}, ("Succeeded", "")),
         (
-            {
-                "conditions": [
-                    {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"}
-                ]
-            },
+            {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"}]},
             ("Failed", "DeadlineExceeded: late"),
         ),
         ({"active": 1, "conditions": [{"type": "Failed", "status": "False"}]}, ("Running", "")),
@@ -68,9 +64,7 @@ def test_deployment_rollout_needs_the_controller_to_have_seen_the_spec() -> None
         },
         "spec": {"replicas": 2, "template": {"spec": {"nodeSelector": {"pool": "cpu"}}}},
     }
-    stale = deployment_state(
-        {**base, "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}}
-    )
+    stale = deployment_state({**base, "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}})
     assert not stale.rolled_out and stale.version == 2 and stale.node_selector == {"pool": "cpu"}
     fresh = deployment_state({**base, "status": {"observedGeneration": 3, "readyReplicas": 1}})
     assert fresh.rolled_out and fresh.ready_replicas == 1 and fresh.updated_replicas == 0
@@ -101,15 +95,9 @@ async def test_model_uri_checks(tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"x")
     assert await check_model_uri(f"file://{model}", SETTINGS) is None
-    assert (
-        await check_model_uri(f"file://{tmp_path}/other.onnx", SETTINGS)
-        == f"no file at {tmp_path}/other.onnx"
-    )
+    assert await check_model_uri(f"file://{tmp_path}/other.onnx", SETTINGS) == f"no file at {tmp_path}/other.onnx"
     # pvc:// is checked only where the claim is mounted
-    assert (
-        await check_model_uri("pvc://models/m.onnx", SETTINGS.model_copy(update={"pvc_mount_root": "/nope"}))
-        is None
-    )
+    assert await check_model_uri("pvc://models/m.onnx", SETTINGS.model_copy(update={"pvc_mount_root": "/nope"})) is None
     (tmp_path / "models").mkdir()
     mounted = SETTINGS.model_copy(update={"pvc_mount_root": str(tmp_path)})
     assert await check_model_uri("pvc://models/m.onnx", mounted) == "no file m.onnx in claim models"

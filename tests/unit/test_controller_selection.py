@@ -89,9 +89,7 @@ def test_no_candidate_within_drop_reports_the_best_drop() -> None:
             candidate("onnx-fp16.onnxruntime", p50=5.0, drop=0.021, status="rejected", reason="drop"),
         ]
     )
-    chosen = select(
-        [PoolOutcome(CPU, rejected), PoolOutcome(GPU, None, "DeadlineExceeded")], Criteria("latency", 0.01)
-    )
+    chosen = select([PoolOutcome(CPU, rejected), PoolOutcome(GPU, None, "DeadlineExceeded")], Criteria("latency", 0.01))
     assert chosen.winner is None and chosen.failure == "NoCandidateWithinDrop"
     assert "best drop is 0.021 (onnx-fp16.onnxruntime on cpu)" in chosen.message
 
@@ -113,10 +111,7 @@ def test_every_pool_failed_lists_each_reason() -> None:
         Criteria("latency", 0.01),
     )
     assert chosen.winner is None and chosen.failure == "AllPoolsFailed"
-    assert (
-        "cpu: BackoffLimitExceeded: pod: OOMKilled" in chosen.message
-        and "gpu: DeadlineExceeded" in chosen.message
-    )
+    assert "cpu: BackoffLimitExceeded: pod: OOMKilled" in chosen.message and "gpu: DeadlineExceeded" in chosen.message
 
 
 def test_one_failed_pool_does_not_stop_the_others() -> None:

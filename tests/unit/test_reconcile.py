@@ -67,9 +67,7 @@ def kinds(manifests: list[dict]) -> list[tuple[str, str]]:
 
 CPU_REPORT = ReportRead(
     "file:///store/cpu/report.json",
-    report(
-        [candidate("onnx-int8.openvino", p50=2.0, drop=0.004), candidate("onnx-fp32.onnxruntime", p50=8.0)]
-    ),
+    report([candidate("onnx-int8.openvino", p50=2.0, drop=0.004), candidate("onnx-fp32.onnxruntime", p50=8.0)]),
 )
 GPU_REPORT = ReportRead(
     "file:///store/gpu/report.json", report([candidate("onnx-fp16.tensorrt", p50=0.8)], device="cuda")
@@ -79,9 +77,7 @@ GPU_REPORT = ReportRead(
 def rolled(plan: Plan, version: int, ready: int = 1) -> DeploymentState:
     """The Deployment the plan created or patched, as the cluster reports it once rolled out."""
     manifest = next((m for m in plan.create if m["kind"] == "Deployment"), None)
-    annotations = (
-        manifest["metadata"]["annotations"] if manifest else plan.patch[0].body["metadata"]["annotations"]
-    )
+    annotations = manifest["metadata"]["annotations"] if manifest else plan.patch[0].body["metadata"]["annotations"]
     return DeploymentState(
         version=version,
         applied=annotations[APPLIED],
@@ -239,8 +235,7 @@ def test_a_failed_job_fails_only_its_pool() -> None:
                 job(
                     "gpu",
                     "Failed",
-                    "DeadlineExceeded: Job was active longer than "
-                    "specified deadline; pod: searched 3/9 candidates",
+                    "DeadlineExceeded: Job was active longer than specified deadline; pod: searched 3/9 candidates",
                 ),
             ),
             reports={"cpu": CPU_REPORT},
@@ -279,12 +274,8 @@ def test_no_candidate_within_drop_fails_with_the_best_drop() -> None:
         "r",
         report(
             [
-                candidate(
-                    "onnx-int8.openvino", p50=2.0, drop=0.03, status="rejected", reason="drop 0.03 > 0.01"
-                ),
-                candidate(
-                    "onnx-bf16.openvino", p50=4.0, drop=0.015, status="rejected", reason="drop 0.015 > 0.01"
-                ),
+                candidate("onnx-int8.openvino", p50=2.0, drop=0.03, status="rejected", reason="drop 0.03 > 0.01"),
+                candidate("onnx-bf16.openvino", p50=4.0, drop=0.015, status="rejected", reason="drop 0.015 > 0.01"),
             ]
         ),
     )
@@ -349,9 +340,7 @@ def test_unreachable_model_uri_creates_nothing_and_retries() -> None:
 def test_reoptimize_annotation_records_its_reason() -> None:
     status, deployment = serving_state()
     annotations = {names.REOPTIMIZE: "SLOViolation:p99 80ms > 50ms"}
-    plan = reconcile(
-        SPEC, observed(status, annotations=annotations, deployment=deployment, service=True, now=T2)
-    )
+    plan = reconcile(SPEC, observed(status, annotations=annotations, deployment=deployment, service=True, now=T2))
     assert plan.status["lastOptimization"]["reason"] == "SLOViolation"
     assert plan.status["lastOptimization"]["id"] == optimization(annotations=annotations)
     assert [k for k, _ in kinds(plan.create)].count("Job") == 2

@@ -106,9 +106,7 @@ class Search(ApiModel):
     backends: list[Backend] = Field(
         default_factory=list, description="runtimes to try; empty = every one the pool supports"
     )
-    time_budget: str = Field(
-        "20m", pattern=DURATION_PATTERN, description="search time per pool, like 20m or 1h30m"
-    )
+    time_budget: str = Field("20m", pattern=DURATION_PATTERN, description="search time per pool, like 20m or 1h30m")
 
     def time_budget_seconds(self) -> float:
         return parse_duration(self.time_budget)
@@ -117,9 +115,7 @@ class Search(ApiModel):
 class Target(ApiModel):
     """A node pool (defined by the platform team in the operator's settings) to optimize on."""
 
-    pool: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=40, description="pool name from the chart's values"
-    )
+    pool: str = Field(pattern=DNS_LABEL_PATTERN, max_length=40, description="pool name from the chart's values")
 
 
 class DynamicBatching(ApiModel):
@@ -147,9 +143,7 @@ class Serving(ApiModel):
 class Feedback(ApiModel):
     """Live-traffic checks against the SLO (acted on by the feedback loop)."""
 
-    enabled: bool = Field(
-        False, description="watch Triton's metrics and re-optimize or re-tune on SLO breaks"
-    )
+    enabled: bool = Field(False, description="watch Triton's metrics and re-optimize or re-tune on SLO breaks")
     p99_latency_ms: float | None = Field(None, gt=0, description="the SLO: p99 request latency")
     interval: str = Field("1m", pattern=DURATION_PATTERN, description="how often metrics are checked")
     cooldown: str = Field("30m", pattern=DURATION_PATTERN, description="least time between two actions")
@@ -195,7 +189,5 @@ def parse_spec(raw: object) -> OptimizedModelSpec:
     pools = spec.pools()
     for index, pool in enumerate(pools):
         if pool in pools[:index]:
-            raise SpecError(
-                f"spec.targets[{index}].pool", f"pool {pool!r} is listed twice; list each pool once"
-            )
+            raise SpecError(f"spec.targets[{index}].pool", f"pool {pool!r} is listed twice; list each pool once")
     return spec

@@ -48,9 +48,7 @@ async def apply_plan(
             log.info("deleted %s %s/%s", delete.kind, obs.namespace, delete.name)
     status_patch = merge_patch(obs.status, plan.status)
     if status_patch:
-        await client.patch(
-            OPTIMIZED_MODELS, obs.namespace, obs.name, {"status": status_patch}, subresource="status"
-        )
+        await client.patch(OPTIMIZED_MODELS, obs.namespace, obs.name, {"status": status_patch}, subresource="status")
     for event in plan.events:
         await post_event(client, obs, event)
 
@@ -60,9 +58,7 @@ def _repository_failed(plan: Plan, obs: Observed, message: str) -> None:
     plan.create = [m for m in plan.create if m["kind"] != "Deployment"]
     plan.patch = [p for p in plan.patch if p.kind != "Deployment"]
     status = load_status(plan.status)
-    set_condition(
-        status, DEPLOYED, False, "RepositoryWriteFailed", message, now=obs.now, generation=obs.generation
-    )
+    set_condition(status, DEPLOYED, False, "RepositoryWriteFailed", message, now=obs.now, generation=obs.generation)
     plan.status = status.to_wire()
     plan.events.append(Event("Warning", "RepositoryWriteFailed", message))
     log.warning("repository write failed for %s/%s: %s", obs.namespace, obs.name, message)

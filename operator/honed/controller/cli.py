@@ -23,9 +23,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     crd.add_argument("--out", type=Path, default=DEFAULT_CRD_DIR, help="directory to write (default: crds)")
     crd.add_argument("--stdout", action="store_true", help="print the YAML instead of writing it")
-    crd.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 when DIR holds a different CRD (CI)"
-    )
+    crd.add_argument("--check", action="store_true", help="write nothing; exit 1 when DIR holds a different CRD (CI)")
     crd.set_defaults(handler=run_crd)
 
     operator = subparsers.add_parser(

@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 KEEP_VERSIONS = 2  # the serving one and the one rolling out
 
 
-def repository_state(
-    store: ArtifactStore, namespace: str, owner: str
-) -> tuple[frozenset[int], frozenset[int]]:
+def repository_state(store: ArtifactStore, namespace: str, owner: str) -> tuple[frozenset[int], frozenset[int]]:
     """(every version number used, the versions written completely) of the resource's model."""
     model_key = f"{names.repository_key(namespace, owner)}/{names.triton_model_name(owner)}"
     entries = store.listdir(model_key)
@@ -104,9 +102,7 @@ def write_repository(store: ArtifactStore, write: RepositoryWrite, settings: Hon
             _upload_version(repository, model, written.version, written.path)
             repository.write_text(f"{model}/{CONFIG_FILE}", written.config_text)
         _prune(repository, model, keep=KEEP_VERSIONS)
-    log.info(
-        "wrote %s version %d (%s on %s)", write.repository_uri, write.version, write.candidate, write.pool
-    )
+    log.info("wrote %s version %d (%s on %s)", write.repository_uri, write.version, write.candidate, write.pool)
 
 
 def _mirror_numbers(repository: ArtifactStore, model: str, mirror: Path) -> None:

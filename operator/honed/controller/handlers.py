@@ -119,9 +119,7 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
         await operator.run_pass(namespace or "", name)
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, initial_delay=interval, cancellation_timeout=5)
-    async def keep_reconciling(
-        stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any
-    ) -> None:
+    async def keep_reconciling(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
         while not stopped:
             try:
                 plan = await operator.run_pass(namespace or "", name)

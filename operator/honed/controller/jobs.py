@@ -76,9 +76,7 @@ def build_request(spec: OptimizedModelSpec, pool: Pool, settings: HonedSettings)
         model=RequestModel(
             uri=mounted_uri(spec.model.uri, settings),
             format=spec.model.format,
-            inputs=[
-                RequestTensor(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in spec.model.inputs
-            ],
+            inputs=[RequestTensor(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in spec.model.inputs],
         ),
         data_uri=None if validation.data_uri is None else mounted_uri(validation.data_uri, settings),
         metric=validation.metric,
@@ -161,9 +159,7 @@ def optimizer_job(
     backoff_limit, deadline = job_limits(spec.search.time_budget_seconds())
     out = output_uri(settings, owner.namespace, owner.name, optimization, pool.name)
     pvc_uris = [settings.artifact_store, spec.model.uri, spec.validation.data_uri or ""]
-    store_claims = (
-        {parse_pvc(settings.artifact_store).claim} if settings.artifact_store.startswith("pvc://") else set()
-    )
+    store_claims = {parse_pvc(settings.artifact_store).claim} if settings.artifact_store.startswith("pvc://") else set()
     volumes, mounts = pvc_volumes(pvc_uris, settings, writable=store_claims)
     container: dict[str, Any] = {
         "name": CONTAINER,

@@ -45,8 +45,7 @@ EVENTS = Resource("v1", "Event", "events")
 DEPLOYMENTS = Resource("apps/v1", "Deployment", "deployments")
 OPTIMIZED_MODELS = Resource("honed.dev/v1alpha1", "OptimizedModel", "optimizedmodels")
 RESOURCES = {
-    (r.api_version, r.kind): r
-    for r in (JOBS, PODS, CONFIGMAPS, SERVICES, EVENTS, DEPLOYMENTS, OPTIMIZED_MODELS)
+    (r.api_version, r.kind): r for r in (JOBS, PODS, CONFIGMAPS, SERVICES, EVENTS, DEPLOYMENTS, OPTIMIZED_MODELS)
 }
 
 

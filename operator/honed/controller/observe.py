@@ -139,9 +139,7 @@ async def check_model_uri(uri: str, settings: HonedSettings, *, timeout_s: float
     return None
 
 
-async def observe(
-    client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings
-) -> Observed:
+async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
     annotations = dict(meta.get("annotations") or {})

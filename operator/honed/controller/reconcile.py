@@ -160,9 +160,7 @@ def _optimize(
         if state is None:
             if job not in obs.configmaps:
                 plan.create.append(
-                    request_configmap(
-                        owner, job, pool_name, optimization, build_request(spec, pool, settings)
-                    )
+                    request_configmap(owner, job, pool_name, optimization, build_request(spec, pool, settings))
                 )
             plan.create.append(optimizer_job(owner, spec, pool, settings, optimization))
             pools.append(PoolStatus(pool=pool_name, job=job, phase="Pending", message="Job created"))
@@ -246,11 +244,7 @@ def _record_selection(
     plan.optimization_outcome = "succeeded"
     plan.winner_speedup = win.candidate.speedup
     speed = f", {win.candidate.speedup:.2f}x the original" if win.candidate.speedup else ""
-    note = (
-        f" ({len(failed_pools)} pool(s) failed: {', '.join(p.pool for p in failed_pools)})"
-        if failed_pools
-        else ""
-    )
+    note = f" ({len(failed_pools)} pool(s) failed: {', '.join(p.pool for p in failed_pools)})" if failed_pools else ""
     condition(OPTIMIZED, True, "WinnerSelected", f"{win.label()}, version {new.winner.version}{speed}{note}")
 
 
@@ -267,17 +261,13 @@ def _deploy(
 ) -> None:
     winner = new.winner
     if winner is None:
-        condition(
-            DEPLOYED, False, "AwaitingWinner", "nothing to deploy until an optimization selects a winner"
-        )
+        condition(DEPLOYED, False, "AwaitingWinner", "nothing to deploy until an optimization selects a winner")
         condition(READY, False, "AwaitingWinner", "no model is served yet")
         return
     settings = obs.settings
     pool = settings.pool(winner.pool)
     if pool is None:
-        condition(
-            DEPLOYED, False, "PoolRemoved", f"the winner's pool {winner.pool!r} is no longer configured"
-        )
+        condition(DEPLOYED, False, "PoolRemoved", f"the winner's pool {winner.pool!r} is no longer configured")
         return
     owner = Owner(obs.name, obs.namespace, obs.uid)
     if winner.version not in obs.repository_ready:

@@ -102,9 +102,7 @@ async def test_optimized_model_reaches_ready_and_serves_the_winner(
     features = np.random.default_rng(7).standard_normal((3, FEATURES)).astype(np.float32)
     request = triton_http.InferInput("features", list(features.shape), "FP32")
     request.set_data_from_numpy(features)
-    answer = client.infer(
-        status["endpoint"]["model"], [request], model_version=str(status["endpoint"]["version"])
-    )
+    answer = client.infer(status["endpoint"]["model"], [request], model_version=str(status["endpoint"]["version"]))
     served = answer.as_numpy("scores")
 
     artifact = ArtifactStore(winner["artifact"]).local_path()

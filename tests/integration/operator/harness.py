@@ -115,9 +115,7 @@ class RunningOperator:
     """
 
     def __init__(self, cluster: Cluster, settings: HonedSettings, writer: RepositoryWriter) -> None:
-        self.operator = handlers.Operator(
-            settings, lambda: kopf.ConnectionInfo(server=str(cluster.url)), writer
-        )
+        self.operator = handlers.Operator(settings, lambda: kopf.ConnectionInfo(server=str(cluster.url)), writer)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         kopf_settings = kopf.OperatorSettings()
@@ -223,9 +221,7 @@ async def finish_job(api: KubeClient, job: dict[str, Any], *, message: str = "")
     await api.patch(JOBS, NAMESPACE, name, {"status": status}, subresource="status")
 
 
-async def fail_job(
-    api: KubeClient, job: dict[str, Any], *, reason: str, message: str, pod_message: str
-) -> None:
+async def fail_job(api: KubeClient, job: dict[str, Any], *, reason: str, message: str, pod_message: str) -> None:
     await create_pod(api, job, terminated={"exitCode": 1, "reason": "Error", "message": pod_message})
     status = {
         "failed": 1,

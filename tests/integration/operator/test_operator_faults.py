@@ -70,9 +70,7 @@ async def test_unknown_pool_lists_the_known_pools(
     assert await jobs_of(api, "tpu") == []
 
 
-async def test_unreachable_model_uri(
-    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
-) -> None:
+async def test_unreachable_model_uri(api: KubeClient, start_operator: StartOperator, settings: HonedSettings) -> None:
     await start_operator(no_repository)
     spec = {"model": {"uri": "file:///nonexistent/model.onnx"}, "targets": [{"pool": "cpu"}]}
     await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("lost", spec))

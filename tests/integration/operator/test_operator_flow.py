@@ -79,9 +79,7 @@ def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_from_creation_to_serving_and_through_a_spec_change(
     cluster: Cluster, api: KubeClient, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
-    succeeded_before = (
-        metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"}) or 0
-    )
+    succeeded_before = metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"}) or 0
     await start_operator(write_repository)
     await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("mlp", model_spec(settings)))
     jobs = await current_jobs(api, "mlp", 2)
@@ -98,9 +96,7 @@ async def test_from_creation_to_serving_and_through_a_spec_change(
     body = await phase(api, "mlp", "Deploying")
     winner = body["status"]["winner"]
     assert (winner["pool"], winner["name"], winner["version"]) == ("gpu", "onnx-fp16.onnxruntime", 1)
-    model_dir = (
-        Path(settings.artifact_store.removeprefix("file://")) / NAMESPACE / "mlp" / "repository" / "mlp"
-    )
+    model_dir = Path(settings.artifact_store.removeprefix("file://")) / NAMESPACE / "mlp" / "repository" / "mlp"
     assert (model_dir / "1" / DEPLOYMENT_FILE).is_file() and (model_dir / CONFIG_FILE).is_file()
     deployment = await api.get(DEPLOYMENTS, NAMESPACE, "mlp-triton")
     assert deployment is not None and await api.get(SERVICES, NAMESPACE, "mlp-triton") is not None
@@ -215,12 +211,8 @@ async def test_no_candidate_within_drop_fails_with_the_best_drop(
     write_output(
         jobs["cpu"],
         [
-            candidate(
-                "onnx-int8.onnxruntime", p50=2.0, drop=0.08, status="rejected", reason="drop 0.08 > 0.01"
-            ),
-            candidate(
-                "onnx-fp16.onnxruntime", p50=4.0, drop=0.02, status="rejected", reason="drop 0.02 > 0.01"
-            ),
+            candidate("onnx-int8.onnxruntime", p50=2.0, drop=0.08, status="rejected", reason="drop 0.08 > 0.01"),
+            candidate("onnx-fp16.onnxruntime", p50=4.0, drop=0.02, status="rejected", reason="drop 0.02 > 0.01"),
         ],
     )
     await finish_job(api, jobs["cpu"])

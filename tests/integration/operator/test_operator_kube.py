@@ -83,9 +83,7 @@ async def test_an_expired_token_logs_in_again(cluster: Cluster) -> None:
         await client.close()
 
 
-async def test_a_failed_repository_write_keeps_the_deployment_and_says_why(
-    api: KubeClient, tmp_path: Path
-) -> None:
+async def test_a_failed_repository_write_keeps_the_deployment_and_says_why(api: KubeClient, tmp_path: Path) -> None:
 
     spec = {"model": {"uri": "file:///m.onnx"}, "targets": [{"pool": "cpu"}]}
     await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("om", spec))
