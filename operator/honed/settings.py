@@ -97,6 +97,11 @@ class HonedSettings(BaseSettings):
     reconcile_interval_s: float = Field(
         30.0, gt=0, description="HONED_RECONCILE_INTERVAL_S: how often every resource is re-checked"
     )
+    cluster_scanning: bool = Field(
+        True,
+        description="HONED_CLUSTER_SCANNING: follow namespaces and CRDs that appear while running (needs "
+        "cluster-wide list/watch on namespaces and CRDs); false = resolve them once at start",
+    )
     pvc_mount_root: str = Field(
         "/mnt/honed",
         description="HONED_PVC_MOUNT_ROOT: where pvc:// claims are mounted (pvc://CLAIM/x -> ROOT/CLAIM/x), "

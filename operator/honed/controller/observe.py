@@ -161,15 +161,22 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     optimization = names.optimization_id(spec, annotations)
     labels = names.owner_labels(name)
 
+    last = status.get("lastOptimization") or {}
+    decided = last.get("id") == optimization and bool(last.get("finishedAt"))
     jobs: dict[str, JobState] = {}
     for manifest in await client.list(JOBS, namespace, {**labels, names.COMPONENT: "optimizer"}):
         job_meta = manifest["metadata"]
+        job_labels = job_meta.get("labels") or {}
         phase, message = job_phase(manifest)
-        if phase == "Failed":
+        # The pod's termination message: why a Job failed, or the engine's summary of a search,
+        # read while the optimization is still being decided (then the status keeps it).
+        if not decided and phase in ("Failed", "Succeeded"):
             pods = await client.list(PODS, namespace, {"job-name": job_meta["name"]})
             detail = pod_message(pods)
-            message = f"{message}; pod: {detail}" if detail else message
-        job_labels = job_meta.get("labels") or {}
+            if phase == "Succeeded":
+                message = detail
+            elif detail:
+                message = f"{message}; pod: {detail}"
         jobs[job_meta["name"]] = JobState(
             name=job_meta["name"],
             pool=job_labels.get(names.POOL, ""),
@@ -182,8 +189,6 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         for cm in await client.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})
     )
 
-    last = status.get("lastOptimization") or {}
-    decided = last.get("id") == optimization and bool(last.get("finishedAt"))
     current = [job for job in jobs.values() if job.optimization == optimization]
     reports: dict[str, ReportRead] = {}
     model_error = None

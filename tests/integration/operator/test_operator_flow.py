@@ -90,10 +90,12 @@ async def test_from_creation_to_serving_and_through_a_spec_change(
 
     write_output(jobs["cpu"], [candidate("onnx-int8.onnxruntime", p50=2.0, drop=0.004)])
     write_output(jobs["gpu"], [candidate("onnx-fp16.onnxruntime", p50=0.8)], device="cuda")
-    await finish_job(api, jobs["cpu"])
+    await finish_job(api, jobs["cpu"], message="onnx-int8.onnxruntime 5.00x, 1 of 1 accepted")
     await finish_job(api, jobs["gpu"])
 
     body = await phase(api, "mlp", "Deploying")
+    pools = {p["pool"]: p for p in body["status"]["pools"]}
+    assert pools["cpu"]["message"] == "onnx-int8.onnxruntime 5.00x, 1 of 1 accepted"  # the engine's summary
     winner = body["status"]["winner"]
     assert (winner["pool"], winner["name"], winner["version"]) == ("gpu", "onnx-fp16.onnxruntime", 1)
     model_dir = Path(settings.artifact_store.removeprefix("file://")) / NAMESPACE / "mlp" / "repository" / "mlp"
