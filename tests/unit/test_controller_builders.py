@@ -110,7 +110,7 @@ def test_optimizer_job() -> None:
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/work/request.json", "/mnt/honed/models"} <= mounts
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0]["onExitCodes"]["values"] == [2]
+    assert rules[0]["onExitCodes"]["values"] == [1, 2]  # no winner, bad input: a retry repeats either
 
 
 def test_request_configmap_holds_the_request() -> None:

@@ -118,7 +118,8 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
     async def changed(name: str, namespace: str | None, **_: Any) -> None:
         await operator.run_pass(namespace or "", name)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, initial_delay=interval, cancellation_timeout=5)
+    # A pass cut short by a stop is harmless: the next operator's first pass redoes it.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, initial_delay=interval, cancellation_timeout=1.0)
     async def keep_reconciling(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
         while not stopped:
             try:

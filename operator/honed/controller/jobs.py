@@ -16,7 +16,9 @@ CONTAINER = "optimizer"
 REQUEST_PATH = "/work/request.json"
 REQUEST_KEY = "request.json"
 TERMINATION_LOG = "/dev/termination-log"
-# `honed optimize` exits 2 on bad input (honed.errors.InputError): retrying cannot help.
+# `honed optimize` exits 1 when its search found no accepted candidate (report.json is written)
+# and 2 on bad input (honed.errors.InputError): a retry would only repeat either.
+NO_WINNER_EXIT_CODE = 1
 INPUT_ERROR_EXIT_CODE = 2
 
 
@@ -208,7 +210,7 @@ def optimizer_job(
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [INPUT_ERROR_EXIT_CODE],
+                            "values": [NO_WINNER_EXIT_CODE, INPUT_ERROR_EXIT_CODE],
                         },
                     },
                     # Evictions and preemptions are the node's fault: they do not use up the retry.

@@ -194,9 +194,19 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     model_error = None
     if not decided:
         for job in current:
-            if job.phase == "Succeeded":
-                key = f"{names.optimization_key(namespace, name, optimization, job.pool)}/{REPORT_FILE}"
-                reports[job.pool] = await asyncio.to_thread(read_report, store, key)
+            if job.phase not in ("Succeeded", "Failed"):
+                continue
+            key = f"{names.optimization_key(namespace, name, optimization, job.pool)}/{REPORT_FILE}"
+            if job.phase == "Failed" and not await asyncio.to_thread(store.exists, key):
+                continue
+            read = await asyncio.to_thread(read_report, store, key)
+            if job.phase == "Failed":
+                if read.report is None:
+                    continue
+                # The search ran to the end and found no accepted candidate (the engine exits 1):
+                # its report says how close each came, which is what the status should tell.
+                jobs[job.name] = replace(job, phase="Succeeded")
+            reports[job.pool] = read
         if not current:
             model_error = await check_model_uri(spec.model.uri, settings)
 

@@ -217,7 +217,14 @@ async def test_no_candidate_within_drop_fails_with_the_best_drop(
             candidate("onnx-fp16.onnxruntime", p50=4.0, drop=0.02, status="rejected", reason="drop 0.02 > 0.01"),
         ],
     )
-    await finish_job(api, jobs["cpu"])
+    # As the engine does when nothing passes the gate: report written, exit code 1, Job failed.
+    await fail_job(
+        api,
+        jobs["cpu"],
+        reason="PodFailurePolicy",
+        message="Container optimizer exited with 1",
+        pod_message="no candidate passed the accuracy gate",
+    )
     body = await phase(api, "lossy", "Failed")
     optimized = conditions(body)["Optimized"]
     assert optimized["reason"] == "NoCandidateWithinDrop"
