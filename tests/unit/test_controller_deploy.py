@@ -6,12 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 
 from honed.artifacts import ArtifactStore
 from honed.controller.deploy import repository_state, serving_options, write_repository
 from honed.controller.state import RepositoryWrite
 from honed.errors import HonedError
+from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 from tests.fixtures.serving_artifacts import mlp_artifact

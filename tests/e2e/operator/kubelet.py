@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from honed.serving.server import TritonServer
-
 from honed.controller import names
 from honed.controller.jobs import REQUEST_KEY, REQUEST_PATH, TERMINATION_LOG
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, KubeClient
 from honed.controller.reconcile import APPLIED
+from honed.serving.server import TritonServer
 from tests.integration.operator.harness import NAMESPACE, fail_job, finish_job, roll_out
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import kmock
 import pytest
-from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 
 from honed.controller import metrics
 from honed.controller.deploy import write_repository
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, SERVICES, KubeClient
 from honed.optimizer.report import Candidate
+from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
 from tests.fixtures.serving_artifacts import mlp_artifact
