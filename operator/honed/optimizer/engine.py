@@ -189,7 +189,7 @@ class Search:
             return
         out_dir = self.artifacts / trial.name
         shutil.rmtree(out_dir, ignore_errors=True)
-        builder = Worker.start(f"build-{trial.name}", self.options.threads)
+        builder = Worker.start(f"build-{trial.name}", self.options.threads, self.work / f"{trial.name}.build.log")
         try:
             trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=budget)
         except WorkerFailure as exc:
@@ -197,7 +197,7 @@ class Search:
             return
         finally:
             builder.close()
-        runner = Worker.start(trial.name, self.options.threads)
+        runner = Worker.start(trial.name, self.options.threads, self.work / f"{trial.name}.run.log")
         trial.worker = runner
         try:
             runner.call("load", out_dir, self.prep.data_path, timeout=max(30.0, self.remaining()))
@@ -220,7 +220,7 @@ class Search:
         if trial.metric.drop > self.options.max_metric_drop:
             trial.status = "rejected"
             trial.reason = (
-                f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
+                f"{trial.metric.name} drop {trial.metric.drop:.4g} exceeds "
                 f"--max-metric-drop {self.options.max_metric_drop}"
             )
         else:
@@ -229,10 +229,12 @@ class Search:
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
-        if trial.status != "rejected" or plan.backend != "openvino" or plan.precision != "int8" or plan.variant:
+        if trial.status != "rejected" or plan.precision != "int8" or plan.variant:
+            return None
+        if plan.backend not in ("openvino", "onnxruntime"):
             return None
         return CandidatePlan(
-            "openvino",
+            plan.backend,
             "int8",
             plan.source,
             "accuracy-aware",
