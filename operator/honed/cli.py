@@ -10,6 +10,7 @@ from honed.errors import HonedError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from honed.controller import cli as controller_cli
     from honed.optimizer import cli as optimizer_cli
     from honed.serving import cli as serving_cli
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     optimizer_cli.add_parsers(sub)
     serving_cli.add_parser(sub)
+    controller_cli.add_parsers(sub)
     return parser
 
 
