@@ -5,6 +5,7 @@ A laptop run uses plain paths and never touches this beyond ``is_remote``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -71,7 +72,6 @@ def write_termination_message(text: str) -> None:
     """Kubernetes shows this file's content as the Job pod's termination message (4 KiB max)."""
     path = os.environ.get("HONED_TERMINATION_LOG")
     if path:
-        try:
+        # Not fatal: the operator reads report.json; the message is a convenience for kubectl.
+        with contextlib.suppress(OSError):
             Path(path).write_text(text[:4000])
-        except OSError:
-            pass  # not fatal: the operator reads report.json; the message is a convenience
