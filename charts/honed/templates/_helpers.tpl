@@ -94,6 +94,9 @@ Duplicate pool names would make `spec.targets[].pool` ambiguous, so they fail th
 {{- end }}
 {{- $_ := set $seen .name true }}
 {{- $pool := dict "name" .name "device" .device "image" (include "honed.image" (list .image $root)) "nodeSelector" (.nodeSelector | default dict) "tolerations" (.tolerations | default list) "resources" (.resources | default dict) }}
+{{- if .servingResources }}
+{{- $_ := set $pool "servingResources" .servingResources }}
+{{- end }}
 {{- if hasKey . "pricePerHour" }}
 {{- $_ := set $pool "pricePerHour" .pricePerHour }}
 {{- end }}
@@ -138,4 +141,20 @@ credential Secrets by name, and the kubelet resolves them.
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end }}
+
+{{/* The Secret the pods read the store's credentials from ("" when none). */}}
+{{- define "honed.artifactSecretName" -}}
+{{- if .Values.artifactStore.secretName }}
+{{- .Values.artifactStore.secretName }}
+{{- else if .Values.artifactStore.credentials }}
+{{- printf "%s-store" (include "honed.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The claim of a pvc:// artifact store ("" for other stores). */}}
+{{- define "honed.artifactClaim" -}}
+{{- if hasPrefix "pvc://" .Values.artifactStore.uri }}
+{{- index (splitList "/" (trimPrefix "pvc://" .Values.artifactStore.uri)) 0 }}
+{{- end }}
 {{- end }}
