@@ -43,6 +43,8 @@ SETTINGS_ENV = {
     "HONED_METRICS_PORT",
     "HONED_HEALTH_PORT",
     "HONED_LOG_LEVEL",
+    "HONED_PVC_MOUNT_ROOT",
+    "HONED_RECONCILE_INTERVAL_S",
 }
 STANDARD_LABELS = {
     "helm.sh/chart",
@@ -226,7 +228,12 @@ def test_all_features_render_what_they_promise(tmp_path: Path) -> None:
     assert {"ServiceMonitor", "PodMonitor", "ConfigMap", "Role", "RoleBinding"} <= kinds
     (podmonitor,) = by_kind(docs, "PodMonitor")
     assert podmonitor["spec"]["namespaceSelector"] == {"matchNames": ["ml", "search"]}
-    assert podmonitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "triton"
+    # The labels honed.controller.names puts on Triton pods.
+    assert podmonitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "honed",
+        "app.kubernetes.io/part-of": "honed",
+        "app.kubernetes.io/component": "server",
+    }
     (dashboard,) = by_kind(docs, "ConfigMap")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -521,3 +528,64 @@ def test_gitops_paths_exist() -> None:
                 assert (REPO / doc["spec"]["path"]).is_dir(), path
             if doc.get("kind") == "HelmRelease":
                 assert (REPO / doc["spec"]["chart"]["spec"]["chart"]).is_dir(), path
+
+
+# --- the operator reads what the chart writes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES, "all-features"], ids=str)
+def test_operator_settings_accept_the_rendered_env(
+    values: Path | str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from honed.settings import load_settings
+
+    if values == "all-features":
+        values = values_file(tmp_path, ALL_FEATURES)
+    docs = render(*([values] if isinstance(values, Path) else []))
+    env = env_of(operator_container(docs))
+    for name in [n for n in os.environ if n.startswith("HONED_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    given = yaml.safe_load(Path(values).read_text()) if isinstance(values, Path) else {}
+    expected_pools = given.get("pools") or yaml.safe_load((CHART / "values.yaml").read_text())["pools"]
+    assert settings.pool_names() == [p["name"] for p in expected_pools]
+    assert settings.artifact_store == env["HONED_ARTIFACT_STORE"]
+    assert settings.watch_namespaces == list(
+        dict.fromkeys(given.get("operator", {}).get("watchNamespaces", []))
+    )
+    assert settings.optimizer_service_account == "honed-optimizer"
+    assert (settings.metrics_port, settings.health_port) == (8080, 8081)
+
+
+def test_pvc_store_is_mounted_where_the_operator_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from honed.settings import load_settings
+
+    docs = render(values_file(tmp_path, {"artifactStore": {"uri": "pvc://shared-store/honed"}}))
+    container = operator_container(docs)
+    for name, value in env_of(container).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["artifact-store"] == f"{settings.pvc_mount_root}/shared-store"
+    (deployment,) = by_kind(docs, "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["artifact-store"]["persistentVolumeClaim"] == {"claimName": "shared-store"}
+
+
+def test_credentials_secret_lands_where_pods_read_it(tmp_path: Path) -> None:
+    values = {
+        "operator": {"watchNamespaces": ["ml"]},
+        "artifactStore": {"credentials": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}},
+    }
+    docs = render(values_file(tmp_path, values))
+    secrets = by_kind(docs, "Secret")
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == sorted([NAMESPACE, "ml"])
+    assert {s["metadata"]["name"] for s in secrets} == {"honed-store"}
+    assert secrets[0]["stringData"] == values["artifactStore"]["credentials"]
+    container = operator_container(docs)
+    assert env_of(container)["HONED_ARTIFACT_SECRET"] == "honed-store"
+    assert container["envFrom"] == [{"secretRef": {"name": "honed-store"}}]
