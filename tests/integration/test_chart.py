@@ -309,6 +309,8 @@ def test_rbac_is_least_privilege_in_both_scopes(tmp_path: Path) -> None:
                 assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
                 assert "secrets" not in rule["resources"], "the operator never reads Secrets"
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+                assert not [r for r in rule["resources"] if r.endswith(("/exec", "/attach", "/portforward"))]
+                assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
 
     # Cluster-wide: the operator's rules in a ClusterRole, no Roles.
     assert "honed-operator@" in _rules(cluster, "ClusterRole")
@@ -589,3 +591,18 @@ def test_credentials_secret_lands_where_pods_read_it(tmp_path: Path) -> None:
     container = operator_container(docs)
     assert env_of(container)["HONED_ARTIFACT_SECRET"] == "honed-store"
     assert container["envFrom"] == [{"secretRef": {"name": "honed-store"}}]
+
+
+def test_security_guide_lists_every_rule_the_chart_grants() -> None:
+    rows = [
+        line for line in (REPO / "docs" / "security.md").read_text().splitlines() if line.startswith("| `")
+    ]
+    docs = render()
+    rules = [rule for role in by_kind(docs, "ClusterRole") for rule in role["rules"]]
+    assert rules
+    for rule in rules:
+        for resource in rule["resources"]:
+            matching = [row for row in rows if f"`{resource}`" in row]
+            assert matching, f"docs/security.md has no row for {resource}"
+            cells = matching[0].split("|")
+            assert set(rule["verbs"]) == {v.strip() for v in cells[3].split(",")}, (resource, cells[3])
