@@ -160,8 +160,8 @@ def test_runs_as_non_root(image: str) -> None:
     # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
     assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]}"
     assert [op for op, _ in final.instructions][-1] in {"ENTRYPOINT", "CMD", "EXPOSE", "USER"}
-    entrypoint = [body for op, body in final.instructions if op == "ENTRYPOINT"]
-    assert entrypoint and entrypoint[-1].startswith("["), "ENTRYPOINT in exec form"
+    commands = [body for op, body in final.instructions if op in {"ENTRYPOINT", "CMD"}]
+    assert commands and all(body.startswith("[") for body in commands), "ENTRYPOINT and CMD in exec form"
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
