@@ -240,3 +240,22 @@ def test_chart_defaults_name_these_images() -> None:
     for repository in repositories:
         name = repository.rsplit("/", 1)[-1]
         assert name.startswith("honed-") and name.removeprefix("honed-") in DOCKERFILES, repository
+
+
+def test_images_start_the_way_they_are_run() -> None:
+    from honed.api.spec import Serving
+    from honed.controller.triton import triton_args
+
+    def entrypoint(image: str) -> list[str]:
+        bodies = [body for op, body in DOCKERFILES[image].stages[-1].instructions if op == "ENTRYPOINT"]
+        return yaml.safe_load(bodies[-1]) if bodies else []
+
+    # The chart runs the operator image with args [operator]; Jobs override the command with `honed ...`.
+    assert entrypoint("operator") == ["honed"]
+    assert entrypoint("optimizer-cpu") == entrypoint("optimizer-gpu") == ["honed"]
+    deployment = (REPO / "charts" / "honed" / "templates" / "deployment.yaml").read_text()
+    assert "args: [operator]" in deployment
+    # The operator gives Triton pods `tritonserver ...` as args: the image must not set its own
+    # ENTRYPOINT over NGC's, which runs its arguments.
+    assert triton_args("m", "/repo", Serving(), "cpu")[0] == "tritonserver"
+    assert entrypoint("triton") == []
