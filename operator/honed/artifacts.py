@@ -135,6 +135,17 @@ class ArtifactStore:
         fs, _ = self._filesystem()
         return bool(fs.exists(self._remote(key)))
 
+    def listdir(self, key: str) -> list[str]:
+        """Names directly below ``key`` (sorted); empty when ``key`` does not exist."""
+        local = self.local_path(key)
+        if local is not None:
+            return sorted(p.name for p in local.iterdir()) if local.is_dir() else []
+        fs, _ = self._filesystem()
+        remote = self._remote(key)
+        if not fs.exists(remote):
+            return []
+        return sorted(posixpath.basename(str(p).rstrip("/")) for p in fs.ls(remote, detail=False))
+
     def read_bytes(self, key: str) -> bytes:
         local = self.local_path(key)
         try:

@@ -22,6 +22,7 @@ WARNING_REASONS = frozenset(
         "PoolFailed",
         "PoolRemoved",
         "NotReady",
+        "RepositoryWriteFailed",
     }
 )
 

@@ -216,7 +216,7 @@ def optimizer_job(
                         },
                     },
                     # Evictions and preemptions are the node's fault: they do not use up the retry.
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
             "template": {
