@@ -194,9 +194,7 @@ def test_helm_lint_strict(values: Path | None) -> None:
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES, "all-features"], ids=str)
-def test_rendered_objects_are_valid_kubernetes(
-    values: Path | str | None, kube_version: str, tmp_path: Path
-) -> None:
+def test_rendered_objects_are_valid_kubernetes(values: Path | str | None, kube_version: str, tmp_path: Path) -> None:
     if values == "all-features":
         values = values_file(tmp_path, ALL_FEATURES)
     docs = render(*([values] if isinstance(values, Path) else []), kube_version=kube_version)
@@ -321,14 +319,10 @@ def test_rbac_is_least_privilege_in_both_scopes(tmp_path: Path) -> None:
     assert set(_rules(namespaced, "ClusterRole")) == {"honed-discovery@"}
     for rule in _rules(namespaced, "ClusterRole")["honed-discovery@"]:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}
-    bindings = {
-        (b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(namespaced, "RoleBinding")
-    }
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(namespaced, "RoleBinding")}
     assert bindings == {("ml", "honed-operator"), ("search", "honed-operator")}
     for binding in [*by_kind(namespaced, "RoleBinding"), *by_kind(namespaced, "ClusterRoleBinding")]:
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "honed-operator", "namespace": NAMESPACE}
-        ]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "honed-operator", "namespace": NAMESPACE}]
 
 
 def test_operator_may_do_what_the_controller_does() -> None:
@@ -355,16 +349,12 @@ def test_operator_may_do_what_the_controller_does() -> None:
 def test_optimizer_account_has_no_token_and_no_binding(tmp_path: Path) -> None:
     docs = render(values_file(tmp_path, ALL_FEATURES))
     accounts = [sa for sa in by_kind(docs, "ServiceAccount") if sa["metadata"]["name"] == "honed-optimizer"]
-    assert sorted(sa["metadata"]["namespace"] for sa in accounts) == sorted(
-        {NAMESPACE, "ml", "search", "batch"}
-    )
+    assert sorted(sa["metadata"]["namespace"] for sa in accounts) == sorted({NAMESPACE, "ml", "search", "batch"})
     for account in accounts:
         assert account["automountServiceAccountToken"] is False
         assert account["metadata"]["annotations"] == {"a": "b"}
     bound = {
-        s["name"]
-        for b in [*by_kind(docs, "RoleBinding"), *by_kind(docs, "ClusterRoleBinding")]
-        for s in b["subjects"]
+        s["name"] for b in [*by_kind(docs, "RoleBinding"), *by_kind(docs, "ClusterRoleBinding")] for s in b["subjects"]
     }
     assert bound == {"honed-operator"}
 
@@ -436,9 +426,7 @@ def test_chart_ships_the_optimizedmodel_crd() -> None:
     crd = chart_crds()["OptimizedModel"]
     assert crd["spec"]["group"] == "honed.dev"
     assert "om" in crd["spec"]["names"]["shortNames"]
-    assert any(
-        v["name"] == "v1alpha1" and "status" in v.get("subresources", {}) for v in crd["spec"]["versions"]
-    )
+    assert any(v["name"] == "v1alpha1" and "status" in v.get("subresources", {}) for v in crd["spec"]["versions"])
 
 
 def test_examples_hold_models_for_every_layout() -> None:
@@ -554,16 +542,12 @@ def test_operator_settings_accept_the_rendered_env(
     expected_pools = given.get("pools") or yaml.safe_load((CHART / "values.yaml").read_text())["pools"]
     assert settings.pool_names() == [p["name"] for p in expected_pools]
     assert settings.artifact_store == env["HONED_ARTIFACT_STORE"]
-    assert settings.watch_namespaces == list(
-        dict.fromkeys(given.get("operator", {}).get("watchNamespaces", []))
-    )
+    assert settings.watch_namespaces == list(dict.fromkeys(given.get("operator", {}).get("watchNamespaces", [])))
     assert settings.optimizer_service_account == "honed-optimizer"
     assert (settings.metrics_port, settings.health_port) == (8080, 8081)
 
 
-def test_pvc_store_is_mounted_where_the_operator_looks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pvc_store_is_mounted_where_the_operator_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from honed.settings import load_settings
 
     docs = render(values_file(tmp_path, {"artifactStore": {"uri": "pvc://shared-store/honed"}}))
@@ -594,9 +578,7 @@ def test_credentials_secret_lands_where_pods_read_it(tmp_path: Path) -> None:
 
 
 def test_security_guide_lists_every_rule_the_chart_grants() -> None:
-    rows = [
-        line for line in (REPO / "docs" / "security.md").read_text().splitlines() if line.startswith("| `")
-    ]
+    rows = [line for line in (REPO / "docs" / "security.md").read_text().splitlines() if line.startswith("| `")]
     docs = render()
     rules = [rule for role in by_kind(docs, "ClusterRole") for rule in role["rules"]]
     assert rules

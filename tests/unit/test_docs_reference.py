@@ -59,9 +59,7 @@ def test_every_condition_reason_is_documented_with_its_fix() -> None:
 
 
 def test_dashboard_queries_metrics_the_operator_exports() -> None:
-    metrics = pytest.importorskip(
-        "honed.controller.metrics", reason="honed.controller.metrics comes with the operator"
-    )
+    metrics = pytest.importorskip("honed.controller.metrics", reason="honed.controller.metrics comes with the operator")
     exported = set()
     for family in metrics.REGISTRY.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])

@@ -95,9 +95,7 @@ def parse(path: Path) -> Dockerfile:
             if default or name not in args:
                 args[name.strip()] = default.strip().strip('"')
         if op == "FROM":
-            match = re.fullmatch(
-                r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", body.strip(), re.IGNORECASE
-            )
+            match = re.fullmatch(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", body.strip(), re.IGNORECASE)
             assert match, f"{path}: cannot read FROM {body}"
             stages.append(Stage(base=match.group(1), name=match.group(2)))
         elif stages:
@@ -109,9 +107,7 @@ def expand(text: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
-DOCKERFILES = {
-    d.name: parse(d / "Dockerfile") for d in sorted(IMAGES.iterdir()) if (d / "Dockerfile").exists()
-}
+DOCKERFILES = {d.name: parse(d / "Dockerfile") for d in sorted(IMAGES.iterdir()) if (d / "Dockerfile").exists()}
 
 
 def test_every_image_is_there() -> None:
