@@ -242,7 +242,14 @@ def _fresh_compiler_state(buckets: int) -> None:
         CacheArtifactManager.clear()
     except ImportError:  # older torch: save_cache_artifacts then also carries earlier candidates
         pass
-    limit = max(8, buckets + 2)  # one recompilation per batch bucket (static shapes)
+    _allow_recompiles(buckets)
+
+
+def _allow_recompiles(buckets: int) -> None:
+    """One recompilation per batch bucket (static shapes): keep dynamo from giving up on them."""
+    import torch
+
+    limit = max(8, buckets + 2)
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(limit, getattr(torch._dynamo.config, name)))
@@ -258,5 +265,6 @@ def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> Runner:
     from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner
 
     if meta.variant == "compile":
-        _fresh_compiler_state(len(meta.options.get("batch_buckets", [])))
+        # No dynamo reset here: other models loaded in this process keep their compiled code.
+        _allow_recompiles(len(meta.options.get("batch_buckets", [])))
     return TorchCudaRunner(meta, directory)

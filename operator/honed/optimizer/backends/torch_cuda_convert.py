@@ -62,6 +62,9 @@ def to_device_and_dtype(
     """
     dtype = DTYPES[precision]
     target = torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        # Tensors report "cuda:0"; a bare "cuda" in the graph's device checks would not match.
+        target = torch.device("cuda", torch.cuda.current_device())
     if isinstance(module, fx.GraphModule):
         _retarget_graph(module.graph, target, dtype)
         module.recompile()
@@ -87,8 +90,12 @@ def _retarget_graph(graph: fx.Graph, device: torch.device, dtype: torch.dtype) -
             return dtype
         return value
 
-    for node in graph.nodes:
+    for node in list(graph.nodes):
         if node.op != "call_function":
+            continue
+        if node.target is torch.ops.aten._assert_tensor_metadata.default and not node.users:
+            # Export-time checks of the traced dtype/device: the conversion changes both on purpose.
+            graph.erase_node(node)
             continue
         node.args = fx.node.map_aggregate(node.args, swap)
         node.kwargs = fx.node.map_aggregate(node.kwargs, swap)
