@@ -222,8 +222,12 @@ def bench_model(name: str, batches: list[int], work: Path, max_drop: float, roun
             skipped.append(
                 {
                     "name": p.name,
-                    "reason": f"not compiled: {halves[:1] or 'no'} half precision "
-                    "passed the gate faster in eager mode",
+                    "reason": "not compiled: "
+                    + (
+                        f"{halves[0]} ran faster in eager mode"
+                        if halves
+                        else "no half precision passed the gate"
+                    ),
                 }
             )
     log(f"{name}: stage 2, compile {[p.name for p in compile_plans]}")
