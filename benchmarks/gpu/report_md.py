@@ -14,6 +14,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _drop(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1e}"
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     env = results.get("environment", {})
     lines = [
@@ -59,7 +63,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             gate = cand.get("gate", {})
             peak = cand.get("peak_gpu_bytes")
             lines.append(
-                f"| {cand['name']} | {cand.get('status')} | {_fmt(gate.get('cosine_drop'), 6)} | "
+                f"| {cand['name']} | {cand.get('status')} | {_drop(gate.get('cosine_drop'))} | "
                 + " | ".join(_fmt(lat.get(b, {}).get("p50")) for b in batches)
                 + f" | {_fmt(cand.get('build_seconds'), 1)} | {_fmt(peak / 2**20 if peak else None, 0)} |"
             )

@@ -137,28 +137,43 @@ def measure(
     return out
 
 
-def fresh_process(artifact: Path, feeds_path: Path, work: Path, iters: int) -> dict[str, Any]:
+def fresh_process(artifact: Path, feeds_path: Path, work: Path, iters: int, timeout: int) -> dict[str, Any]:
     env = dict(
         os.environ,
         TORCHINDUCTOR_CACHE_DIR=str(work / "fresh-inductor"),
         TRITON_CACHE_DIR=str(work / "fresh-triton"),
     )
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "load_check.py"), str(artifact), str(feeds_path), "--iters", str(iters)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    command = [
+        sys.executable,
+        str(HERE / "load_check.py"),
+        str(artifact),
+        str(feeds_path),
+        "--iters",
+        str(iters),
+    ]
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return {"ok": False, "timed_out_after_s": timeout, "stderr_tail": _progress(tail)}
     if proc.returncode != 0:
         return {"ok": False, "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(ok=True, process_seconds=round(time.perf_counter() - started, 2))
+    result.update(
+        ok=True, process_seconds=round(time.perf_counter() - started, 2), progress=_progress(proc.stderr)
+    )
     return result
 
 
-def bench_model(name: str, batches: list[int], work: Path, max_drop: float, rounds: int) -> dict[str, Any]:
+def _progress(stderr: str) -> str:
+    """load_check's own progress lines (the compiler's log is left out)."""
+    return "\n".join(line for line in stderr.splitlines() if line.startswith("[load_check]"))[-2000:]
+
+
+def bench_model(
+    name: str, batches: list[int], work: Path, max_drop: float, rounds: int, save: Any
+) -> dict[str, Any]:
     log(f"{name}: export")
     model = make(name)
     path, calib = export(model, work / "source")
@@ -253,6 +268,15 @@ def bench_model(name: str, batches: list[int], work: Path, max_drop: float, roun
     for e in entries:
         e.update(timed.get(e["name"], {}))
 
+    result: dict[str, Any] = {
+        "baseline": base,
+        "candidates": entries,
+        "skipped": skipped,
+        "picks": picks,
+        "fresh_process": {},
+        "gate": {"metric": "cosine", "max_drop": max_drop, "validation_samples": 16},
+    }
+    save(result)
     log(f"{name}: stage 4, picked artifacts in a new process")
     np_feeds: dict[str, np.ndarray] = {}
     fresh: dict[str, Any] = {}
@@ -271,18 +295,14 @@ def bench_model(name: str, batches: list[int], work: Path, max_drop: float, roun
             feeds_path,
             work / f"fresh-{cand}",
             iters=100,
+            timeout=300,
         )
-        log(f"  {cand}: {json.dumps(fresh[cand])[:600]}")
+        log(f"  {cand}: {json.dumps(fresh[cand])[:1500]}")
+        result["fresh_process"] = fresh
+        save(result)
     for e in entries:
         e.pop("_runner", None)
-    return {
-        "baseline": base,
-        "candidates": entries,
-        "skipped": skipped,
-        "picks": picks,
-        "fresh_process": fresh,
-        "gate": {"metric": "cosine", "max_drop": max_drop, "validation_samples": 16},
-    }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,10 +336,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} interleaved rounds, p50 reported; speedup = eager fp32 nn.Module p50 "
         "over the pick's p50 at the same batch"
     )
+
+    def saver(name: str) -> Any:
+        def save(model_result: dict[str, Any]) -> None:
+            results["models"][name] = {
+                k: (
+                    [{f: v for f, v in e.items() if not f.startswith("_")} for e in val]
+                    if k == "candidates"
+                    else val
+                )
+                for k, val in model_result.items()
+            }
+            results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            write_markdown(results, args.out / "results.md")
+
+        return save
+
     for name in args.models.split(","):
-        results["models"][name] = bench_model(name, batches, args.work / name, args.max_drop, args.rounds)
-        results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        write_markdown(results, args.out / "results.md")
+        saver(name)(bench_model(name, batches, args.work / name, args.max_drop, args.rounds, saver(name)))
     log(f"wrote {results_path}")
     print((args.out / "results.md").read_text())
     return 0

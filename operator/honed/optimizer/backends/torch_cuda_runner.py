@@ -8,6 +8,7 @@ process reuses the build's kernels and autotuning choices instead of autotuning 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from honed.optimizer.backends.torch_cuda_convert import (
 )
 from honed.optimizer.gpu_timing import event_times_ms
 from honed.optimizer.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
 
 CACHE_FILE = "inductor-cache.bin"
 WARMUP_FILE = "warmup.npz"
@@ -74,6 +77,7 @@ class TorchCudaRunner:
             if cache.is_file():
                 info = torch.compiler.load_cache_artifacts(cache.read_bytes())
                 self.cache_info["loaded"] = _cache_counts(info)
+                log.info("loaded compiler cache artifacts %s", self.cache_info["loaded"])
             self._fn = torch.compile(
                 self._forward, dynamic=False, fullgraph=False, options=dict(opts.get("inductor", {}))
             )
@@ -120,6 +124,7 @@ class TorchCudaRunner:
             self._capture(bucket, feeds)
             torch.cuda.synchronize()
             self.warmup_seconds[str(bucket)] = round(time.perf_counter() - started, 3)
+            log.info("batch %d ready in %.1f s", bucket, self.warmup_seconds[str(bucket)])
         if self.compiled:
             after = _fx_counters()
             self.cache_info.update({k: after[k] - counters.get(k, 0) for k in after})
@@ -217,13 +222,12 @@ def _tile(rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def _fx_counters() -> dict[str, int]:
+    """The compiler's cache and autotuning counters: hits prove the saved cache was used."""
     from torch._dynamo.utils import counters
 
-    inductor = counters["inductor"]
-    return {
-        k: int(inductor.get(k, 0))
-        for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")
-    }
+    names = {"fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"}
+    names |= {k for k in counters["inductor"] if "cache" in k or "autotune" in k}
+    return {k: int(counters["inductor"].get(k, 0)) for k in sorted(names)}
 
 
 def _cache_counts(info: Any) -> dict[str, int]:
