@@ -44,9 +44,16 @@ def log(msg: str) -> None:
 
 
 def reference_outputs(model: BenchModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """True fp32 on the GPU: TF32 off for matmuls and convolutions."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """True fp32 on the GPU: TF32 off for matmuls and convolutions, then the settings restored
+    exactly (the compiler keys its cache on them, so a changed setting would make the build's
+    saved cache miss in every other process)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+
+    def state() -> tuple[Any, ...]:
+        return (matmul.fp32_precision, cudnn.fp32_precision, matmul.allow_tf32, cudnn.allow_tf32)
+
+    saved = state()
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
     try:
         module = model.module.cuda()
         with torch.no_grad():
@@ -54,7 +61,11 @@ def reference_outputs(model: BenchModel, feeds: dict[str, np.ndarray]) -> list[n
         leaves = out if isinstance(out, tuple) else (out,)
         return [t.float().cpu().numpy() for t in leaves]
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        # Restoring allow_tf32 alone leaves fp32_precision at "ieee" instead of "none".
+        cudnn.allow_tf32 = saved[3]
+        matmul.fp32_precision = saved[0]
+        if state() != saved:
+            log(f"WARNING: matmul/cuDNN precision settings {state()} differ from before {saved}")
 
 
 class Baseline:
@@ -172,7 +183,7 @@ def _progress(stderr: str) -> str:
 
 
 def bench_model(
-    name: str, batches: list[int], work: Path, max_drop: float, rounds: int, save: Any
+    name: str, batches: list[int], precisions: list[str], work: Path, max_drop: float, rounds: int, save: Any
 ) -> dict[str, Any]:
     log(f"{name}: export")
     model = make(name)
@@ -193,7 +204,7 @@ def bench_model(
         inputs=model.inputs,
         outputs=model.outputs,
         source_format="pytorch",
-        precisions=["fp32", "fp16", "bf16", "int8"],
+        precisions=precisions,
         cpu_flags=set(),
         device="cuda",
         attention=model.attention,
@@ -295,7 +306,7 @@ def bench_model(
             feeds_path,
             work / f"fresh-{cand}",
             iters=100,
-            timeout=300,
+            timeout=240,
         )
         log(f"  {cand}: {json.dumps(fresh[cand])[:1500]}")
         result["fresh_process"] = fresh
@@ -314,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--work", type=Path, default=Path("/tmp/honed-gpu-bench"))
     parser.add_argument("--max-drop", type=float, default=0.01)
+    parser.add_argument("--precisions", default="fp32,fp16,bf16,int8", help="int8 also lets fp8 be tried")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--merge", action="store_true", help="keep other models already in OUT/results.json")
     args = parser.parse_args(argv)
@@ -353,7 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         return save
 
     for name in args.models.split(","):
-        saver(name)(bench_model(name, batches, args.work / name, args.max_drop, args.rounds, saver(name)))
+        saver(name)(
+            bench_model(
+                name,
+                batches,
+                args.precisions.split(","),
+                args.work / name,
+                args.max_drop,
+                args.rounds,
+                saver(name),
+            )
+        )
     log(f"wrote {results_path}")
     print((args.out / "results.md").read_text())
     return 0

@@ -171,7 +171,12 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     """Write the artifact and prove it runs: compile candidates compile every bucket here."""
     import torch
 
-    from honed.optimizer.backends.torch_cuda_runner import CACHE_FILE, WARMUP_FILE, TorchCudaRunner
+    from honed.optimizer.backends.torch_cuda_runner import (
+        CACHE_FILE,
+        WARMUP_FILE,
+        TorchCudaRunner,
+        matmul_settings,
+    )
     from honed.optimizer.gpu_timing import gpu_info
 
     reason = availability()
@@ -193,6 +198,7 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     facts = gpu_info()
     options = dict(plan.options)
     options.pop("build_cost", None)
+    options["cuda_matmul_settings"] = matmul_settings()
     options["built_on"] = {k: facts.get(k) for k in ("gpu", "capability", "torch", "triton", "cuda_runtime")}
     meta = ArtifactMeta(
         backend=NAME,

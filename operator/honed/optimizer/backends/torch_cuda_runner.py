@@ -73,6 +73,7 @@ class TorchCudaRunner:
         self._keywords = bool(keyword_inputs(module))
         self._fn = self._forward
         if self.compiled:
+            pin_matmul_settings(opts.get("cuda_matmul_settings"))
             cache = directory / CACHE_FILE
             if cache.is_file():
                 info = torch.compiler.load_cache_artifacts(cache.read_bytes())
@@ -214,6 +215,31 @@ class TorchCudaRunner:
     def peak_gpu_bytes(self) -> int:
         """Peak GPU memory held while timing (weights, activations and graph pools)."""
         return self._peak
+
+
+_MATMUL_SETTINGS = (
+    "fp32_precision",
+    "allow_fp16_reduced_precision_reduction",
+    "allow_bf16_reduced_precision_reduction",
+)
+
+
+def matmul_settings() -> dict[str, Any]:
+    """The process-wide matmul settings the compiler keys its cache on (and picks kernels by)."""
+    matmul = torch.backends.cuda.matmul
+    return {name: getattr(matmul, name) for name in _MATMUL_SETTINGS if hasattr(matmul, name)}
+
+
+def pin_matmul_settings(saved: dict[str, Any] | None) -> None:
+    """Apply the build's matmul settings: under others the saved cache misses and compiling starts over.
+
+    They are process-wide; a serving process runs one model, so this changes nothing else.
+    """
+    matmul = torch.backends.cuda.matmul
+    for name, value in (saved or {}).items():
+        if hasattr(matmul, name) and getattr(matmul, name) != value:
+            log.info("setting torch.backends.cuda.matmul.%s = %r as at build time", name, value)
+            setattr(matmul, name, value)
 
 
 def _tile(rows: np.ndarray, n: int) -> np.ndarray:
