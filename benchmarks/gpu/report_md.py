@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -77,5 +78,45 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     lines.append(f"- {cand}: FAILED (rc {res.get('returncode')})")
                     continue
                 p50s = ", ".join(f"b{b} {v['latency_ms']['p50']:.3f} ms" for b, v in res["batches"].items())
-                lines.append(f"- {cand}: load {res['load_seconds']} s, cache {res.get('cache')}, {p50s}")
+                cache = res.get("cache", {})
+                hits = "FX graph cache {} hit / {} miss".format(
+                    cache.get("fxgraph_cache_hit"), cache.get("fxgraph_cache_miss")
+                )
+                note = f" ({res['note']})" if res.get("note") else ""
+                lines.append(f"- {cand}: load {res['load_seconds']} s, {hits}, {p50s}{note}")
+    lines += _reload_section(results.get("reload_check"))
+    aoti = results.get("aoti_check")
+    if aoti:
+        lines += ["", "## AOTInductor", "", aoti.get("note", ""), "", f"`{json.dumps(aoti.get('result'))}`"]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _reload_section(reload: dict[str, Any] | None) -> list[str]:
+    """The new-process check of a later run (the deployability proof), when results carry one."""
+    if not reload:
+        return []
+    lines = [
+        "",
+        "## Loading the picked artifact in a new process",
+        "",
+        reload.get("note", ""),
+        "",
+        "| model | artifact | build s | new-process load s | cache | batch | p50 ms at build "
+        "| p50 ms new process |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, model in reload.get("models", {}).items():
+        for cand, res in model.get("fresh_process", {}).items():
+            if not res.get("ok"):
+                lines.append(f"| {name} | {cand} | - | FAILED | - | - | - | - |")
+                continue
+            built = next((c for c in model.get("candidates", []) if c["name"] == cand), {})
+            cache = res.get("cache", {})
+            hits = f"{cache.get('fxgraph_cache_hit')} hit / {cache.get('fxgraph_cache_miss')} miss"
+            for batch, val in res["batches"].items():
+                at_build = built.get("latency_ms", {}).get(batch, {}).get("p50")
+                lines.append(
+                    f"| {name} | {cand} | {_fmt(built.get('build_seconds'), 1)} | {res['load_seconds']} | "
+                    f"{hits} | {batch} | {_fmt(at_build)} | {_fmt(val['latency_ms']['p50'])} |"
+                )
+    return lines
