@@ -36,9 +36,7 @@ class BertOutputs(nn.Module):
 
         self.model = BertModel(BertConfig(attn_implementation="sdpa"), add_pooling_layer=True)  # BERT-base
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state, out.pooler_output
 

@@ -101,8 +101,7 @@ def _reload_section(reload: dict[str, Any] | None) -> list[str]:
         "",
         reload.get("note", ""),
         "",
-        "| model | artifact | build s | new-process load s | cache | batch | p50 ms at build "
-        "| p50 ms new process |",
+        "| model | artifact | build s | new-process load s | cache | batch | p50 ms at build | p50 ms new process |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, model in reload.get("models", {}).items():

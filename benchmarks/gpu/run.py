@@ -126,9 +126,7 @@ def measure(
     rounds: int,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Interleaved rounds: every contender once per round, so drift hits all of them alike."""
-    samples: dict[str, dict[int, list[float]]] = {
-        name: {b: [] for b in feeds_by_batch} for name, _ in contenders
-    }
+    samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in feeds_by_batch} for name, _ in contenders}
     peaks: dict[str, int] = {}
     for _ in range(rounds):
         for batch, feeds in feeds_by_batch.items():
@@ -171,9 +169,7 @@ def fresh_process(artifact: Path, feeds_path: Path, work: Path, iters: int, time
     if proc.returncode != 0:
         return {"ok": False, "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(
-        ok=True, process_seconds=round(time.perf_counter() - started, 2), progress=_progress(proc.stderr)
-    )
+    result.update(ok=True, process_seconds=round(time.perf_counter() - started, 2), progress=_progress(proc.stderr))
     return result
 
 
@@ -240,20 +236,14 @@ def bench_model(
         (p for p in ("fp16", "bf16") if eager_best(p) < float("inf")),
         key=lambda p: eager_best(p) / (1.03 if p == "fp16" else 1.0),
     )
-    compile_plans = [
-        p for p in real if p.variant == "compile" and (p.precision == "fp8" or p.precision in halves[:1])
-    ]
+    compile_plans = [p for p in real if p.variant == "compile" and (p.precision == "fp8" or p.precision in halves[:1])]
     for p in real:
         if p.variant == "compile" and p not in compile_plans:
             skipped.append(
                 {
                     "name": p.name,
                     "reason": "not compiled: "
-                    + (
-                        f"{halves[0]} ran faster in eager mode"
-                        if halves
-                        else "no half precision passed the gate"
-                    ),
+                    + (f"{halves[0]} ran faster in eager mode" if halves else "no half precision passed the gate"),
                 }
             )
     log(f"{name}: stage 2, compile {[p.name for p in compile_plans]}")
@@ -297,9 +287,7 @@ def bench_model(
     for cand in sorted({p["candidate"] for p in picks.values()}):
         runner = next(e["_runner"] for e in entries if e["name"] == cand)
         feeds_path = work / f"fresh-{cand}.npz"
-        expected = {
-            f"expected_{b}_{i}": o for b, f in timing_feeds.items() for i, o in enumerate(runner.run(f))
-        }
+        expected = {f"expected_{b}_{i}": o for b, f in timing_feeds.items() for i, o in enumerate(runner.run(f))}
         np.savez(feeds_path, **np_feeds, **expected)
         fresh[cand] = fresh_process(
             Path(next(e["artifact"] for e in entries if e["name"] == cand)),
@@ -317,9 +305,7 @@ def bench_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet50,bert-base")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--out", type=Path, default=HERE)
@@ -352,11 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     def saver(name: str) -> Any:
         def save(model_result: dict[str, Any]) -> None:
             results["models"][name] = {
-                k: (
-                    [{f: v for f, v in e.items() if not f.startswith("_")} for e in val]
-                    if k == "candidates"
-                    else val
-                )
+                k: ([{f: v for f, v in e.items() if not f.startswith("_")} for e in val] if k == "candidates" else val)
                 for k, val in model_result.items()
             }
             results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -46,9 +46,7 @@ class TinyEncoder(nn.Module):
             )
         self.head = nn.Linear(hidden, 16)
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, s = input_ids.shape
         x = self.embed(input_ids) + self.pos(torch.arange(s, device=input_ids.device))
         mask = attention_mask.bool()[:, None, None, :]

@@ -42,9 +42,7 @@ def event_times_ms(step: Callable[[], Any], iters: int, warmup: int = 10) -> lis
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    pairs = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)
-    ]
+    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
     for start, end in pairs:
         start.record()
         step()

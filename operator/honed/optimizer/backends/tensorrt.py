@@ -35,9 +35,7 @@ def availability() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:
-        return (
-            f"the tensorrt Python package does not import ({exc}); it ships in the GPU optimizer image only"
-        )
+        return f"the tensorrt Python package does not import ({exc}); it ships in the GPU optimizer image only"
     return cuda_unavailable_reason()  # buffers are torch CUDA tensors
 
 
@@ -54,9 +52,7 @@ def mismatch(built: dict[str, Any], here: dict[str, Any]) -> str | None:
     return None
 
 
-def profile_shapes(
-    spec: TensorSpec, batches: list[int], sample_shape: tuple[int, ...]
-) -> dict[str, list[int]]:
+def profile_shapes(spec: TensorSpec, batches: list[int], sample_shape: tuple[int, ...]) -> dict[str, list[int]]:
     """min/opt/max shapes of one input: the batch axis spans ``batches``, other axes as in the data.
 
     opt is the largest batch: that is where throughput is won; small batches are latency-bound.
@@ -98,21 +94,14 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
             continue
         name = f"onnx-{precision}.tensorrt"
         if precision == "bf16" and (not hasattr(trt.BuilderFlag, "BF16") or _capability(facts) < (8, 0)):
-            out.append(
-                Skipped(
-                    name=name, reason=f"TensorRT {trt.__version__} on sm {facts['capability']} has no bf16"
-                )
-            )
+            out.append(Skipped(name=name, reason=f"TensorRT {trt.__version__} on sm {facts['capability']} has no bf16"))
         elif precision == "int8" and not hasattr(trt, "IInt8EntropyCalibrator2"):
-            out.append(
-                Skipped(name=name, reason=f"TensorRT {trt.__version__} has no implicit int8 calibration")
-            )
+            out.append(Skipped(name=name, reason=f"TensorRT {trt.__version__} has no implicit int8 calibration"))
         elif precision == "fp8":
             out.append(
                 Skipped(
                     name=name,
-                    reason="fp8 in TensorRT needs a Q/DQ-quantized ONNX; honed tries fp8 "
-                    "through torch on Hopper",
+                    reason="fp8 in TensorRT needs a Q/DQ-quantized ONNX; honed tries fp8 through torch on Hopper",
                 )
             )
         else:
@@ -131,13 +120,9 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
     reason = availability()
     if reason is not None:
-        raise EnvironmentProblem(
-            f"cannot build {plan.name}: {reason}", hint="run TensorRT candidates on a GPU pool"
-        )
+        raise EnvironmentProblem(f"cannot build {plan.name}: {reason}", hint="run TensorRT candidates on a GPU pool")
     if ctx.onnx_path is None or not ctx.onnx_path.is_file():
-        raise InputError(
-            f"{plan.name} needs the model as ONNX", hint="the ONNX export of the source failed earlier"
-        )
+        raise InputError(f"{plan.name} needs the model as ONNX", hint="the ONNX export of the source failed earlier")
     import tensorrt as trt
 
     started = time.perf_counter()
@@ -229,8 +214,7 @@ def _calibration(
         shape = [batch, *data[spec.name].shape[1:]]
         profile.set_shape(spec.name, shape, shape, shape)
     feeds = [
-        {k: np.ascontiguousarray(v[i : i + batch]) for k, v in data.items()}
-        for i in range(0, rows - batch + 1, batch)
+        {k: np.ascontiguousarray(v[i : i + batch]) for k, v in data.items()} for i in range(0, rows - batch + 1, batch)
     ]
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
@@ -317,8 +301,7 @@ class TensorRTRunner:
             raise EnvironmentProblem("TensorRT failed to run the engine", hint="see the TensorRT log above")
         stream.synchronize()
         return [
-            o.cpu().numpy().astype(s.np_dtype(), copy=False)
-            for o, s in zip(outputs, self.meta.outputs, strict=True)
+            o.cpu().numpy().astype(s.np_dtype(), copy=False) for o, s in zip(outputs, self.meta.outputs, strict=True)
         ]
 
     def time_batch(self, feeds: dict[str, np.ndarray], iters: int) -> list[float]:
@@ -326,9 +309,7 @@ class TensorRTRunner:
         self._bind(feeds)
         stream = torch.cuda.current_stream()
         free_before, total = torch.cuda.mem_get_info()
-        times = event_times_ms(
-            lambda: self.context.execute_async_v3(stream.cuda_stream), iters, warmup=min(10, iters)
-        )
+        times = event_times_ms(lambda: self.context.execute_async_v3(stream.cuda_stream), iters, warmup=min(10, iters))
         free_after, _ = torch.cuda.mem_get_info()
         # TensorRT allocates outside torch's allocator: count what the device as a whole holds.
         self._peak = max(self._peak, total - min(free_before, free_after))

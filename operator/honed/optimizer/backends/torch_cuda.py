@@ -100,9 +100,7 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
         if precision not in ctx.precisions and precision != "fp32":
             continue
         if precision == "bf16" and major < 8:
-            out.append(
-                Skipped(name=f"{source}-bf16.cuda", reason=f"GPU capability {major}.{minor} lacks bf16")
-            )
+            out.append(Skipped(name=f"{source}-bf16.cuda", reason=f"GPU capability {major}.{minor} lacks bf16"))
             continue
         add(precision, "eager", cuda_graphs=False)
         add(precision, "eager-cudagraphs", cuda_graphs=True)
@@ -135,8 +133,7 @@ def _fp8_plans(ctx: SearchContext, source: str, batches: list[int], cap: tuple[i
         return [
             Skipped(
                 name=name,
-                reason=f"fp8 matmuls need compute capability 8.9+ (Ada/Hopper); "
-                f"this GPU is {cap[0]}.{cap[1]}",
+                reason=f"fp8 matmuls need compute capability 8.9+ (Ada/Hopper); this GPU is {cap[0]}.{cap[1]}",
             )
         ]
     if source == "torchscript":
@@ -181,13 +178,9 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
 
     reason = availability()
     if reason is not None:
-        raise EnvironmentProblem(
-            f"cannot build {plan.name}: {reason}", hint="run GPU candidates on a GPU pool"
-        )
+        raise EnvironmentProblem(f"cannot build {plan.name}: {reason}", hint="run GPU candidates on a GPU pool")
     if ctx.torch_path is None or not ctx.torch_path.is_file():
-        raise InputError(
-            f"{plan.name} needs the model's PyTorch program", hint="give a torch.export .pt2 source"
-        )
+        raise InputError(f"{plan.name} needs the model's PyTorch program", hint="give a torch.export .pt2 source")
     out_dir.mkdir(parents=True, exist_ok=True)
     model_file = "model.pt2" if ctx.torch_path.suffix == ".pt2" else "model.pt"
     shutil.copyfile(ctx.torch_path, out_dir / model_file)

@@ -83,9 +83,7 @@ class TorchCudaRunner:
                 self._forward, dynamic=False, fullgraph=False, options=dict(opts.get("inductor", {}))
             )
         self.buckets: list[int] = (
-            sorted(int(b) for b in opts.get("batch_buckets", []))
-            if (self.cuda_graphs or self.compiled)
-            else []
+            sorted(int(b) for b in opts.get("batch_buckets", [])) if (self.cuda_graphs or self.compiled) else []
         )
         self.warmup_seconds: dict[str, float] = {}
         warm = directory / WARMUP_FILE
@@ -104,9 +102,7 @@ class TorchCudaRunner:
                 if self.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
             args.append(x)
-        out = (
-            self.module(**dict(zip(self._names, args, strict=True))) if self._keywords else self.module(*args)
-        )
+        out = self.module(**dict(zip(self._names, args, strict=True))) if self._keywords else self.module(*args)
         leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         if len(leaves) != len(self._out_dtypes):
             raise InputError(
