@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from honed.optimizer.backends import tensorrt, torch_cuda
+from honed.optimizer.backends import onnxruntime_cuda, tensorrt, torch_cuda
 from honed.optimizer.backends.base import CandidatePlan, SearchContext
 from honed.optimizer.backends.torch_cuda_convert import (
     _retarget_graph,
@@ -67,6 +67,18 @@ def _ctx(device: str, **kw) -> SearchContext:
 def test_cpu_contexts_get_no_cuda_plans() -> None:
     assert torch_cuda.plans(_ctx("cpu")) == []
     assert tensorrt.plans(_ctx("cpu")) == []
+    assert onnxruntime_cuda.plans(_ctx("cpu")) == []
+
+
+def test_onnxruntime_without_gpu_providers_says_which_package_is_missing() -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider; the test checks the reason given without it")
+    reason = onnxruntime_cuda.availability()
+    assert reason is not None and "onnxruntime-gpu" in reason
+    plans = onnxruntime_cuda.plans(_ctx("cuda"))
+    assert len(plans) == 1 and isinstance(plans[0], Skipped) and plans[0].reason == reason
 
 
 @pytest.mark.skipif(NO_CUDA is None, reason="this machine has CUDA; the test checks the reason given without it")
