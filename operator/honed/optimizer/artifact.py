@@ -6,7 +6,6 @@ The same metadata drives the engine's measurement workers and Triton's python-ba
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,21 +53,17 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-# backend name -> module with ``load(meta, directory, threads) -> Runner``
-_LOADERS = {
-    "onnxruntime": "honed.optimizer.backends.onnxruntime",
-    "openvino": "honed.optimizer.backends.openvino",
-    "torch": "honed.optimizer.backends.torch",
-    "tensorrt": "honed.optimizer.backends.tensorrt",
-}
-
-
 def load_runner(directory: Path, *, threads: int | None = None) -> Runner:
     """Load the artifact in ``directory`` with its own runtime (imported only now)."""
+    from honed.optimizer.backends import backend_module
+
     meta = read_meta(directory)
-    module_name = _LOADERS.get(meta.backend)
-    if module_name is None:
-        raise InputError(f"artifact {directory} names unknown backend {meta.backend!r}")
-    module = importlib.import_module(module_name)
+    try:
+        module = backend_module(meta.backend, meta.device)
+    except (KeyError, ImportError):
+        raise InputError(
+            f"artifact {directory} needs backend {meta.backend!r} on {meta.device}, "
+            "which this installation does not have"
+        ) from None
     runner: Runner = module.load(meta, directory, threads)
     return runner

@@ -23,8 +23,16 @@ TRITON_DTYPES: dict[str, str] = {
     "float64": "TYPE_FP64",
 }
 
-_ALIASES = {"fp32": "float32", "fp16": "float16", "fp64": "float64", "float": "float32",
-            "double": "float64", "half": "float16", "long": "int64", "int": "int64"}
+_ALIASES = {
+    "fp32": "float32",
+    "fp16": "float16",
+    "fp64": "float64",
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int64",
+}
 
 
 def canonical_dtype(name: str) -> str:

@@ -1,0 +1,1 @@
+"""honed.controller layer."""

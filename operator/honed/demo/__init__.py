@@ -1,0 +1,1 @@
+"""`make demo`: train a small real model, optimize it, serve the winner."""

@@ -1,0 +1,27 @@
+"""Backend registry: each entry is a module following ``backends.base``'s contract."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# Order matters only for display; selection is by measurement.
+BACKEND_MODULES: dict[str, str] = {
+    "onnxruntime": "honed.optimizer.backends.onnxruntime",
+    "openvino": "honed.optimizer.backends.openvino",
+    "torch": "honed.optimizer.backends.torch",
+}
+# Modules that serve GPU device plans; a missing module just means no GPU candidates.
+GPU_BACKEND_MODULES: dict[str, str] = {
+    "torch": "honed.optimizer.backends.torch_cuda",
+    "tensorrt": "honed.optimizer.backends.tensorrt",
+}
+
+
+def backend_module(name: str, device: str = "cpu") -> ModuleType:
+    table = GPU_BACKEND_MODULES if device == "cuda" else BACKEND_MODULES
+    return importlib.import_module(table[name])
+
+
+def known_backends() -> list[str]:
+    return sorted(set(BACKEND_MODULES) | set(GPU_BACKEND_MODULES))

@@ -1,0 +1,139 @@
+"""PyTorch on CPU: eager (the baseline for PyTorch sources), bf16 autocast, torch.compile.
+
+Eager candidates run the user's own module (factory or TorchScript file); compile candidates
+run the exported program (``.pt2``) through torch.compile, which is what gets deployed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from honed.optimizer.artifact import ArtifactMeta
+from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.report import Skipped
+
+NAME = "torch"
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def availability() -> str | None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        return f"torch is not installed ({exc}); pip install 'honed[torch]'"
+    return None
+
+
+def baseline_plan(source_format: str) -> CandidatePlan:
+    return CandidatePlan(
+        NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager"
+    )
+
+
+def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    if ctx.device != "cpu" or ctx.source_format == "onnx":
+        return []
+    out: list[PlanOrSkip] = []
+    src = "torch" if ctx.source_format == "pytorch" else "torchscript"
+    bf16 = bool(BF16_FLAGS & ctx.cpu_flags)
+    if "bf16" in ctx.precisions:
+        if bf16:
+            out.append(CandidatePlan(NAME, "bf16", source=src, variant="eager"))
+        else:
+            out.append(Skipped(name=f"{src}-bf16.eager", reason="this CPU has neither AVX512_BF16 nor AMX"))
+    if ctx.source_format == "pytorch":
+        if not ctx.has_torch_program:
+            out.append(Skipped(name="torch-fp32.compile", reason="torch.export could not capture the model"))
+        else:
+            if "fp32" in ctx.precisions:
+                out.append(CandidatePlan(NAME, "fp32", source="torch", variant="compile"))
+            if "bf16" in ctx.precisions and bf16:
+                out.append(CandidatePlan(NAME, "bf16", source="torch", variant="compile"))
+    elif "fp32" in ctx.precisions:
+        out.append(CandidatePlan(NAME, "fp32", source="torchscript", variant="freeze"))
+    if "int8" in ctx.precisions:
+        out.append(
+            Skipped(name=f"{src}-int8.{NAME}", reason="int8 on CPU is served better by OpenVINO and ORT")
+        )
+    return out
+
+
+def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    options: dict[str, Any] = {"autocast": "bf16" if plan.precision == "bf16" else None}
+    if plan.variant == "eager" and plan.source == "torch":
+        # The user's module itself: re-created from its factory wherever this artifact is loaded.
+        options["factory"] = plan.options["factory"]
+        options["sys_path"] = plan.options.get("sys_path", [])
+        model_file = ""
+    else:
+        assert ctx.torch_path is not None
+        model_file = "model.pt2" if plan.source == "torch" else "model.ts"
+        shutil.copyfile(ctx.torch_path, out_dir / model_file)
+    meta = ArtifactMeta(
+        backend=NAME,
+        precision=plan.precision,
+        variant=plan.variant,
+        model_file=model_file,
+        options=options,
+        inputs=ctx.inputs,
+        outputs=ctx.outputs,
+    )
+    runner = TorchRunner(meta, out_dir, ctx.threads)
+    # Compile (or freeze) now so the build time includes it and errors surface here, not at serving.
+    from honed.optimizer.torch_export import example_feeds
+
+    runner.run(example_feeds(ctx.inputs, batch=1))
+    return meta
+
+
+class TorchRunner:
+    def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.input_names = [spec.name for spec in meta.inputs]
+        self.module = self._load(meta, directory)
+        self.autocast = meta.options.get("autocast") == "bf16"
+
+    def _load(self, meta: ArtifactMeta, directory: Path) -> Any:
+        torch = self.torch
+        if meta.options.get("factory"):
+            from honed.optimizer.sources import load_factory
+
+            for entry in meta.options.get("sys_path", []):
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            return load_factory(meta.options["factory"])
+        path = directory / meta.model_file
+        if meta.model_file.endswith(".ts"):
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+            if meta.variant == "freeze":
+                module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+            return module
+        module = torch.export.load(str(path)).module()
+        return torch.compile(module, dynamic=False) if meta.variant == "compile" else module
+
+    def _context(self) -> AbstractContextManager[Any]:
+        if self.autocast:
+            return self.torch.autocast("cpu", dtype=self.torch.bfloat16)
+        return nullcontext()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from honed.optimizer.torch_export import flatten_outputs
+
+        args = [self.torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in self.input_names]
+        with self.torch.inference_mode(), self._context():
+            result = flatten_outputs(self.module(*args))
+        return [r.float().numpy() if r.dtype == self.torch.bfloat16 else r.numpy() for r in result]
+
+
+def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> TorchRunner:
+    return TorchRunner(meta, directory, threads)

@@ -1,0 +1,133 @@
+"""`honed optimize` and `honed report` argument parsing and entry points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from honed.errors import InputError
+from honed.optimizer.options import OptimizeOptions, parse_duration
+from honed.optimizer.tensors import parse_input_option
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="search runtimes and precisions for the fastest accurate candidate",
+        description="Convert MODEL, build candidates (backend x precision), check each against "
+        "the original on DATA, time them and write DIR/report.json + artifacts.",
+    )
+    p.add_argument(
+        "model", nargs="?", help="an .onnx file, a TorchScript file, or module:factory for PyTorch"
+    )
+    p.add_argument("--request", type=Path, help="JSON file with all options (used by the operator's Jobs)")
+    p.add_argument("--data", type=Path, help=".npz with one array per input (+ optional 'labels')")
+    p.add_argument("--metric", choices=["top1", "accuracy", "cosine", "max_abs_diff", "rmse"])
+    p.add_argument("--max-metric-drop", type=float, default=0.01)
+    p.add_argument("--objective", choices=["latency", "throughput"], default="latency")
+    p.add_argument("--latency-budget-ms", type=float)
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8])
+    p.add_argument("--precisions", type=_str_list, default=["fp32", "bf16", "int8"])
+    p.add_argument("--backends", type=_str_list, default=[])
+    p.add_argument("--time-budget", default="10m", help="e.g. 90s, 10m, 1h")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE:SHAPE",
+        help="input spec, e.g. input_ids:int64:-1,128 (repeatable)",
+    )
+    p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--measure-seconds", type=float, default=1.5, help="timed seconds per candidate and batch")
+    p.add_argument("--out", type=Path, default=Path("honed-out"))
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=run_optimize)
+
+    r = sub.add_parser("report", help="print the candidate table of a report")
+    r.add_argument("report", type=Path, help="report.json or the directory holding it")
+    r.add_argument("--json", action="store_true", help="print the winner as JSON instead of the table")
+    r.set_defaults(handler=run_report)
+
+
+def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
+    fields = {
+        "model": args.model,
+        "data": args.data,
+        "metric": args.metric,
+        "max_metric_drop": args.max_metric_drop,
+        "objective": args.objective,
+        "latency_budget_ms": args.latency_budget_ms,
+        "batch_sizes": args.batch_sizes,
+        "precisions": args.precisions,
+        "backends": args.backends,
+        "time_budget_s": parse_duration(args.time_budget),
+        "out": args.out,
+        "inputs": [parse_input_option(text) for text in args.input],
+        "device": args.device,
+        "measure_seconds": args.measure_seconds,
+    }
+    if args.threads:
+        fields["threads"] = args.threads
+    if args.request is not None:
+        if not args.request.is_file():
+            raise InputError(f"--request {args.request} not found")
+        try:
+            fields.update(json.loads(args.request.read_text()))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--request {args.request} is not JSON: {exc}") from None
+        if "time_budget" in fields:
+            fields["time_budget_s"] = parse_duration(fields.pop("time_budget"))
+    if not fields.get("model"):
+        raise InputError(
+            "no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)"
+        )
+    try:
+        return OptimizeOptions.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
+        raise InputError(f"{field}: {first['msg']}", hint="see honed optimize --help") from None
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from honed.optimizer.pipeline import optimize
+    from honed.optimizer.plot import plot_report
+    from honed.optimizer.progress import Progress
+    from honed.optimizer.table import print_report
+
+    options = options_from_args(args)
+    report = optimize(options, Progress(quiet=args.quiet))
+    if not args.no_plot:
+        plot_report(report, options.out / "latency-throughput.png")
+    print_report(report)
+    print(f"report: {options.out / 'report.json'}")
+    return 0 if report.winner else 1
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from honed.optimizer.report import load_report
+    from honed.optimizer.table import print_report
+
+    report = load_report(args.report)
+    if args.json:
+        winner = report.winner_candidate()
+        print(json.dumps(None if winner is None else winner.model_dump(), indent=2))
+    else:
+        print_report(report)
+    return 0

@@ -1,0 +1,311 @@
+"""The search: source -> data -> candidates built and validated in workers -> interleaved timing -> report."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from honed.errors import InputError
+from honed.optimizer import data as datamod
+from honed.optimizer.backends import BACKEND_MODULES, backend_module
+from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.machine import cpu_flags
+from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.progress import Progress
+from honed.optimizer.report import MetricResult, Skipped
+from honed.optimizer.sources import SourceModel, load_source
+from honed.optimizer.validate import check_metric, compare, default_metric
+from honed.optimizer.worker import Worker, WorkerFailure
+
+
+@dataclass
+class Trial:
+    """One candidate on its way through build, validation and timing."""
+
+    plan: CandidatePlan
+    status: str = "pending"
+    reason: str = ""
+    metric: MetricResult | None = None
+    build_seconds: float | None = None
+    worker: Worker | None = None
+    samples: dict[int, list[float]] = field(default_factory=dict)
+    stats: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+
+@dataclass
+class Prepared:
+    source: SourceModel
+    dataset: datamod.Dataset
+    data_path: Path
+    metric: str
+    batch_sizes: list[int]
+    attention: bool
+    notes: list[str]
+
+
+def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
+    """Load the model and the data and check they fit each other; every problem is an InputError."""
+    arrays = datamod.read_npz(options.data) if options.data else None
+    progress.step(f"loading model {options.model}")
+    source = load_source(options.model, work, options.inputs, datamod.npz_shapes(arrays) if arrays else None)
+    notes = list(source.notes)
+    fixed = source.fixed_batch
+    if arrays is not None and options.data is not None:
+        dataset = datamod.check_arrays(arrays, source.inputs, options.data, fixed)
+    else:
+        from honed.optimizer.onnx_graph import integer_input_bounds
+
+        bounds = integer_input_bounds(source.onnx_path) if source.onnx_path else {}
+        dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
+        notes.append(
+            "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
+            "compares outputs by closeness to the original, not task accuracy"
+        )
+    step = fixed or 1
+    keep = min(dataset.samples, options.max_samples)
+    keep -= keep % step
+    if keep == 0:
+        raise InputError(
+            f"the model's batch axis is fixed at {fixed} but the data has {dataset.samples} samples",
+            hint=f"give at least {fixed} samples",
+        )
+    dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
+    dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
+    metric = options.metric or default_metric(
+        source.outputs[0].shape, dataset.labels is not None, dataset.synthesized
+    )
+    check_metric(metric, dataset.labels is not None)
+    batch_sizes = options.batch_sizes
+    if fixed is not None:
+        batch_sizes = [fixed]
+        notes.append(f"the model pins its batch axis at {fixed}; measured at that batch size only")
+    attention = False
+    if source.onnx_path is not None:
+        from honed.optimizer.onnx_graph import has_attention
+
+        attention = has_attention(source.onnx_path)
+    return Prepared(source, dataset, dataset.save(work / "data.npz"), metric, batch_sizes, attention, notes)
+
+
+def plan_candidates(
+    options: OptimizeOptions, prep: Prepared
+) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
+    """The baseline plan, the candidate plans and what was skipped (with why)."""
+    src = prep.source
+    known = sorted(BACKEND_MODULES)
+    unknown = [b for b in options.backends if b not in known]
+    if unknown:
+        raise InputError(f"--backends {','.join(unknown)} unknown", hint=f"choose among {', '.join(known)}")
+    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
+    if src.format == "onnx":
+        baseline = CandidatePlan("onnxruntime", "fp32")
+    else:
+        from honed.optimizer.backends.torch import baseline_plan
+
+        baseline = baseline_plan(src.format)
+        baseline = CandidatePlan(
+            baseline.backend, baseline.precision, baseline.source, baseline.variant, options=factory_opts
+        )
+    ctx = SearchContext(
+        inputs=src.inputs,
+        outputs=src.outputs,
+        source_format=src.format,
+        precisions=options.precisions,
+        cpu_flags=cpu_flags(),
+        device=options.device,
+        attention=prep.attention,
+        has_torch_program=src.torch_path is not None,
+    )
+    plans: list[CandidatePlan] = []
+    skipped: list[Skipped] = []
+    for name in known:
+        if options.backends and name not in options.backends:
+            continue
+        module = backend_module(name)
+        reason = module.availability()
+        if reason:
+            skipped.append(Skipped(name=name, reason=reason))
+            continue
+        for item in module.plans(ctx):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+            elif item.name != baseline.name:
+                plans.append(
+                    CandidatePlan(
+                        item.backend,
+                        item.precision,
+                        item.source,
+                        item.variant,
+                        item.device,
+                        {**factory_opts, **item.options},
+                    )
+                )
+    return baseline, plans, skipped
+
+
+class Search:
+    def __init__(self, options: OptimizeOptions, prep: Prepared, work: Path, progress: Progress) -> None:
+        self.options = options
+        self.prep = prep
+        self.work = work
+        self.progress = progress
+        self.artifacts = options.out / "artifacts"
+        self.deadline = time.monotonic() + options.time_budget_s
+        self.reference: list[np.ndarray] | None = None
+        self.reference_path = work / "reference.npz"
+        src = prep.source
+        self.build_ctx = BuildContext(
+            onnx_path=src.onnx_path,
+            torch_path=src.torch_path,
+            inputs=src.inputs,
+            outputs=src.outputs,
+            calibration_path=prep.data_path,
+            threads=options.threads,
+            attention=prep.attention,
+            work_dir=work,
+        )
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def measurement_reserve(self, live: int) -> float:
+        return live * len(self.prep.batch_sizes) * self.options.measure_seconds * 1.5 + 5
+
+    def evaluate(self, trial: Trial, live: int) -> None:
+        """Build in one process, then load, predict and keep a fresh process for timing."""
+        if trial.plan.source == "onnx" and self.prep.source.onnx_path is None:
+            trial.status, trial.reason = "failed", self.prep.source.export_error or "no ONNX model"
+            return
+        budget = self.remaining() - self.measurement_reserve(live + 1)
+        if budget < 10:
+            trial.status, trial.reason = "failed", "time budget exhausted before this candidate was built"
+            return
+        out_dir = self.artifacts / trial.name
+        shutil.rmtree(out_dir, ignore_errors=True)
+        builder = Worker.start(f"build-{trial.name}", self.options.threads)
+        try:
+            trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=budget)
+        except WorkerFailure as exc:
+            trial.status, trial.reason = "failed", f"build: {exc}"
+            return
+        finally:
+            builder.close()
+        runner = Worker.start(trial.name, self.options.threads)
+        trial.worker = runner
+        try:
+            runner.call("load", out_dir, self.prep.data_path, timeout=max(30.0, self.remaining()))
+            out = self.work / f"pred-{trial.name}.npz"
+            batch = self.prep.source.fixed_batch or max(self.prep.batch_sizes)
+            runner.call("predict", batch, out, timeout=max(30.0, self.remaining()))
+        except WorkerFailure as exc:
+            trial.status, trial.reason = "failed", str(exc)
+            return
+        with np.load(out) as loaded:
+            outputs = [loaded[key] for key in loaded.files]
+        if self.reference is None:
+            self.reference = outputs
+            shutil.copyfile(out, self.reference_path)
+        try:
+            trial.metric = compare(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
+        except ValueError as exc:
+            trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
+            return
+        if trial.metric.drop > self.options.max_metric_drop:
+            trial.status = "rejected"
+            trial.reason = (
+                f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
+                f"--max-metric-drop {self.options.max_metric_drop}"
+            )
+        else:
+            trial.status = "accepted"
+
+    def follow_up(self, trial: Trial) -> CandidatePlan | None:
+        """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
+        plan = trial.plan
+        if (
+            trial.status != "rejected"
+            or plan.backend != "openvino"
+            or plan.precision != "int8"
+            or plan.variant
+        ):
+            return None
+        return CandidatePlan(
+            "openvino",
+            "int8",
+            plan.source,
+            "accuracy-aware",
+            plan.device,
+            {
+                "reference": str(self.reference_path),
+                "metric": self.prep.metric,
+                "max_drop": self.options.max_metric_drop,
+                "labels": self.prep.dataset.labels is not None,
+            },
+        )
+
+    def time_all(self, trials: list[Trial]) -> None:
+        from honed.optimizer.measure import rounds_schedule
+
+        live = {t.name: t for t in trials if t.status == "accepted" and t.worker is not None}
+        rounds = self.options.rounds
+        slots = max(1, len(live) * len(self.prep.batch_sizes) * rounds)
+        per_slot = min(self.options.measure_seconds / rounds, max(0.05, (self.remaining() - 5) / slots))
+        schedule = rounds_schedule(list(live), self.prep.batch_sizes, rounds)
+        self.progress.step(
+            f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
+            f"interleaved rounds (~{per_slot * len(schedule):.0f}s)"
+        )
+        for name, batch in schedule:
+            trial = live.get(name)
+            if trial is None or trial.status != "accepted" or trial.worker is None:
+                continue
+            try:
+                samples = trial.worker.call(
+                    "time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20)
+                )
+                trial.samples.setdefault(batch, []).extend(samples)
+            except WorkerFailure as exc:
+                trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"
+        for trial in live.values():
+            if trial.worker is not None and trial.status == "accepted":
+                try:
+                    trial.stats = trial.worker.call("stats", timeout=30)
+                except WorkerFailure as exc:
+                    trial.status, trial.reason = "failed", str(exc)
+
+    def close(self, trials: list[Trial]) -> None:
+        for trial in trials:
+            if trial.worker is not None:
+                trial.worker.close()
+                trial.worker = None
+
+
+def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
+    parts = ["honed", "optimize", options.model]
+    if options.data:
+        parts += ["--data", str(options.data)]
+    parts += [
+        "--backends",
+        plan.backend,
+        "--precisions",
+        plan.precision.split("-")[0],
+        "--batch-sizes",
+        ",".join(map(str, options.batch_sizes)),
+        "--max-metric-drop",
+        str(options.max_metric_drop),
+    ]
+    parts += [f"--input {s.name}:{s.dtype}:{','.join(map(str, s.shape))}" for s in options.inputs]
+    return " ".join(parts)
+
+
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,85 @@
+"""Typed options of one optimization run, shared by the CLI, ``--request`` files and the engine."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+from honed.errors import InputError
+from honed.optimizer.tensors import TensorSpec
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+OBJECTIVES = ("latency", "throughput")
+
+
+def default_threads() -> int:
+    """Physical cores available to this process (hyperthreads slow inference runtimes down)."""
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or 0
+    except ImportError:
+        physical = 0
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(available, physical) if physical else available)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90s', '10m', '1h', '1h30m' or plain seconds -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise InputError(f"time budget {text!r} is not a duration", hint="write it like 90s, 10m or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+class OptimizeOptions(BaseModel):
+    model: str
+    data: Path | None = None
+    metric: str | None = None
+    max_metric_drop: float = Field(default=0.01, ge=0)
+    objective: str = "latency"
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"])
+    backends: list[str] = Field(default_factory=list)
+    time_budget_s: float = Field(default=600.0, gt=0)
+    out: Path = Path("honed-out")
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    threads: int = Field(default_factory=default_threads, ge=1)
+    device: str = "cpu"
+    max_samples: int = Field(default=500, ge=1)
+    synthetic_samples: int = Field(default=64, ge=1)
+    rounds: int = Field(default=3, ge=1)
+    measure_seconds: float = Field(
+        default=1.5, gt=0, description="timed seconds per candidate and batch size"
+    )
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+        return value
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, value: list[int]) -> list[int]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError("batch sizes must be positive integers, e.g. 1,8")
+        return sorted(set(value))
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in PRECISIONS]
+        if unknown or not value:
+            raise ValueError(f"precisions must be among {', '.join(PRECISIONS)} (got {value})")
+        return value

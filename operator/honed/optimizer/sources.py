@@ -1,0 +1,173 @@
+"""Load a model given on the command line: an ONNX file, a TorchScript file or ``module:factory``.
+
+Every source ends as an fp32 ONNX file (what ONNX Runtime and OpenVINO consume) plus, for
+PyTorch sources, the original module for the eager baseline and torch candidates.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honed.errors import InputError
+from honed.optimizer.tensors import TensorSpec
+
+TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit"}
+
+
+@dataclass
+class SourceModel:
+    format: str  # onnx | torchscript | pytorch
+    location: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    onnx_path: Path | None = None
+    torch_path: Path | None = None  # TorchScript file, or the exported program (.pt2)
+    factory: str | None = None  # module:factory for PyTorch sources
+    export_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's inputs pin, or None when the first axis varies."""
+        if not self.inputs:
+            return None
+        if any(not spec.shape for spec in self.inputs):
+            return 1  # a scalar input has no batch axis to stack requests along
+        firsts = {spec.shape[0] for spec in self.inputs}
+        if firsts == {-1}:
+            return None
+        return max(firsts)
+
+
+def detect_format(model: str) -> str:
+    path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
+        return "torchscript"
+    if ":" in model and not path.exists():
+        return "pytorch"
+    if path.exists():
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        return "torchscript" if head.startswith(b"PK") else "onnx"
+    raise InputError(
+        f"model {model!r} not found",
+        hint="give an existing .onnx or TorchScript file, or a PyTorch factory as package.module:function",
+    )
+
+
+def apply_overrides(specs: list[TensorSpec], overrides: list[TensorSpec], kind: str) -> list[TensorSpec]:
+    by_name = {spec.name: spec for spec in specs}
+    for override in overrides:
+        if specs and override.name not in by_name:
+            raise InputError(
+                f"--input {override.name!r} is not an input of the model",
+                hint=f"the model's {kind} are: {', '.join(by_name) or '(none)'}",
+            )
+        by_name[override.name] = override
+    if not specs:
+        return list(overrides)
+    return [by_name[spec.name] for spec in specs]
+
+
+def load_source(
+    model: str,
+    work_dir: Path,
+    overrides: list[TensorSpec],
+    data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None = None,
+) -> SourceModel:
+    """Load ``model`` and produce its fp32 ONNX in ``work_dir``; errors are InputErrors."""
+    fmt = detect_format(model)
+    if fmt == "onnx":
+        from honed.optimizer.onnx_graph import read_onnx
+
+        path = Path(model)
+        if not path.is_file():
+            raise InputError(f"ONNX model {model!r} not found", hint="check the path")
+        inputs, outputs = read_onnx(path)
+        return SourceModel(
+            "onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs, onnx_path=path
+        )
+    from honed.optimizer import torch_export
+
+    if fmt == "torchscript":
+        module = torch_export.load_torchscript(Path(model))
+        source = SourceModel("torchscript", model, [], [], torch_path=Path(model))
+    else:
+        module = load_factory(model)
+        source = SourceModel("pytorch", model, [], [], factory=model)
+    source.inputs = _torch_inputs(module, overrides, data_shapes, model)
+    torch_export.export_all(module, source, work_dir)
+    return source
+
+
+def load_factory(spec: str) -> Any:
+    """Import ``package.module:function`` and call it; it returns an nn.Module (eval mode is forced)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"PyTorch model {spec!r} is not module:factory", hint="e.g. mypkg.models:resnet")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(
+            f"cannot import {module_name!r} for model {spec!r}: {exc}",
+            hint="run from the directory holding the module or install its package",
+        ) from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise InputError(
+            f"{module_name!r} has no callable {attr!r}", hint="name a function returning a module"
+        )
+    try:
+        model = factory()
+    except Exception as exc:
+        raise InputError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if isinstance(model, tuple):
+        model = model[0]
+    if not hasattr(model, "eval") or not callable(model):
+        raise InputError(f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    model.eval()
+    return model
+
+
+def _torch_inputs(
+    module: Any,
+    overrides: list[TensorSpec],
+    data_shapes: dict[str, tuple[str, tuple[int, ...]]] | None,
+    model: str,
+) -> list[TensorSpec]:
+    """Names from forward()'s signature; dtypes and shapes from --input or the data file."""
+    try:
+        params = [
+            p.name
+            for p in inspect.signature(module.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+        ]
+    except (TypeError, ValueError):
+        params = []
+    given = {spec.name: spec for spec in overrides}
+    if data_shapes:
+        for name, (dtype, shape) in data_shapes.items():
+            if name != "labels" and name not in given:
+                given[name] = TensorSpec(name=name, dtype=dtype, shape=[-1, *shape[1:]])
+    if not given:
+        raise InputError(
+            f"PyTorch model {model!r} does not say its input shapes",
+            hint="pass --input NAME:DTYPE:SHAPE (e.g. --input x:float32:-1,3,224,224) or --data DATA.npz",
+        )
+    if params and set(given) <= set(params):
+        return [given[name] for name in params if name in given]
+    if len(given) == 1 or not params:
+        return list(given.values())
+    raise InputError(
+        f"inputs {sorted(given)} do not match forward() parameters {params}",
+        hint="name --input or the data file's arrays after forward()'s parameters",
+    )

@@ -1,0 +1,86 @@
+"""Accuracy gate: compare a candidate's outputs with the original's on the validation data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from honed.errors import InputError
+from honed.optimizer.report import MetricResult
+
+METRICS = ("top1", "accuracy", "cosine", "max_abs_diff", "rmse")
+
+
+def default_metric(first_output_shape: list[int], has_labels: bool, synthesized: bool) -> str:
+    """top1 for classifier-shaped outputs with real data, else a closeness metric."""
+    if has_labels:
+        return "top1"
+    if not synthesized and len(first_output_shape) == 2 and first_output_shape[-1] not in (1,):
+        return "top1"
+    return "cosine"
+
+
+def check_metric(metric: str, has_labels: bool) -> None:
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r} is unknown", hint=f"use one of {', '.join(METRICS)}")
+    if metric == "accuracy" and not has_labels:
+        raise InputError("--metric accuracy needs labels", hint="add a 'labels' array to --data, or use top1")
+
+
+def _predictions(output: np.ndarray) -> np.ndarray:
+    output = output.reshape(len(output), -1) if output.ndim > 1 else output.reshape(-1, 1)
+    if output.shape[1] == 1:
+        return (
+            (output[:, 0] > 0.5).astype(np.int64)
+            if output.min() >= 0
+            else (output[:, 0] > 0).astype(np.int64)
+        )
+    return np.argmax(output, axis=1)
+
+
+def _label_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
+    labels = labels.reshape(len(labels), -1)
+    labels = labels[:, 0] if labels.shape[1] == 1 else np.argmax(labels, axis=1)
+    return float(np.mean(_predictions(output) == labels))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.sum(a * b, axis=1)
+    # Two all-zero rows are identical; one zero row against a non-zero one is orthogonal.
+    both_zero = denom == 0
+    sims = np.where(
+        both_zero, np.where(np.all(a == b, axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, denom)
+    )
+    return float(np.mean(sims))
+
+
+def compare(
+    metric: str, reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None
+) -> MetricResult:
+    """Score ``candidate`` against ``reference`` outputs; ``drop`` grows as the candidate gets worse."""
+    if len(reference) != len(candidate):
+        raise ValueError(f"candidate produced {len(candidate)} outputs, the original {len(reference)}")
+    for ref, cand in zip(reference, candidate, strict=True):
+        if ref.shape != cand.shape:
+            raise ValueError(f"output shape {list(cand.shape)} differs from the original's {list(ref.shape)}")
+    ref0, cand0 = reference[0], candidate[0]
+    if metric in ("top1", "accuracy") and labels is not None:
+        base = _label_accuracy(ref0, labels)
+        value = _label_accuracy(cand0, labels)
+        return MetricResult(name=metric, value=value, drop=max(0.0, base - value), reference=base)
+    if metric == "top1":
+        agreement = float(np.mean(_predictions(ref0) == _predictions(cand0)))
+        return MetricResult(name="top1-agreement", value=agreement, drop=1.0 - agreement, reference=1.0)
+    if metric == "cosine":
+        sim = min(_cosine(r, c) for r, c in zip(reference, candidate, strict=True))
+        return MetricResult(name="cosine", value=sim, drop=max(0.0, 1.0 - sim), reference=1.0)
+    diffs = [
+        np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate, strict=True)
+    ]
+    if metric == "max_abs_diff":
+        value = float(max(d.max() if d.size else 0.0 for d in diffs))
+    else:
+        value = float(max(np.sqrt(np.mean(d**2)) if d.size else 0.0 for d in diffs))
+    return MetricResult(name=metric, value=value, drop=value, reference=0.0)

@@ -1,0 +1,176 @@
+"""Candidate worker processes: each candidate builds and runs in its own process.
+
+ONNX Runtime, OpenVINO and PyTorch thread pools in one process on a small machine distort
+timings by up to 40x, and a crashing runtime must not take the search down. The parent talks
+to a worker over a pipe with small commands; a timeout or crash becomes the candidate's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class WorkerFailure(Exception):
+    """The worker reported an error, crashed or timed out; the message is the candidate's reason."""
+
+
+def _thread_env(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Inductor's compile pool would outlive a killed worker and compete with the timed runtime.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+
+def _serve(conn: Connection, threads: int) -> None:
+    _thread_env(threads)
+    state: dict[str, Any] = {"warm": set()}
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:
+            return
+        if command == "exit":
+            conn.send(("ok", None))
+            return
+        try:
+            conn.send(("ok", _HANDLERS[command](state, threads, *args)))
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()
+            message = f"{type(exc).__name__}: {detail[0] if detail else ''}"[:400]
+            conn.send(("error", message, traceback.format_exc(limit=6)))
+
+
+def _build(state: dict[str, Any], threads: int, plan: Any, ctx: Any, out_dir: Path) -> float:
+    from honed.optimizer.backends import backend_module
+
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = backend_module(plan.backend, plan.device).build(plan, ctx, out_dir)
+    meta.write(out_dir)
+    return time.perf_counter() - start
+
+
+def _load(state: dict[str, Any], threads: int, artifact: Path, data_path: Path) -> float:
+    from honed.optimizer.artifact import load_runner, read_meta
+
+    start = time.perf_counter()
+    state["runner"] = load_runner(artifact, threads=threads)
+    state["inputs"] = read_meta(artifact).inputs
+    with np.load(data_path) as data:
+        state["feeds"] = {spec.name: data[spec.name] for spec in state["inputs"]}
+    return time.perf_counter() - start
+
+
+def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) -> int:
+    from honed.optimizer.data import batches
+
+    runner = state["runner"]
+    chunks: list[list[np.ndarray]] = [
+        runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)
+    ]
+    outputs = [
+        np.concatenate([chunk[i] for chunk in chunks])
+        if chunks[0][i].ndim
+        else np.stack([chunk[i] for chunk in chunks])
+        for i in range(len(chunks[0]))
+    ]
+    np.savez(out_path, *outputs)
+    return len(outputs)
+
+
+def _time(
+    state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int, max_iters: int
+) -> list[float]:
+    """Latencies in ms of single calls at ``batch``; a first call per batch size warms up untimed."""
+    from honed.optimizer.data import tile_to
+
+    runner = state["runner"]
+    feeds = tile_to(state["feeds"], state["inputs"], batch)
+    if batch not in state["warm"]:
+        for _ in range(3):
+            runner.run(feeds)
+        state["warm"].add(batch)
+    if hasattr(runner, "time_batch"):
+        return list(runner.time_batch(feeds, max(min_iters, min(max_iters, 50))))
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < max_iters and (len(samples) < min_iters or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        runner.run(feeds)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def _stats(state: dict[str, Any], threads: int) -> dict[str, int | None]:
+    runner = state.get("runner")
+    gpu = runner.peak_gpu_bytes() if runner is not None and hasattr(runner, "peak_gpu_bytes") else None
+    return {
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": gpu,
+    }
+
+
+_HANDLERS: dict[str, Any] = {
+    "build": _build,
+    "load": _load,
+    "predict": _predict,
+    "time": _time,
+    "stats": _stats,
+}
+
+
+@dataclass
+class Worker:
+    """Parent-side handle of one worker process."""
+
+    process: Any
+    conn: Connection
+    label: str
+
+    @classmethod
+    def start(cls, label: str, threads: int) -> Worker:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_serve, args=(child, threads), name=f"honed-{label}", daemon=True)
+        process.start()
+        child.close()
+        return cls(process=process, conn=parent, label=label)
+
+    def call(self, command: str, *args: Any, timeout: float) -> Any:
+        try:
+            self.conn.send((command, args))
+            if not self.conn.poll(timeout):
+                self.kill()
+                raise WorkerFailure(f"{command} timed out after {timeout:.0f}s")
+            reply = self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            raise WorkerFailure(f"worker crashed during {command} ({why})") from None
+        if reply[0] == "error":
+            raise WorkerFailure(reply[1])
+        return reply[1]
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(WorkerFailure):
+                self.call("exit", timeout=10)
+        self.kill()

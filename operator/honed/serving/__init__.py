@@ -1,0 +1,1 @@
+"""honed.serving layer."""

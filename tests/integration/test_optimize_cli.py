@@ -1,0 +1,187 @@
+"""`honed optimize` end to end on real models and real runtimes, plus every bad-input error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from honed.optimizer.artifact import load_runner
+from honed.optimizer.report import load_report
+from tests.fixtures.models import token_classifier_onnx
+
+pytestmark = pytest.mark.slow
+FAST = ["--measure-seconds", "0.3", "--time-budget", "5m", "--quiet", "--no-plot"]
+
+
+def honed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "honed", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = digits
+    out = tmp_path / "out"
+    result = honed(
+        "optimize",
+        model,
+        "--data",
+        data,
+        "--backends",
+        "onnxruntime,openvino",
+        "--precisions",
+        "fp32,bf16,int8",
+        "--out",
+        out,
+        *FAST[:-1],
+    )
+    assert result.returncode == 0, result.stderr
+    report = load_report(out)
+    assert report.schema_ == "honed.report/v1"
+    assert report.settings.metric == "top1" and report.data.labels
+    names = {c.name for c in report.candidates}
+    assert {
+        "onnx-fp32.onnxruntime",
+        "onnx-int8.onnxruntime",
+        "onnx-fp32.openvino",
+        "onnx-int8.openvino",
+    } <= names
+    winner = report.winner_candidate()
+    assert winner is not None and winner.status == "accepted"
+    assert winner.metric is not None and winner.metric.drop <= 0.01
+    for cand in report.accepted():
+        assert cand.latency_ms and cand.latency_ms.p50 <= cand.latency_ms.p99
+        assert set(cand.throughput) == {"1", "8"}
+        assert cand.peak_rss_bytes and cand.size_bytes and cand.artifact
+        assert (out / cand.artifact / "honed-artifact.json").is_file()
+    assert (out / "latency-throughput.png").is_file()
+    # The winner's artifact reproduces the original's predictions when loaded on its own.
+    with np.load(data) as arrays:
+        x, labels = arrays["input"][:64], arrays["labels"][:64]
+    runner = load_runner(out / winner.artifact)
+    predicted = runner.run({"input": x})[0].argmax(1)
+    assert (predicted == labels).mean() >= 0.9
+    assert "WINNER" in result.stdout
+
+
+def test_int64_multi_input_model_without_data_is_synthesized_within_vocab(tmp_path: Path) -> None:
+    model = token_classifier_onnx(tmp_path / "tokens.onnx", vocab=50)
+    out = tmp_path / "out"
+    result = honed(
+        "optimize",
+        model,
+        "--backends",
+        "onnxruntime,openvino",
+        "--precisions",
+        "fp32,int8",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = load_report(out)
+    assert report.data.source == "synthesized"
+    assert report.settings.metric == "cosine"
+    assert any("synthesized" in note for note in report.notes)
+    assert [i.dtype for i in report.model.inputs] == ["int64", "int64"]
+    assert report.winner is not None
+
+
+def test_fixed_batch_model_is_measured_at_its_own_batch(tmp_path: Path) -> None:
+    model = token_classifier_onnx(tmp_path / "fixed.onnx", fixed_batch=1)
+    out = tmp_path / "out"
+    result = honed(
+        "optimize",
+        model,
+        "--backends",
+        "onnxruntime",
+        "--precisions",
+        "fp32",
+        "--batch-sizes",
+        "1,8",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = load_report(out)
+    assert report.model.batch == "fixed" and report.settings.batch_sizes == [1]
+    assert set(report.baseline.throughput) == {"1"}
+
+
+def _error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "honed: error:" in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_missing_model(tmp_path: Path) -> None:
+    assert "not found" in _error(honed("optimize", tmp_path / "nope.onnx", "--out", tmp_path / "o"))
+
+
+def test_corrupt_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage-not-a-protobuf" * 10)
+    assert "bad.onnx" in _error(honed("optimize", bad, "--out", tmp_path / "o"))
+
+
+def test_data_missing_an_input(tmp_path: Path) -> None:
+    model = token_classifier_onnx(tmp_path / "tokens.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, input_ids=np.zeros((4, 12), dtype=np.int64))
+    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    assert "attention_mask" in message
+
+
+def test_data_with_wrong_shape(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    np.savez(data, input=np.zeros((4, 1, 9, 9), dtype=np.float32))
+    message = _error(honed("optimize", digits[0], "--data", data, "--out", tmp_path / "o"))
+    assert "'input'" in message and "axis 2" in message
+
+
+def test_impossible_options(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    assert "--batch-sizes" in _error(
+        honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o")
+    )
+    assert "tensorflow" in _error(
+        honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o")
+    )
+    assert "duration" in _error(
+        honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o")
+    )
+    assert "labels" in _error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
+
+
+def test_unknown_input_override(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    message = _error(
+        honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o")
+    )
+    assert "pixels" in message and "input" in message
+
+
+def test_report_command_prints_the_table(tmp_path: Path, digits: tuple[Path, Path]) -> None:
+    out = tmp_path / "out"
+    assert (
+        honed(
+            "optimize", digits[0], "--backends", "onnxruntime", "--precisions", "fp32", "--out", out, *FAST
+        ).returncode
+        == 0
+    )
+    shown = honed("report", out)
+    assert shown.returncode == 0 and "onnx-fp32.onnxruntime" in shown.stdout
+    winner = json.loads(honed("report", out, "--json").stdout)
+    assert winner["name"] == "onnx-fp32.onnxruntime"
