@@ -127,8 +127,9 @@ class PrometheusClient:
         return self._scalar(f"sum(rate({metric}{sel}[{rng}]))", at) or 0.0
 
     def _quantiles(self, metric: str, sel: str, rng: str, at: float) -> Quantiles:
-        # max over replicas and versions, and over the window: the worst tail anyone saw.
-        samples = self.query(f"max by (quantile) (max_over_time({metric}{sel}[{rng}]))", at)
+        # Triton's summaries cover their own sliding minute; the value at the window's end is
+        # the one that overlaps the previous window least. Max over replicas and versions.
+        samples = self.query(f"max by (quantile) (last_over_time({metric}{sel}[{rng}]))", at)
         by_q = {s.labels.get("quantile"): finite(s.value) for s in samples}
         return Quantiles(**{name: by_q.get(q) for name, q in QUANTILES.items()})
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from honed.feedback.decisions import Number
+from honed.feedback.decisions import Decision, Fallback, Number, Reoptimize, Retune
 from honed.optimizer.report import Report
 
 DAY = timedelta(days=1)
@@ -41,6 +41,25 @@ class Deployment(_Camel):
     @property
     def key(self) -> str:
         return f"{self.candidate}@{self.pool}/{self.version}"
+
+    def after(self, decision: Decision, *, version: str | None = None) -> Deployment:
+        """What is deployed once ``decision`` is applied (``version``: the new config version)."""
+        if isinstance(decision, Retune):
+            changes = {
+                "max_queue_delay_us": decision.max_queue_delay_us,
+                "instance_count": decision.instance_count,
+                "response_cache": decision.response_cache,
+            }
+            update: dict[str, object] = {k: v for k, v in changes.items() if v is not None}
+        elif isinstance(decision, Fallback):
+            update = {"candidate": decision.candidate, "pool": decision.pool, "benchmarked_batch_sizes": []}
+        elif isinstance(decision, Reoptimize):
+            update = {"optimizing": True}
+        else:
+            return self
+        if version is not None:
+            update["version"] = version
+        return self.model_copy(update=update)
 
 
 class Option(_Camel):
