@@ -48,3 +48,7 @@ bench-cpu: setup
 
 clean:
 	rm -rf $(OUT) build .pytest_cache .mypy_cache .ruff_cache
+
+# Serves a ResNet-50 winner (optimized first unless REPORT=DIR is given) and loads it at concurrency 1, 8, 32.
+bench-serving: setup
+	$(BIN)/python benchmarks/serving/run.py --out benchmarks/serving $(if $(REPORT),--report $(REPORT))

@@ -1,0 +1,121 @@
+"""Roll a freshly written version out on a running Triton, keeping the old one if it fails.
+
+Triton's reload keeps the loaded versions serving until the new set is ready and leaves them
+untouched when the reload fails; with ``version_policy { latest { num_versions: 1 } }`` a reload
+after writing version N+1 therefore loads N+1, swaps traffic to it once it is READY (its warmup
+requests passed) and only then unloads N. When the load fails, the version is moved aside and
+the previous config restored, so the repository again describes what is serving.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from honed.errors import HonedError
+from honed.serving.repository import WrittenVersion, discard_version, prune_versions
+from honed.serving.server import Endpoints, ModelLoadError, TritonControl
+
+STATE_FILE = ".honed-server.json"
+LOCK_FILE = ".honed.lock"
+
+
+class VersionRejected(HonedError):
+    """Triton refused the new version; says which version (if any) keeps serving and why."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class RollOut:
+    model: str
+    version: int
+    retired: tuple[int, ...]
+    pruned: tuple[int, ...]
+
+
+def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: int = 2) -> RollOut:
+    """Load ``written`` on the server; on failure restore the repository and raise VersionRejected."""
+    before = ready_versions(control, written.model)
+    try:
+        control.load_model(written.model)
+        if not control.is_model_ready(written.model, written.version):
+            raise ModelLoadError(f"version {written.version} is not ready after loading")
+    except ModelLoadError as exc:
+        reason = exc.message
+        discard_version(written, reason)
+        serving = ready_versions(control, written.model)
+        keeps = f"version {max(serving)} keeps serving" if serving else "no version of it is serving"
+        raise VersionRejected(
+            f"version {written.version} of model {written.model!r} failed to load; {keeps}. "
+            f"Triton said: {reason}",
+            hint=f"the refused files are in {written.model_dir / f'failed-{written.version}'}",
+        ) from None
+    retired = tuple(v for v in before if v != written.version)
+    pruned = tuple(prune_versions(written.model_dir, keep_versions))
+    return RollOut(written.model, written.version, retired, pruned)
+
+
+def ready_versions(control: TritonControl, model: str) -> list[int]:
+    return sorted(
+        int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit()
+    )
+
+
+@contextmanager
+def repository_lock(repository: Path) -> Iterator[None]:
+    """Serialise writers of one repository (two `honed serve` runs racing for version numbers)."""
+    repository.mkdir(parents=True, exist_ok=True)
+    with open(repository / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record_server(repository: Path, pid: int, endpoints: Endpoints) -> None:
+    """Tell later `honed serve` runs on this repository which server already serves it."""
+    state = {
+        "pid": pid,
+        "host": endpoints.host,
+        "http_port": endpoints.http_port,
+        "grpc_port": endpoints.grpc_port,
+        "metrics_port": endpoints.metrics_port,
+    }
+    (repository / STATE_FILE).write_text(json.dumps(state) + "\n")
+
+
+def forget_server(repository: Path, pid: int) -> None:
+    path = repository / STATE_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_server(repository: Path) -> TritonControl | None:
+    """The live server a previous `honed serve` started on this repository, if it still runs."""
+    path = repository / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        pid = int(state["pid"])
+        endpoints = Endpoints(
+            state["host"], int(state["http_port"]), int(state["grpc_port"]), int(state["metrics_port"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else; its HTTP answer decides
+    control = TritonControl(endpoints)
+    return control if control.is_live() else None

@@ -1,0 +1,70 @@
+"""Read Triton's Prometheus text metrics: counters per model, summed over versions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def parse_metrics(text: str) -> list[Sample]:
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        try:
+            value = float(match["value"])
+        except ValueError:
+            continue
+        labels = dict(_LABEL.findall(match["labels"] or ""))
+        samples.append(Sample(match["name"], labels, value))
+    return samples
+
+
+def model_value(text: str, metric: str, model: str, version: str | None = None) -> float:
+    """Sum of ``metric`` for ``model`` (one version, or all); 0 when Triton has not reported it."""
+    return sum(
+        s.value
+        for s in parse_metrics(text)
+        if s.name == metric
+        and s.labels.get("model") == model
+        and (version is None or s.labels.get("version") == version)
+        and "quantile" not in s.labels
+    )
+
+
+@dataclass(frozen=True)
+class ModelTraffic:
+    """What Triton observed for one model: requests, batches run, cache hits and misses."""
+
+    inferences: float  # nv_inference_count: items inferred (a batch-4 request counts 4)
+    requests: float  # nv_inference_request_success
+    executions: float  # nv_inference_exec_count: model runs (one per dynamic batch)
+    cache_hits: float
+    cache_misses: float
+
+    @property
+    def average_batch(self) -> float:
+        return self.inferences / self.executions if self.executions else 0.0
+
+
+def model_traffic(text: str, model: str) -> ModelTraffic:
+    return ModelTraffic(
+        inferences=model_value(text, "nv_inference_count", model),
+        requests=model_value(text, "nv_inference_request_success", model),
+        executions=model_value(text, "nv_inference_exec_count", model),
+        cache_hits=model_value(text, "nv_cache_num_hits_per_model", model),
+        cache_misses=model_value(text, "nv_cache_num_misses_per_model", model),
+    )

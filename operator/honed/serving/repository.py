@@ -1,0 +1,318 @@
+"""Write a report's winner into a Triton model repository as a NEW version directory.
+
+Layout: ``REPO/MODEL/config.pbtxt`` and ``REPO/MODEL/<version>/...``. Versions only grow:
+Triton's response cache keeps answers per model version across a reload of that version, so
+reusing a number would serve stale answers. A version that failed to load is moved aside to
+``MODEL/failed-<version>/`` (Triton skips non-numeric directories) and its number is never
+reused either.
+
+Packagings:
+- ``runtime``: Triton's python backend with honed's generic ``model.py`` running the artifact
+  with its own runtime (any Triton with the python backend and honed installed; local default);
+- ``native``: the artifact handed to Triton's own backend (onnxruntime_onnx, openvino,
+  tensorrt_plan, pytorch) as found in the NGC Triton images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from honed import __version__ as honed_version
+from honed.errors import InputError
+from honed.optimizer.artifact import META_FILE, ArtifactMeta, read_meta
+from honed.optimizer.report import REPORT_FILE, Candidate, Report, load_report
+from honed.serving.config import ModelConfigData, TensorConfig, Warmup, render
+from honed.serving.tuning import ServingOptions, choose_batching, choose_instances
+
+Packaging = Literal["runtime", "native"]
+PACKAGINGS: tuple[Packaging, ...] = ("runtime", "native")
+CONFIG_FILE = "config.pbtxt"
+ARTIFACT_DIR = "artifact"
+DEPLOYMENT_FILE = "honed-deployment.json"
+MODEL_PY = Path(__file__).with_name("triton_model.py")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class WrittenVersion:
+    """A version directory just written, and what to restore if Triton refuses it."""
+
+    repository: Path
+    model: str
+    version: int
+    candidate: str
+    packaging: Packaging
+    config_text: str
+    previous_config: str | None
+    notes: tuple[str, ...]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.repository / self.model
+
+    @property
+    def path(self) -> Path:
+        return self.model_dir / str(self.version)
+
+
+def select_candidate(report: Report, report_dir: Path, name: str | None = None) -> tuple[Candidate, Path]:
+    """The winner (or the accepted candidate ``name``) and its artifact directory."""
+    if name is None:
+        if report.winner is None:
+            verdicts = (
+                "; ".join(
+                    f"{c.name}: {c.status}{f' ({c.reason})' if c.reason else ''}"
+                    for c in report.candidates[:6]
+                )
+                or "no candidates"
+            )
+            raise InputError(
+                f"{report_dir / REPORT_FILE} has no accepted winner ({verdicts})",
+                hint="re-run `honed optimize` with a looser --max-metric-drop or more precisions",
+            )
+        name = report.winner
+    try:
+        candidate = report.candidate(name)
+    except KeyError:
+        known = ", ".join(c.name for c in report.accepted()) or "none"
+        raise InputError(
+            f"the report has no candidate {name!r}", hint=f"accepted candidates: {known}"
+        ) from None
+    if candidate.status != "accepted":
+        raise InputError(
+            f"candidate {name!r} was {candidate.status} ({candidate.reason}); only accepted "
+            "candidates can be served"
+        )
+    if not candidate.artifact:
+        raise InputError(f"candidate {name!r} in {report_dir / REPORT_FILE} names no artifact directory")
+    artifact = (report_dir / candidate.artifact).resolve()
+    if not (artifact / META_FILE).is_file():
+        raise InputError(
+            f"the artifact of {name!r} is missing: {artifact} holds no {META_FILE}",
+            hint="re-run `honed optimize`, or serve the report directory it wrote (artifacts are "
+            "referenced relative to report.json)",
+        )
+    return candidate, artifact
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Version numbers present as directories, loadable or moved aside after a failed load."""
+    found = []
+    if model_dir.is_dir():
+        for entry in model_dir.iterdir():
+            digits = entry.name.removeprefix("failed-")
+            if entry.is_dir() and digits.isdigit():
+                found.append(int(digits))
+    return sorted(found)
+
+
+def live_versions(model_dir: Path) -> list[int]:
+    return (
+        sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        if model_dir.is_dir()
+        else []
+    )
+
+
+def build_config(
+    report: Report,
+    candidate: Candidate,
+    meta: ArtifactMeta,
+    *,
+    model: str,
+    packaging: Packaging,
+    options: ServingOptions,
+) -> ModelConfigData:
+    batching = choose_batching(report, candidate, options)
+    instances = choose_instances(report, candidate, options)
+    batched = batching.max_batch_size > 0
+    inputs = tuple(TensorConfig.from_spec(spec, batched=batched) for spec in meta.inputs)
+    outputs = tuple(TensorConfig.from_spec(spec, batched=batched) for spec in meta.outputs)
+    notes = [
+        f"serving candidate {candidate.name} ({meta.backend} {meta.precision}) with the "
+        f"{packaging} packaging",
+        *batching.notes,
+        *instances.notes,
+    ]
+    if options.response_cache:
+        notes.append("response cache on: identical requests are answered without running the model")
+    else:
+        notes.append("response cache off: asked for")
+    platform, backend, filename, params, extra = _packaging(packaging, meta, instances.threads)
+    notes += extra
+    return ModelConfigData(
+        name=model,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=batching.max_batch_size,
+        platform=platform,
+        backend=backend,
+        default_model_filename=filename,
+        dynamic_batching=batching.dynamic,
+        instance_group=instances.group,
+        response_cache=options.response_cache,
+        warmup=_warmups(inputs, batching.max_batch_size),
+        parameters=params,
+        notes=tuple(notes),
+    )
+
+
+def _packaging(
+    packaging: Packaging, meta: ArtifactMeta, threads: int
+) -> tuple[str, str, str, dict[str, str], list[str]]:
+    """(platform, backend, default_model_filename, parameters, notes) for the artifact."""
+    if packaging == "runtime":
+        return "", "python", "", {"artifact": ARTIFACT_DIR, "threads": str(threads)}, []
+    if meta.backend == "onnxruntime":
+        return (
+            "onnxruntime_onnx",
+            "",
+            meta.model_file,
+            {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"},
+            [],
+        )
+    if meta.backend == "openvino":
+        params = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"}
+        notes = []
+        if meta.precision == "bf16":
+            params["HINT_BF16"] = "YES"
+        elif meta.precision == "fp32":
+            notes.append(
+                "Triton's OpenVINO backend cannot force f32 inference; on bf16/AMX CPUs it may run "
+                "bf16 - use the runtime packaging where fp32 numerics matter"
+            )
+        return "", "openvino", meta.model_file, params, notes
+    if meta.backend == "tensorrt":
+        return "tensorrt_plan", "", meta.model_file, {}, []
+    if meta.backend == "torch":
+        if not meta.model_file.endswith((".pt", ".ts", ".torchscript")):
+            raise InputError(
+                f"the torch artifact {meta.model_file!r} is not TorchScript, which Triton's "
+                "pytorch backend needs",
+                hint="serve it with --packaging runtime",
+            )
+        return "", "pytorch", meta.model_file, {"INTRA_OP_THREAD_COUNT": str(threads)}, []
+    raise InputError(
+        f"no native Triton backend for artifacts of backend {meta.backend!r}",
+        hint="serve it with --packaging runtime",
+    )
+
+
+def _warmups(inputs: tuple[TensorConfig, ...], max_batch_size: int) -> tuple[Warmup, ...]:
+    # Variable dimensions other than the batch get 1: warmup needs concrete shapes.
+    concrete = tuple(
+        TensorConfig(t.name, t.data_type, tuple(d if d > 0 else 1 for d in t.dims)) for t in inputs
+    )
+    sizes = [1] if max_batch_size <= 1 else [1, max_batch_size]
+    return tuple(Warmup(f"zeros-batch-{b}", b, concrete) for b in sizes)
+
+
+def write_version(
+    report_path: Path,
+    repository: Path,
+    *,
+    model: str | None = None,
+    packaging: Packaging = "runtime",
+    candidate: str | None = None,
+    options: ServingOptions | None = None,
+) -> WrittenVersion:
+    """Write the next version of ``model`` from the report at ``report_path`` (file or directory).
+
+    config.pbtxt is replaced atomically; the previous text is kept in the result so a version
+    that Triton refuses can be undone with ``discard_version``.
+    """
+    options = options or ServingOptions()
+    report_dir = report_path if report_path.is_dir() else report_path.parent
+    report = load_report(report_path)
+    chosen, artifact = select_candidate(report, report_dir, candidate)
+    meta = read_meta(artifact)
+    name = model or report.model.name
+    if not _NAME.match(name):
+        raise InputError(
+            f"model name {name!r} cannot name a Triton model directory",
+            hint="pass --name with letters, digits, '-', '_' or '.'",
+        )
+    if packaging not in PACKAGINGS:
+        raise InputError(f"unknown packaging {packaging!r}", hint=f"use one of {', '.join(PACKAGINGS)}")
+    config = build_config(report, chosen, meta, model=name, packaging=packaging, options=options)
+    text = render(config)
+
+    model_dir = repository / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = max(versions(model_dir), default=0) + 1
+    target = model_dir / str(version)
+    staging = model_dir / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    if packaging == "runtime":
+        shutil.copy2(MODEL_PY, staging / "model.py")
+        shutil.copytree(artifact, staging / ARTIFACT_DIR)
+    else:
+        for item in artifact.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
+    record = {
+        "schema": "honed.deployment/v1",
+        "model": name,
+        "version": version,
+        "candidate": chosen.name,
+        "backend": meta.backend,
+        "precision": meta.precision,
+        "device": chosen.device,
+        "packaging": packaging,
+        "report": str((report_dir / REPORT_FILE).resolve()),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "honed_version": honed_version,
+        "notes": list(config.notes),
+    }
+    (staging / DEPLOYMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    # The version directory appears complete or not at all, so a reload never sees half of it.
+    staging.rename(target)
+
+    config_path = model_dir / CONFIG_FILE
+    previous = config_path.read_text() if config_path.is_file() else None
+    _atomic_write(config_path, text)
+    return WrittenVersion(
+        repository=repository,
+        model=name,
+        version=version,
+        candidate=chosen.name,
+        packaging=packaging,
+        config_text=text,
+        previous_config=previous,
+        notes=config.notes,
+    )
+
+
+def discard_version(written: WrittenVersion, reason: str) -> Path:
+    """Undo ``write_version``: restore the previous config and move the version aside."""
+    config_path = written.model_dir / CONFIG_FILE
+    if written.previous_config is None:
+        config_path.unlink(missing_ok=True)
+    else:
+        _atomic_write(config_path, written.previous_config)
+    aside = written.model_dir / f"failed-{written.version}"
+    if written.path.is_dir():
+        written.path.rename(aside)
+        (aside / "failure.txt").write_text(reason.rstrip() + "\n")
+    return aside
+
+
+def prune_versions(model_dir: Path, keep: int = 2) -> list[int]:
+    """Delete all but the newest ``keep`` live version directories; returns the removed numbers."""
+    removed = live_versions(model_dir)[:-keep] if keep > 0 else live_versions(model_dir)
+    for version in removed:
+        shutil.rmtree(model_dir / str(version))
+    return removed
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,380 @@
+"""Start, drive and stop a local Triton Inference Server on a model repository.
+
+Used by ``honed serve``, the serving tests, the feedback-loop tests and the operator's e2e test.
+The public surface is small on purpose:
+
+- ``TritonServer(repository, http_port=..., ...)``: a context manager; ``start()`` waits until
+  the server is ready, ``stop()`` sends SIGTERM (SIGKILL after ``stop_timeout_s``) and removes any
+  shared-memory segment the server left behind;
+- ``load_model(name)`` / ``unload_model(name)`` through Triton's HTTP model-repository API;
+  a failed load raises ``ModelLoadError`` carrying Triton's own reason;
+- ``model_states(name)``, ``is_model_ready(name, version)``, ``metrics_text()``, ``log_tail()``;
+- ``endpoints`` (HTTP, gRPC and metrics addresses) once started.
+
+Ports given as 0 are picked free at start, which is what tests want. The control calls use
+plain HTTP (urllib) rather than tritonclient's gevent client so they work from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from honed.errors import EnvironmentProblem, HonedError
+from honed.serving.install import TritonInstall, find_triton, prepare_backends
+
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+SHM_DIR = Path("/dev/shm")
+
+
+class ModelLoadError(HonedError):
+    """Triton refused to load a model; the message carries Triton's reason."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+    @property
+    def http(self) -> str:
+        """``host:port`` as tritonclient.http expects it."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        """``host:port`` as tritonclient.grpc expects it."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One row of Triton's repository index: a model version and its load state."""
+
+    name: str
+    version: str
+    state: str  # READY | UNAVAILABLE | LOADING | UNLOADING
+    reason: str = ""
+
+
+class TritonControl:
+    """Model control and health over Triton's HTTP API, for any running Triton server."""
+
+    def __init__(self, endpoints: Endpoints, *, load_timeout_s: float = 600.0) -> None:
+        self._endpoints: Endpoints | None = endpoints
+        self.load_timeout_s = load_timeout_s
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise RuntimeError("the server has not been started")
+        return self._endpoints
+
+    def is_live(self) -> bool:
+        return self._get("/v2/health/live", quiet=True) == 200
+
+    def load_model(self, name: str) -> None:
+        """Load (or reload) ``name``; Triton keeps the loaded model serving if the reload fails."""
+        status, body = self._post(f"/v2/repository/models/{name}/load", {}, self.load_timeout_s)
+        if status != 200:
+            raise ModelLoadError(f"Triton could not load model {name!r}: {_error_text(body)}")
+
+    def unload_model(self, name: str) -> None:
+        status, body = self._post(f"/v2/repository/models/{name}/unload", {}, self.load_timeout_s)
+        if status != 200:
+            raise ModelLoadError(f"Triton could not unload model {name!r}: {_error_text(body)}")
+
+    def model_states(self, name: str | None = None) -> list[ModelState]:
+        status, body = self._post("/v2/repository/index", {}, 30.0)
+        if status != 200:
+            raise EnvironmentProblem(f"Triton's repository index failed: {_error_text(body)}")
+        rows = json.loads(body or b"[]")
+        return [
+            ModelState(r["name"], str(r.get("version", "")), r.get("state", ""), r.get("reason", ""))
+            for r in rows
+            if name is None or r["name"] == name
+        ]
+
+    def is_model_ready(self, name: str, version: str | int | None = None) -> bool:
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/ready"
+        return self._get(path, quiet=True) == 200
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.endpoints.metrics_url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def _get(self, path: str, *, quiet: bool = False) -> int:
+        try:
+            with urllib.request.urlopen(self.endpoints.http_url + path, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            if quiet:
+                return 0
+            raise
+
+    def _post(self, path: str, payload: dict[str, Any], timeout: float) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.endpoints.http_url + path,
+            data=json.dumps(payload).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+        except OSError as exc:
+            raise EnvironmentProblem(f"Triton at {self.endpoints.http_url} did not answer: {exc}") from None
+
+
+class TritonServer(TritonControl):
+    """A tritonserver process on ``repository`` with explicit model control.
+
+    Flags follow what works with the pip-shipped server: explicit model control, the local
+    response cache, summary latencies in the metrics, a unique python-backend shared-memory
+    prefix (so parallel servers never share segments) and loopback addresses by default.
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        log_path: Path | None = None,
+        install: TritonInstall | None = None,
+        startup_timeout_s: float = 60.0,
+        load_timeout_s: float = 600.0,
+        stop_timeout_s: float = 30.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self._ports = (http_port, grpc_port, metrics_port)
+        self.cache_bytes = cache_bytes
+        self._log_path = log_path
+        self._install = install
+        self.startup_timeout_s = startup_timeout_s
+        self.load_timeout_s = load_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.extra_args = list(extra_args)
+        self.shm_prefix = f"honed{os.getpid()}x{uuid.uuid4().hex[:8]}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._work: Path | None = None
+        self._endpoints: Endpoints | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            raise RuntimeError("the server has not been started")
+        return self._log_path
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> TritonServer:
+        if self._proc is not None:
+            raise RuntimeError("the server is already started")
+        if not self.repository.is_dir():
+            raise EnvironmentProblem(f"model repository {self.repository} does not exist")
+        install = self._install or find_triton()
+        self._endpoints = Endpoints(self.host, *claim_ports(self.host, self._ports))
+        self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
+        try:
+            if self._log_path is None:
+                self._log_path = self._work / "tritonserver.log"
+            backends = prepare_backends(install, self._work)
+            command = [str(install.binary), *self._arguments(install, backends)]
+            with open(self._log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_server_environment(install),
+                    start_new_session=True,
+                )
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _arguments(self, install: TritonInstall, backends: Path) -> list[str]:
+        ep = self.endpoints
+        args = [
+            f"--model-repository={self.repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={backends}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--http-address={ep.host}",
+            f"--http-port={ep.http_port}",
+            f"--grpc-address={ep.host}",
+            f"--grpc-port={ep.grpc_port}",
+            f"--metrics-address={ep.host}",
+            f"--metrics-port={ep.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--metrics-config=summary_latencies=true",
+            # A stuck request must not hold shutdown for Triton's default 30 s.
+            "--exit-timeout-secs=10",
+        ]
+        if self.cache_bytes > 0:
+            args += [
+                f"--cache-config=local,size={self.cache_bytes}",
+                f"--cache-directory={install.caches_dir}",
+            ]
+        return args + self.extra_args
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            code = self._proc.poll()
+            if code is not None:
+                raise self._exit_problem(code)
+            if self._get("/v2/health/ready", quiet=True) == 200:
+                return
+            time.sleep(0.1)
+        raise EnvironmentProblem(
+            f"tritonserver did not become ready within {self.startup_timeout_s:.0f} s",
+            hint=f"its log ends with:\n{self.log_tail(8)}",
+        )
+
+    def _exit_problem(self, code: int) -> EnvironmentProblem:
+        tail = self.log_tail(12)
+        if "already in use" in tail or "Address in use" in tail:
+            ep = self.endpoints
+            return EnvironmentProblem(
+                f"tritonserver could not bind its ports on {ep.host} "
+                f"(http {ep.http_port}, grpc {ep.grpc_port}, metrics {ep.metrics_port}): address in use",
+                hint="pick other ports (--http-port/--grpc-port/--metrics-port) or stop the other server",
+            )
+        return EnvironmentProblem(
+            f"tritonserver exited with code {code} while starting",
+            hint=f"its log ends with:\n{tail}",
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        text = self._log_path.read_text(errors="replace").splitlines()
+        # Triton prints wide tables at start; they say nothing about a failure.
+        useful = [line for line in text if not line.startswith(("+", "|"))]
+        return "\n".join(useful[-lines:])
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """SIGTERM, wait, SIGKILL the process group if needed; remove leftover shm segments."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc is not None:
+            # The python backend's stubs are in the server's session; none may outlive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for segment in leftover_segments(self.shm_prefix):
+            segment.unlink(missing_ok=True)
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace").strip() or "no reason given"
+
+
+def leftover_segments(prefix: str) -> list[Path]:
+    """Shared-memory segments whose name starts with ``prefix`` (the python backend's regions)."""
+    if not SHM_DIR.is_dir():
+        return []
+    return sorted(p for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
+    """Check that the given ports are free and replace each 0 by a free port."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for port in wanted:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                raise EnvironmentProblem(
+                    f"port {port} on {host} is in use",
+                    hint="choose another with --http-port/--grpc-port/--metrics-port, or stop what holds it",
+                ) from None
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in held:
+            sock.close()
+    return ports[0], ports[1], ports[2]
+
+
+def _server_environment(install: TritonInstall) -> dict[str, str]:
+    env = dict(os.environ)
+    libs = [str(p) for p in install.lib_dirs]
+    if libs:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+    # The python backend's stub finds packages through the first python on PATH: make it this
+    # interpreter's environment, and let it import the same honed as the process that starts it.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    honed_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([honed_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env

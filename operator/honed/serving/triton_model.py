@@ -1,0 +1,97 @@
+"""Triton python-backend model serving a honed artifact with the artifact's own runtime.
+
+honed copies this file as ``model.py`` into every version directory of the runtime packaging,
+next to ``artifact/`` (the candidate's files and ``honed-artifact.json``). The runtime is the
+one that was benchmarked, loaded with ``honed.optimizer.artifact.load_runner``.
+
+All requests of one ``execute`` call (one dynamic batch) go through ONE runtime call:
+inputs are concatenated along the batch axis and the outputs split back per request. Requests
+whose non-batch dimensions differ cannot share a call and run in groups of equal shape.
+
+Tensors cross the python-backend boundary through DLPack, not ``as_numpy``/``Tensor(name,
+array)``: the stub shipped with Triton 2.51 was built against NumPy 1.x and misreads NumPy 2
+arrays (wrong data in, wrong byte sizes out), while DLPack is independent of NumPy's ABI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
+
+from honed.optimizer.artifact import load_runner, read_meta
+
+# Triton renames a consumed capsule "used_dlpack", which NumPy's capsule destructor does not
+# recognise (it then prints a ValueError per response). Triton has already taken ownership, so
+# giving the capsule the standard consumed name keeps NumPy quiet without leaking anything.
+_CONSUMED = b"used_dltensor"
+_set_capsule_name = ctypes.pythonapi.PyCapsule_SetName
+_set_capsule_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_set_capsule_name.restype = ctypes.c_int
+
+
+def to_triton(name: str, array: np.ndarray) -> Any:
+    capsule = np.ascontiguousarray(array).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    _set_capsule_name(capsule, _CONSUMED)
+    return tensor
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        artifact = Path(args["model_repository"]) / args["model_version"] / params.get("artifact", "artifact")
+        threads = int(params["threads"]) if params.get("threads") else None
+        meta = read_meta(artifact)
+        self.runner = load_runner(artifact, threads=threads)
+        self.batching = int(config.get("max_batch_size", 0)) > 0
+        self.inputs = [spec.name for spec in meta.inputs]
+        self.outputs = [spec.name for spec in meta.outputs]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        feeds = [self._feeds(request) for request in requests]
+        responses: list[Any] = [None] * len(requests)
+        for group in self._groups(feeds):
+            try:
+                results = self._run([feeds[i] for i in group])
+            except Exception as exc:  # one failing batch must answer its requests, not kill the model
+                error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+                for i in group:
+                    responses[i] = pb_utils.InferenceResponse(error=error)
+                continue
+            for i, outputs in zip(group, results, strict=True):
+                responses[i] = pb_utils.InferenceResponse(
+                    [to_triton(name, array) for name, array in zip(self.outputs, outputs, strict=True)]
+                )
+        return responses
+
+    def _feeds(self, request: Any) -> dict[str, np.ndarray]:
+        return {
+            name: np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name)) for name in self.inputs
+        }
+
+    def _groups(self, feeds: list[dict[str, np.ndarray]]) -> list[list[int]]:
+        if not self.batching:
+            return [[i] for i in range(len(feeds))]
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for i, feed in enumerate(feeds):
+            groups.setdefault(tuple(feed[name].shape[1:] for name in self.inputs), []).append(i)
+        return list(groups.values())
+
+    def _run(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        if len(feeds) == 1:
+            return [self.runner.run(feeds[0])]
+        sizes = [len(feed[self.inputs[0]]) for feed in feeds]
+        batch = {name: np.concatenate([feed[name] for feed in feeds]) for name in self.inputs}
+        outputs = self.runner.run(batch)
+        bounds = np.cumsum(sizes)[:-1]
+        pieces = [np.split(output, bounds) for output in outputs]
+        return [[piece[k] for piece in pieces] for k in range(len(feeds))]
+
+    def finalize(self) -> None:
+        del self.runner

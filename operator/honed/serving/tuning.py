@@ -1,0 +1,193 @@
+"""Serving choices derived from the winner's own benchmark: batch limits, queue delay, instances.
+
+Pure functions of the report; every choice comes with a note saying why, which ends up as a
+comment in config.pbtxt and in ``honed serve``'s output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from honed.optimizer.report import Candidate, Latency, Report
+from honed.serving.config import DynamicBatching, InstanceGroup
+
+# A batch size "helps" when it moves at least this much more items per second.
+HELPFUL_GAIN = 1.10
+# A request alone in the queue waits at most this fraction of its own compute time for company:
+# the wait only helps at moderate load (under heavy load requests queue behind the busy instance
+# and batch without waiting), while every lone request pays it.
+LONE_REQUEST_WAIT = 0.1
+# Never let a request wait longer than this for company, whatever the numbers say.
+MAX_QUEUE_DELAY_US = 100_000
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """What a user may set; None means derive it from the benchmark."""
+
+    response_cache: bool = True
+    dynamic_batching: bool = True
+    max_queue_delay_us: int | None = None
+    max_batch_size: int | None = None
+    instances: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchingChoice:
+    max_batch_size: int
+    dynamic: DynamicBatching | None
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InstanceChoice:
+    group: InstanceGroup
+    threads: int
+    notes: tuple[str, ...]
+
+
+def batch_fixed(report: Report) -> bool:
+    return report.model.batch == "fixed" or not all(spec.batched for spec in report.model.inputs)
+
+
+def measured(candidate: Candidate) -> dict[int, tuple[Latency | None, float]]:
+    """Batch size -> (latency, items/s) from the benchmark; throughput derived from p50 if absent."""
+    sizes: dict[int, tuple[Latency | None, float]] = {}
+    keys = set(candidate.latency_by_batch_ms) | set(candidate.throughput)
+    for key in keys:
+        b = int(key)
+        latency = candidate.latency_by_batch_ms.get(key)
+        if latency is None and b == 1:
+            latency = candidate.latency_ms
+        items = candidate.throughput.get(key)
+        if items is None and latency is not None and latency.p50 > 0:
+            items = b * 1000.0 / latency.p50
+        sizes[b] = (latency, items or 0.0)
+    if not sizes and candidate.latency_ms is not None and candidate.latency_ms.p50 > 0:
+        sizes[1] = (candidate.latency_ms, 1000.0 / candidate.latency_ms.p50)
+    return dict(sorted(sizes.items()))
+
+
+def choose_batching(report: Report, candidate: Candidate, options: ServingOptions) -> BatchingChoice:
+    if batch_fixed(report):
+        fixed = report.model.fixed_batch_size
+        return BatchingChoice(
+            0,
+            None,
+            (
+                f"max_batch_size 0: the model's batch axis is fixed{f' at {fixed}' if fixed else ''}, "
+                "so requests are sent whole and Triton cannot batch them",
+            ),
+        )
+    table = measured(candidate)
+    largest = max(table, default=1)
+    max_batch = options.max_batch_size or largest
+    notes = [
+        f"max_batch_size {max_batch}: "
+        + ("set by option" if options.max_batch_size else "the largest batch the benchmark measured")
+    ]
+    if not options.dynamic_batching:
+        return BatchingChoice(max_batch, None, (*notes, "dynamic batching off: asked for"))
+    if max_batch <= 1:
+        return BatchingChoice(
+            max_batch, None, (*notes, "no dynamic batching: the benchmark measured batch 1 only")
+        )
+
+    items = {b: t for b, (_, t) in table.items()}
+    latency = {b: lat for b, (lat, _) in table.items() if lat is not None}
+    budget = report.settings.latency_budget_ms
+    preferred: tuple[int, ...] = ()
+    peak = max(items, key=lambda b: items[b]) if items else largest
+    if peak < largest and items[peak] >= HELPFUL_GAIN * items[largest]:
+        preferred = (peak,)
+        notes.append(
+            f"preferred batch {peak}: the measured throughput peak ({items[peak]:.0f}/s vs "
+            f"{items[largest]:.0f}/s at batch {largest})"
+        )
+    elif budget is not None and largest in latency and latency[largest].p99 > budget:
+        within = [b for b, lat in latency.items() if lat.p99 <= budget and b <= max_batch]
+        if within and max(within) > 1:
+            preferred = (max(within),)
+            notes.append(
+                f"preferred batch {preferred[0]}: the largest measured batch within the {budget:g} ms "
+                f"budget (p99 {latency[preferred[0]].p99:.2f} ms); batch {largest} takes "
+                f"{latency[largest].p99:.2f} ms"
+            )
+    if not preferred:
+        notes.append(
+            f"no preferred batch sizes: the benchmark shows no batch size better than filling up "
+            f"to {max_batch}"
+        )
+
+    target = preferred[0] if preferred else largest
+    gain = items.get(target, 0.0) / items[1] if items.get(1) else None
+    delay_us, why = _queue_delay(options, gain, target, latency, budget)
+    notes.append(f"max_queue_delay {delay_us} us: {why}")
+    return BatchingChoice(max_batch, DynamicBatching(delay_us, preferred), tuple(notes))
+
+
+def _queue_delay(
+    options: ServingOptions,
+    gain: float | None,
+    target: int,
+    latency: dict[int, Latency],
+    budget: float | None,
+) -> tuple[int, str]:
+    if options.max_queue_delay_us is not None:
+        return max(0, options.max_queue_delay_us), "set by option"
+    if gain is not None and gain < HELPFUL_GAIN:
+        return 0, (
+            f"batch {target} moves only x{gain:.2f} the items of batch 1, so no request waits for "
+            "company (requests that queue behind a busy instance are still batched)"
+        )
+    one = latency.get(1)
+    if one is None:
+        return 0, "no batch-1 latency was measured, so no request waits for company"
+    if budget is not None:
+        compute = latency[target].p99 if target in latency else one.p99 * target
+        headroom = budget - compute
+        if headroom <= 0:
+            return 0, (
+                f"the {budget:g} ms budget leaves no room to wait (batch {target} p99 {compute:.2f} ms)"
+            )
+        delay_ms = min(headroom / 2, one.p50 * LONE_REQUEST_WAIT)
+        return _us(delay_ms), (
+            f"half the headroom between the {budget:g} ms budget and batch-{target} p99 ({compute:.2f} ms), "
+            f"at most {LONE_REQUEST_WAIT:.0%} of a batch-1 inference ({one.p50:.2f} ms)"
+        )
+    return _us(one.p50 * LONE_REQUEST_WAIT), (
+        f"{LONE_REQUEST_WAIT:.0%} of a batch-1 inference (p50 {one.p50:.2f} ms): a lone request pays little, "
+        "and under load batches form from the requests queued behind the busy instance anyway"
+    )
+
+
+def _us(ms: float) -> int:
+    return min(MAX_QUEUE_DELAY_US, max(0, round(ms * 1000)))
+
+
+def choose_instances(report: Report, candidate: Candidate, options: ServingOptions) -> InstanceChoice:
+    threads_total = max(1, report.device.threads)
+    if candidate.device.startswith(("cuda", "gpu")):
+        count = options.instances or 1
+        return InstanceChoice(
+            InstanceGroup("KIND_GPU", count),
+            options.threads or threads_total,
+            (
+                f"{count} GPU instance{'s' if count > 1 else ''}: the dynamic batcher feeds "
+                f"{'each' if count > 1 else 'it'} whole batches",
+            ),
+        )
+    count = options.instances or 1
+    threads = options.threads or max(1, threads_total // count)
+    why = (
+        "set by option"
+        if options.instances or options.threads
+        else f"the benchmark ran one runtime on all {threads_total} threads; batching, not parallel "
+        "instances, is what it measured"
+    )
+    return InstanceChoice(
+        InstanceGroup("KIND_CPU", count),
+        threads,
+        (f"{count} CPU instance{'s' if count > 1 else ''} x {threads} threads: {why}",),
+    )

@@ -1,0 +1,152 @@
+"""The serving layer against a real Triton (the server shipped in nvidia-pytriton)."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from honed.optimizer.artifact import load_runner
+from honed.serving.deploy import VersionRejected, ready_versions, roll_out
+from honed.serving.metrics import model_traffic
+from honed.serving.repository import CONFIG_FILE, write_version
+from honed.serving.server import TritonServer, leftover_segments
+from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, mlp_report
+from tests.fixtures.traffic import Load, infer
+from tests.fixtures.triton import Served, StartTriton
+
+pytestmark = pytest.mark.slow
+
+
+def runtime_scores(report_dir: Path, x: np.ndarray) -> np.ndarray:
+    return load_runner(report_dir / ARTIFACT).run({"features": x})[0]
+
+
+def test_triton_answers_what_the_runtime_answers(served_mlp: Served) -> None:
+    client = grpcclient.InferenceServerClient(served_mlp.server.endpoints.grpc)
+    rng = np.random.default_rng(7)
+    for rows in (1, 3, 32):
+        x = rng.standard_normal((rows, FEATURES)).astype(np.float32)
+        scores, version = infer(client, "mlp", x)
+        assert version == "1"
+        np.testing.assert_allclose(scores, runtime_scores(served_mlp.report_dir, x), rtol=1e-5, atol=1e-6)
+
+
+def test_requests_batched_together_get_their_own_answers(served_mlp: Served) -> None:
+    """Concatenating a dynamic batch and splitting it back must keep each request's rows."""
+    inputs = [
+        np.random.default_rng(100 + i).standard_normal((1 + i % 3, FEATURES)).astype(np.float32)
+        for i in range(24)
+    ]
+
+    def ask(x: np.ndarray) -> np.ndarray:
+        return infer(grpcclient.InferenceServerClient(served_mlp.server.endpoints.grpc), "mlp", x)[0]
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, inputs))
+    for x, scores in zip(inputs, answers, strict=True):
+        np.testing.assert_allclose(scores, runtime_scores(served_mlp.report_dir, x), rtol=1e-5, atol=1e-6)
+
+
+def test_concurrent_load_is_batched(served_mlp: Served) -> None:
+    server = served_mlp.server
+    before = model_traffic(server.metrics_text(), "mlp")
+    with Load(server.endpoints.grpc, "mlp", threads=12) as load:
+        while load.total < 600:
+            time.sleep(0.05)
+    assert load.errors == []
+    answered = sum(load.versions.values())
+    # Triton counts a request just after answering it: wait until the last ones are in.
+    deadline = time.monotonic() + 10
+    while True:
+        after = model_traffic(server.metrics_text(), "mlp")
+        counted = after.inferences + after.cache_hits - before.inferences - before.cache_hits
+        if counted >= answered or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counted == answered
+    inferred = after.inferences - before.inferences
+    executions = after.executions - before.executions
+    assert executions < inferred, f"{inferred} inferences in {executions} executions: nothing was batched"
+
+
+def test_repeated_identical_requests_are_answered_from_the_cache(served_mlp: Served) -> None:
+    server = served_mlp.server
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    x = np.random.default_rng(42).standard_normal((1, FEATURES)).astype(np.float32)
+    before = model_traffic(server.metrics_text(), "mlp")
+    answers = [infer(client, "mlp", x)[0] for _ in range(10)]
+    after = model_traffic(server.metrics_text(), "mlp")
+    assert after.cache_hits - before.cache_hits == 9
+    assert after.cache_misses - before.cache_misses == 1
+    for scores in answers:
+        np.testing.assert_array_equal(scores, answers[0])
+
+
+def test_a_version_swap_under_load_fails_no_request(start_triton: StartTriton, tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    first = write_version(mlp_report(tmp_path / "r1", seed=0), repository)
+    server = start_triton(repository)
+    roll_out(server, first)
+    second_report = mlp_report(tmp_path / "r2", seed=1)
+    with Load(server.endpoints.grpc, "mlp", threads=8) as load:
+        while load.total < 200:
+            time.sleep(0.05)
+        result = roll_out(server, write_version(second_report, repository))
+        seen = load.total
+        while load.total < seen + 200:
+            time.sleep(0.05)
+    assert load.errors == []
+    assert result.version == 2 and result.retired == (1,)
+    assert set(load.versions) == {"1", "2"} and set(load.last_versions) == {"2"}
+    assert ready_versions(server, "mlp") == [2]
+    x = np.ones((2, FEATURES), np.float32)
+    scores, version = infer(grpcclient.InferenceServerClient(server.endpoints.grpc), "mlp", x)
+    assert version == "2"
+    np.testing.assert_allclose(scores, runtime_scores(second_report, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_broken_version_leaves_the_old_one_answering(start_triton: StartTriton, tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    first = write_version(mlp_report(tmp_path / "good", seed=0), repository)
+    server = start_triton(repository)
+    roll_out(server, first)
+    broken = write_version(mlp_report(tmp_path / "broken", broken=True), repository)
+    with Load(server.endpoints.grpc, "mlp", threads=4) as load:
+        while load.total < 50:
+            time.sleep(0.05)
+        with pytest.raises(
+            VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"
+        ):
+            roll_out(server, broken)
+        seen = load.total
+        while load.total < seen + 50:
+            time.sleep(0.05)
+    assert load.errors == [] and set(load.versions) == {"1"}
+    # The repository describes what serves again; the refused files wait beside it with Triton's reason.
+    assert (repository / "mlp" / CONFIG_FILE).read_text() == first.config_text
+    failure = (repository / "mlp" / "failed-2" / "failure.txt").read_text()
+    assert "model.onnx" in failure or "ONNX" in failure or "onnx" in failure
+    # Version numbers only grow: the next good deployment is 3.
+    third = write_version(mlp_report(tmp_path / "good-again", seed=2), repository)
+    assert roll_out(server, third).version == 3
+
+
+def test_stopping_ends_the_server_and_its_stubs_and_frees_shared_memory(
+    start_triton: StartTriton, mlp_report_dir: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repository"
+    written = write_version(mlp_report_dir, repository)
+    server: TritonServer = start_triton(repository)
+    roll_out(server, written)
+    pid = server.pid
+    assert pid is not None and leftover_segments(server.shm_prefix), "the python backend uses shared memory"
+    server.stop()
+    assert not server.running() and not leftover_segments(server.shm_prefix)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # nothing of the server's session is left, stubs included

@@ -1,0 +1,84 @@
+"""Serving choices derived from the benchmark: batch limit, preferred sizes, queue delay, instances."""
+
+from __future__ import annotations
+
+from honed.serving.tuning import ServingOptions, choose_batching, choose_instances, measured
+from tests.fixtures.serving_artifacts import build_report
+
+
+def batching(**report: object):  # type: ignore[no-untyped-def]
+    built = build_report(**report)  # type: ignore[arg-type]
+    return choose_batching(built, built.candidates[0], ServingOptions())
+
+
+def test_growing_throughput_fills_batches_up_to_the_largest_measured() -> None:
+    choice = batching(latency_by_batch={1: 2.0, 8: 4.0, 32: 10.0})
+    assert choice.max_batch_size == 32
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
+    # No budget: a tenth of a batch-1 inference.
+    assert choice.dynamic.max_queue_delay_us == 200
+
+
+def test_a_throughput_peak_inside_the_range_becomes_the_preferred_size() -> None:
+    choice = batching(latency_by_batch={1: 2.0, 8: 4.0, 32: 40.0})  # 2000/s at 8, 800/s at 32
+    assert choice.max_batch_size == 32
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == (8,)
+    assert any("throughput peak" in note for note in choice.notes)
+
+
+def test_a_budget_prefers_the_largest_batch_that_fits_and_waits_half_the_headroom() -> None:
+    # p99 = 1.5 x p50: batch 8 -> 6 ms, batch 32 -> 15 ms; budget 10 ms.
+    choice = batching(latency_by_batch={1: 1.0, 8: 4.0, 32: 10.0}, latency_budget_ms=10.0)
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == (8,)
+    # headroom 10 - 6 = 4 ms, half is 2 ms, capped at a tenth of a batch-1 inference (0.1 ms).
+    assert choice.dynamic.max_queue_delay_us == 100
+    choice = batching(latency_by_batch={1: 20.0, 8: 24.0, 32: 26.0}, latency_budget_ms=40.0)
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
+    assert choice.dynamic.max_queue_delay_us == 500  # (40 - 39) / 2 ms, under the 2 ms cap
+
+
+def test_a_budget_without_room_means_no_waiting() -> None:
+    choice = batching(latency_by_batch={1: 4.0, 8: 5.0}, latency_budget_ms=7.0)  # batch 8 p99 7.5 ms
+    assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
+    assert any("no room to wait" in note for note in choice.notes)
+
+
+def test_batching_that_does_not_pay_gets_no_queue_delay() -> None:
+    choice = batching(latency_by_batch={1: 1.0, 8: 7.8})  # x1.03 the items per second
+    assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
+
+
+def test_fixed_batch_models_are_not_batched() -> None:
+    choice = batching(batch="fixed")
+    assert choice.max_batch_size == 0 and choice.dynamic is None
+
+
+def test_batch_one_only_means_no_dynamic_batching() -> None:
+    choice = batching(latency_by_batch={1: 1.0})
+    assert choice.max_batch_size == 1 and choice.dynamic is None
+
+
+def test_options_override_what_the_benchmark_suggests() -> None:
+    built = build_report(latency_by_batch={1: 1.0, 8: 2.0})
+    options = ServingOptions(max_queue_delay_us=123, max_batch_size=16)
+    choice = choose_batching(built, built.candidates[0], options)
+    assert choice.max_batch_size == 16 and choice.dynamic is not None
+    assert choice.dynamic.max_queue_delay_us == 123
+    off = choose_batching(built, built.candidates[0], ServingOptions(dynamic_batching=False))
+    assert off.dynamic is None and off.max_batch_size == 8
+
+
+def test_throughput_is_derived_from_latency_when_the_report_lacks_it() -> None:
+    built = build_report(latency_by_batch={1: 2.0, 8: 4.0})
+    candidate = built.candidates[0].model_copy(update={"throughput": {}})
+    assert measured(candidate)[8][1] == 2000.0
+
+
+def test_cpu_instances_share_the_benchmarked_threads() -> None:
+    built = build_report(threads=8)
+    choice = choose_instances(built, built.candidates[0], ServingOptions())
+    assert (choice.group.kind, choice.group.count, choice.threads) == ("KIND_CPU", 1, 8)
+    two = choose_instances(built, built.candidates[0], ServingOptions(instances=2))
+    assert (two.group.count, two.threads) == (2, 4)
+    gpu = built.candidates[0].model_copy(update={"device": "cuda"})
+    assert choose_instances(built, gpu, ServingOptions()).group.kind == "KIND_GPU"
