@@ -37,6 +37,12 @@ BUSY_FOR_MORE_INSTANCES = 0.7
 # A batching delay under this share of the budget is not what breaks the budget.
 QUEUE_DELAY_SHARE = 0.1
 
+# Triton's latency summaries remember about a minute and count the model_warmup requests of a
+# newly loaded version (batch 1 and the max batch). Until warmup is under 1% of what the
+# summary holds, its p99 describes the warmup, not the traffic.
+SUMMARY_MEMORY_S = 60.0
+WARMUP_SHARE = 0.01
+
 SLOStatus = Literal["True", "False", "Unknown"]
 
 
@@ -81,7 +87,17 @@ def observed_numbers(window: MetricWindow) -> dict[str, Number]:
     }
 
 
-def judge(window: MetricWindow, slo: FeedbackSLO) -> Verdict:
+def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
+    if deployment.deployed_at is None:
+        return True
+    since = (window.end - deployment.deployed_at).total_seconds()
+    if since >= SUMMARY_MEMORY_S:
+        return True
+    warmup = 1 + max(deployment.max_batch_size, 1)
+    return window.request_rate * max(since, 0.0) * WARMUP_SHARE >= warmup
+
+
+def judge(window: MetricWindow, slo: FeedbackSLO, deployment: Deployment) -> Verdict:
     if window.request_rate < slo.min_request_rate:
         return Verdict("Unknown", "Idle", f"{window.request_rate:.3g} req/s is too little traffic to judge")
     if window.failure_ratio > slo.max_failure_ratio:
@@ -93,9 +109,16 @@ def judge(window: MetricWindow, slo: FeedbackSLO) -> Verdict:
     budget = slo.p99_budget_us
     if budget is None:
         return Verdict("True", "NoLatencyObjective", "no failures over the limit; no p99 objective set")
-    p99, mean = window.p99_us(), window.request.mean_us
+    trusted = quantiles_trusted(window, deployment)
+    p99, mean = window.p99_us() if trusted else None, window.request.mean_us
     if p99 is None and mean is not None and mean > budget:
         p99 = mean  # the mean over budget puts the p99 over it too
+    if p99 is None and not trusted:
+        return Verdict(
+            "Unknown",
+            "WarmupInQuantiles",
+            "Triton's latency quantiles still include the new version's warmup",
+        )
     if p99 is None:
         return Verdict("Unknown", "NoLatencyData", "Triton published no latency quantiles for the window")
     if p99 > budget:
@@ -228,7 +251,7 @@ class _Policy:
     # -- the decision --------------------------------------------------------------------------
 
     def run(self) -> PolicyResult:
-        verdict = judge(self.window, self.slo)
+        verdict = judge(self.window, self.slo, self.deployment)
         if not self.slo.enabled:
             return PolicyResult(self.keep("feedback is disabled in spec.feedback"), self.state, verdict)
         last = self.state.last_action_at

@@ -37,12 +37,15 @@ class Deployment(_Camel):
     cache_allowed: bool = Field(default=True, description="spec.serving.responseCache")
     benchmarked_batch_sizes: list[int] = Field(default_factory=list)
     optimizing: bool = Field(default=False, description="an optimization Job is running")
+    deployed_at: datetime | None = Field(default=None, description="when this version became ready")
 
     @property
     def key(self) -> str:
         return f"{self.candidate}@{self.pool}/{self.version}"
 
-    def after(self, decision: Decision, *, version: str | None = None) -> Deployment:
+    def after(
+        self, decision: Decision, *, version: str | None = None, deployed_at: datetime | None = None
+    ) -> Deployment:
         """What is deployed once ``decision`` is applied (``version``: the new config version)."""
         if isinstance(decision, Retune):
             changes = {
@@ -59,6 +62,8 @@ class Deployment(_Camel):
             return self
         if version is not None:
             update["version"] = version
+        if deployed_at is not None:
+            update["deployed_at"] = deployed_at
         return self.model_copy(update=update)
 
 
