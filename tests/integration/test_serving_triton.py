@@ -12,11 +12,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from honed.optimizer.artifact import load_runner
-from honed.serving.deploy import VersionRejected, ready_versions, roll_out
+from honed.serving.deploy import VersionRejected, ready_versions, roll_out, serve_report
+from honed.serving.load import exercise
 from honed.serving.metrics import model_traffic
 from honed.serving.repository import CONFIG_FILE, write_version
 from honed.serving.server import TritonServer, leftover_segments
-from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, mlp_report
+from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, INPUTS, mlp_report
 from tests.fixtures.traffic import Load, infer
 from tests.fixtures.triton import Served, StartTriton
 
@@ -40,8 +41,7 @@ def test_triton_answers_what_the_runtime_answers(served_mlp: Served) -> None:
 def test_requests_batched_together_get_their_own_answers(served_mlp: Served) -> None:
     """Concatenating a dynamic batch and splitting it back must keep each request's rows."""
     inputs = [
-        np.random.default_rng(100 + i).standard_normal((1 + i % 3, FEATURES)).astype(np.float32)
-        for i in range(24)
+        np.random.default_rng(100 + i).standard_normal((1 + i % 3, FEATURES)).astype(np.float32) for i in range(24)
     ]
 
     def ask(x: np.ndarray) -> np.ndarray:
@@ -93,6 +93,9 @@ def test_a_version_swap_under_load_fails_no_request(start_triton: StartTriton, t
     first = write_version(mlp_report(tmp_path / "r1", seed=0), repository)
     server = start_triton(repository)
     roll_out(server, first)
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    x = np.ones((2, FEATURES), np.float32)
+    assert infer(client, "mlp", x)[1] == "1"  # now in the response cache, for version 1
     second_report = mlp_report(tmp_path / "r2", seed=1)
     with Load(server.endpoints.grpc, "mlp", threads=8) as load:
         while load.total < 200:
@@ -105,8 +108,8 @@ def test_a_version_swap_under_load_fails_no_request(start_triton: StartTriton, t
     assert result.version == 2 and result.retired == (1,)
     assert set(load.versions) == {"1", "2"} and set(load.last_versions) == {"2"}
     assert ready_versions(server, "mlp") == [2]
-    x = np.ones((2, FEATURES), np.float32)
-    scores, version = infer(grpcclient.InferenceServerClient(server.endpoints.grpc), "mlp", x)
+    # The new version answers from its own model, never from the old version's cached answers.
+    scores, version = infer(client, "mlp", x)
     assert version == "2"
     np.testing.assert_allclose(scores, runtime_scores(second_report, x), rtol=1e-5, atol=1e-6)
 
@@ -120,9 +123,7 @@ def test_a_broken_version_leaves_the_old_one_answering(start_triton: StartTriton
     with Load(server.endpoints.grpc, "mlp", threads=4) as load:
         while load.total < 50:
             time.sleep(0.05)
-        with pytest.raises(
-            VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"
-        ):
+        with pytest.raises(VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"):
             roll_out(server, broken)
         seen = load.total
         while load.total < seen + 50:
@@ -150,3 +151,19 @@ def test_stopping_ends_the_server_and_its_stubs_and_frees_shared_memory(
     assert not server.running() and not leftover_segments(server.shm_prefix)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # nothing of the server's session is left, stubs included
+
+
+def test_serve_report_and_exercise_show_batching_and_cache_hits(mlp_report_dir: Path, tmp_path: Path) -> None:
+    """The helpers the demo uses: serve a report in one call, then read Triton's own account of traffic."""
+    with serve_report(mlp_report_dir, tmp_path / "repository", http_port=0, grpc_port=0, metrics_port=0) as (
+        server,
+        written,
+    ):
+        assert written.version == 1 and server.is_model_ready("mlp", 1)
+        seen = exercise(server, "mlp", INPUTS, concurrency=8, seconds=1.0, repeats=20)
+        prefix = server.shm_prefix
+    assert seen.load.errors == 0 and seen.load.requests > 0
+    assert seen.average_batch > 1.0
+    assert seen.cache_hits >= 19
+    assert "Triton ran batches of" in seen.describe()
+    assert not leftover_segments(prefix)

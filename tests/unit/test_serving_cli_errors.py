@@ -16,17 +16,13 @@ def run_main(*args: str | Path) -> int:
     return main([str(a) for a in ("serve", *args)])
 
 
-def test_a_report_without_winner_exits_with_one_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_report_without_winner_exits_with_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run_main(mlp_report(tmp_path / "r", winner=False), "--repository", tmp_path / "repo")
     err = capsys.readouterr().err
     assert code == 2 and "has no accepted winner" in err and "fix:" in err and "Traceback" not in err
 
 
-def test_a_missing_artifact_exits_with_one_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_missing_artifact_exits_with_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = mlp_report(tmp_path / "r")
     for item in (report / "artifacts").rglob("*"):
         if item.is_file():
@@ -49,8 +45,6 @@ def test_a_port_in_use_exits_before_writing(tmp_path: Path, capsys: pytest.Captu
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = run_main(
-            mlp_report(tmp_path / "r"), "--repository", tmp_path / "repo", "--http-port", str(port)
-        )
+        code = run_main(mlp_report(tmp_path / "r"), "--repository", tmp_path / "repo", "--http-port", str(port))
     assert code == 3 and f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
     assert not (tmp_path / "repo" / "mlp").exists()

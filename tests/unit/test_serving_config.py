@@ -54,9 +54,7 @@ def test_rendered_config_parses_into_the_values_it_was_built_from() -> None:
 
 
 def test_cache_off_and_no_batching_render_as_such() -> None:
-    message = parse_config(
-        render(config(response_cache=False, dynamic_batching=None, max_batch_size=0, warmup=()))
-    )
+    message = parse_config(render(config(response_cache=False, dynamic_batching=None, max_batch_size=0, warmup=())))
     assert message.response_cache.enable is False
     assert not message.HasField("dynamic_batching")
     assert message.max_batch_size == 0

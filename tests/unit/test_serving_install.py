@@ -62,3 +62,20 @@ def test_a_port_in_use_is_refused_before_the_server_starts(tmp_path: Path) -> No
         with pytest.raises(EnvironmentProblem, match=f"port {port} on 127.0.0.1 is in use"):
             server.start()
     assert not server.running()
+
+
+def test_the_server_environment_matches_this_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sysconfig
+
+    from honed.serving.server import _server_environment
+
+    monkeypatch.chdir(tmp_path)
+    found = find_triton()
+    env = _server_environment(found)
+    paths = env["PYTHONPATH"].split(":")
+    assert Path(paths[0], "honed", "serving", "server.py").is_file() and paths[1] == str(tmp_path)
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    libraries = env["LD_LIBRARY_PATH"].split(":")
+    assert all(str(lib) in libraries for lib in found.lib_dirs)
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        assert libraries[0] == sysconfig.get_config_var("LIBDIR")

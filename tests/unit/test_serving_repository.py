@@ -41,9 +41,7 @@ def test_runtime_packaging_ships_model_py_and_the_artifact(report_dir: Path, tmp
     assert config.response_cache.enable and config.max_batch_size == 32
 
 
-def test_native_packaging_hands_the_onnx_file_to_tritons_onnxruntime(
-    report_dir: Path, tmp_path: Path
-) -> None:
+def test_native_packaging_hands_the_onnx_file_to_tritons_onnxruntime(report_dir: Path, tmp_path: Path) -> None:
     written = write_version(report_dir, tmp_path, packaging="native", model="mlp-native")
     config = parse_config(written.config_text)
     assert config.platform == "onnxruntime_onnx" and config.default_model_filename == "model.onnx"
@@ -81,9 +79,7 @@ def test_pruning_keeps_the_newest_versions(report_dir: Path, tmp_path: Path) -> 
 
 def test_a_report_without_winner_is_refused_with_the_verdicts(tmp_path: Path) -> None:
     report = mlp_report(tmp_path / "report", winner=False)
-    with pytest.raises(
-        InputError, match=r"no accepted winner \(onnx-fp32.onnxruntime: rejected \(metric drop"
-    ):
+    with pytest.raises(InputError, match=r"no accepted winner \(onnx-fp32.onnxruntime: rejected \(metric drop"):
         write_version(report, tmp_path / "repo")
     assert not (tmp_path / "repo" / "mlp").exists()
 

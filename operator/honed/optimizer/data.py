@@ -90,12 +90,7 @@ def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int |
     expected = spec.shape
     item = expected[1:] if expected else []
     where = f"data file {path}, array {spec.name!r}"
-    if (
-        fixed_batch is not None
-        and expected
-        and expected[0] == fixed_batch
-        and array.ndim == len(expected) + 1
-    ):
+    if fixed_batch is not None and expected and expected[0] == fixed_batch and array.ndim == len(expected) + 1:
         # Samples stacked on an extra leading axis for a model with a pinned batch axis.
         array = array.reshape(-1, *array.shape[2:])
     if array.ndim != len(expected):
@@ -114,9 +109,7 @@ def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int |
         if not np.can_cast(array.dtype, want_dtype, casting="same_kind") and not (
             array.dtype.kind in "iub" and want_dtype.kind in "iu"
         ):
-            raise InputError(
-                f"{where} is {array.dtype}, the input needs {want_dtype}", hint=f"save it as {want_dtype}"
-            )
+            raise InputError(f"{where} is {array.dtype}, the input needs {want_dtype}", hint=f"save it as {want_dtype}")
         array = array.astype(want_dtype)
     return np.ascontiguousarray(array)
 
@@ -150,9 +143,7 @@ def batches(feeds: dict[str, np.ndarray], inputs: list[TensorSpec], size: int) -
         call = {}
         for spec in inputs:
             array = feeds[spec.name]
-            call[spec.name] = (
-                array[start] if not spec.shape else np.ascontiguousarray(array[start : start + size])
-            )
+            call[spec.name] = array[start] if not spec.shape else np.ascontiguousarray(array[start : start + size])
         out.append(call)
     return out
 

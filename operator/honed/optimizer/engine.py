@@ -50,6 +50,7 @@ class Prepared:
     batch_sizes: list[int]
     attention: bool
     notes: list[str]
+    matmul_heavy: bool = False
 
 
 def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
@@ -68,7 +69,7 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
         notes.append(
             "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
-            "compares outputs by closeness to the original, not task accuracy"
+            "compares outputs with the original's, not task accuracy; pass --data for that"
         )
     step = fixed or 1
     keep = min(dataset.samples, options.max_samples)
@@ -80,20 +81,19 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
         )
     dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
     dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
-    metric = options.metric or default_metric(
-        source.outputs[0].shape, dataset.labels is not None, dataset.synthesized
-    )
+    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None, dataset.synthesized)
     check_metric(metric, dataset.labels is not None)
     batch_sizes = options.batch_sizes
     if fixed is not None:
         batch_sizes = [fixed]
         notes.append(f"the model pins its batch axis at {fixed}; measured at that batch size only")
-    attention = False
+    attention = dense = False
     if source.onnx_path is not None:
-        from honed.optimizer.onnx_graph import has_attention
+        from honed.optimizer.onnx_graph import has_attention, matmul_heavy
 
-        attention = has_attention(source.onnx_path)
-    return Prepared(source, dataset, dataset.save(work / "data.npz"), metric, batch_sizes, attention, notes)
+        attention, dense = has_attention(source.onnx_path), matmul_heavy(source.onnx_path)
+    data_path = dataset.save(work / "data.npz")
+    return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
 
 
 def plan_candidates(
@@ -123,6 +123,7 @@ def plan_candidates(
         cpu_flags=cpu_flags(),
         device=options.device,
         attention=prep.attention,
+        matmul_heavy=prep.matmul_heavy,
         has_torch_program=src.torch_path is not None,
     )
     plans: list[CandidatePlan] = []
@@ -149,6 +150,8 @@ def plan_candidates(
                         {**factory_opts, **item.options},
                     )
                 )
+    # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
+    plans.sort(key=_build_cost)
     return baseline, plans, skipped
 
 
@@ -191,7 +194,7 @@ class Search:
             return
         out_dir = self.artifacts / trial.name
         shutil.rmtree(out_dir, ignore_errors=True)
-        builder = Worker.start(f"build-{trial.name}", self.options.threads)
+        builder = Worker.start(f"build-{trial.name}", self.options.threads, self.work / f"{trial.name}.build.log")
         try:
             trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=budget)
         except WorkerFailure as exc:
@@ -199,7 +202,7 @@ class Search:
             return
         finally:
             builder.close()
-        runner = Worker.start(trial.name, self.options.threads)
+        runner = Worker.start(trial.name, self.options.threads, self.work / f"{trial.name}.run.log")
         trial.worker = runner
         try:
             runner.call("load", out_dir, self.prep.data_path, timeout=max(30.0, self.remaining()))
@@ -222,7 +225,7 @@ class Search:
         if trial.metric.drop > self.options.max_metric_drop:
             trial.status = "rejected"
             trial.reason = (
-                f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
+                f"{trial.metric.name} drop {trial.metric.drop:.4g} exceeds "
                 f"--max-metric-drop {self.options.max_metric_drop}"
             )
         else:
@@ -231,15 +234,12 @@ class Search:
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
-        if (
-            trial.status != "rejected"
-            or plan.backend != "openvino"
-            or plan.precision != "int8"
-            or plan.variant
-        ):
+        if trial.status != "rejected" or plan.precision != "int8" or plan.variant:
+            return None
+        if plan.backend not in ("openvino", "onnxruntime"):
             return None
         return CandidatePlan(
-            "openvino",
+            plan.backend,
             "int8",
             plan.source,
             "accuracy-aware",
@@ -262,16 +262,14 @@ class Search:
         schedule = rounds_schedule(list(live), self.prep.batch_sizes, rounds)
         self.progress.step(
             f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
-            f"interleaved rounds (~{per_slot * len(schedule):.0f}s)"
+            f"interleaved rounds ({per_slot:.2f}s or 5 calls per slot)"
         )
         for name, batch in schedule:
             trial = live.get(name)
             if trial is None or trial.status != "accepted" or trial.worker is None:
                 continue
             try:
-                samples = trial.worker.call(
-                    "time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20)
-                )
+                samples = trial.worker.call("time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20))
                 trial.samples.setdefault(batch, []).extend(samples)
             except WorkerFailure as exc:
                 trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"
@@ -309,3 +307,11 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
 
 def python_executable() -> str:
     return sys.executable
+
+
+def _build_cost(plan: CandidatePlan) -> int:
+    if plan.variant == "compile":
+        return 3
+    if plan.precision.startswith("int8"):
+        return 2 if plan.precision != "int8-dynamic" else 1
+    return 0

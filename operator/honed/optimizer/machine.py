@@ -48,6 +48,4 @@ def cpu_flags() -> set[str]:
 def device_info(threads: int, gpu: str | None = None) -> DeviceInfo:
     name, flags = _cpuinfo()
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
-    return DeviceInfo(
-        cpu=name, flags=sorted(flags & RELEVANT_FLAGS), threads=threads, gpu=gpu, load_average=load
-    )
+    return DeviceInfo(cpu=name, flags=sorted(flags & RELEVANT_FLAGS), threads=threads, gpu=gpu, load_average=load)

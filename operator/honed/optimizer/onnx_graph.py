@@ -16,9 +16,7 @@ def _spec(value_info) -> TensorSpec:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     except (KeyError, TypeError, ValueError):
         dtype = "float32"
-    shape = [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim
-    ]
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim]
     return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
 
 
@@ -63,6 +61,14 @@ def has_attention(path: Path) -> bool:
     return ops.count("Softmax") > 0 and ops.count("MatMul") >= 2 * max(1, ops.count("Softmax"))
 
 
+def matmul_heavy(path: Path) -> bool:
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+    dense = sum(op in {"MatMul", "Gemm"} for op in ops)
+    return dense > 0 and dense >= sum(op in {"Conv", "ConvTranspose"} for op in ops)
+
+
 def integer_input_bounds(path: Path) -> dict[str, int]:
     """Upper bounds for integer inputs used as Gather indices into a table (token ids -> vocab size).
 
@@ -75,10 +81,7 @@ def integer_input_bounds(path: Path) -> dict[str, int]:
     # Follow single-input casts so ids that are cast before the lookup are still found.
     aliases: dict[str, str] = {inp.name: inp.name for inp in model.graph.input}
     for node in model.graph.node:
-        if (
-            node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"}
-            and node.input[0] in aliases
-        ):
+        if node.op_type in {"Cast", "Identity", "Unsqueeze", "Reshape", "Flatten"} and node.input[0] in aliases:
             for out in node.output:
                 aliases[out] = aliases[node.input[0]]
     bounds: dict[str, int] = {}

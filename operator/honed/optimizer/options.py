@@ -58,9 +58,7 @@ class OptimizeOptions(BaseModel):
     max_samples: int = Field(default=500, ge=1)
     synthetic_samples: int = Field(default=64, ge=1)
     rounds: int = Field(default=3, ge=1)
-    measure_seconds: float = Field(
-        default=1.5, gt=0, description="timed seconds per candidate and batch size"
-    )
+    measure_seconds: float = Field(default=1.5, gt=0, description="timed seconds per candidate and batch size")
 
     @field_validator("objective")
     @classmethod

@@ -18,9 +18,7 @@ def plot_report(report: Report, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for cand in report.accepted():
-        points = sorted(
-            (int(b), lat.p50, cand.throughput.get(b, 0.0)) for b, lat in cand.latency_by_batch_ms.items()
-        )
+        points = sorted((int(b), lat.p50, cand.throughput.get(b, 0.0)) for b, lat in cand.latency_by_batch_ms.items())
         if not points:
             continue
         style = "-o" if cand.name != report.winner else "-*"

@@ -62,9 +62,7 @@ class MaxThroughput:
 
 
 def within_budget(cand: Candidate, latency_budget_ms: float | None) -> bool:
-    return latency_budget_ms is None or (
-        cand.latency_ms is not None and cand.latency_ms.p99 <= latency_budget_ms
-    )
+    return latency_budget_ms is None or (cand.latency_ms is not None and cand.latency_ms.p99 <= latency_budget_ms)
 
 
 def strategy_for(objective: str, latency_budget_ms: float | None) -> Strategy:

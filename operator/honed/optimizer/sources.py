@@ -91,9 +91,7 @@ def load_source(
         if not path.is_file():
             raise InputError(f"ONNX model {model!r} not found", hint="check the path")
         inputs, outputs = read_onnx(path)
-        return SourceModel(
-            "onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs, onnx_path=path
-        )
+        return SourceModel("onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs, onnx_path=path)
     from honed.optimizer import torch_export
 
     if fmt == "torchscript":
@@ -123,9 +121,7 @@ def load_factory(spec: str) -> Any:
         ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise InputError(
-            f"{module_name!r} has no callable {attr!r}", hint="name a function returning a module"
-        )
+        raise InputError(f"{module_name!r} has no callable {attr!r}", hint="name a function returning a module")
     try:
         model = factory()
     except Exception as exc:

@@ -42,8 +42,7 @@ def example_feeds(inputs: list[TensorSpec], batch: int) -> dict[str, np.ndarray]
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
         shape = [
-            batch if i == 0 and d == -1 else (DEFAULT_OPEN_DIM if d == -1 else d)
-            for i, d in enumerate(spec.shape)
+            batch if i == 0 and d == -1 else (DEFAULT_OPEN_DIM if d == -1 else d) for i, d in enumerate(spec.shape)
         ]
         dtype = spec.np_dtype()
         if dtype.kind == "f":
@@ -100,9 +99,7 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
             _export_program(module, args, source, program)
             source.torch_path = program
         except Exception as exc:
-            source.notes.append(
-                f"torch.export failed ({type(exc).__name__}); torch.compile candidates skipped"
-            )
+            source.notes.append(f"torch.export failed ({type(exc).__name__}); torch.compile candidates skipped")
 
 
 def _export_onnx(module: Any, args: tuple[Any, ...], source: SourceModel, path: Path) -> None:

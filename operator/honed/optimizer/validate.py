@@ -29,11 +29,7 @@ def check_metric(metric: str, has_labels: bool) -> None:
 def _predictions(output: np.ndarray) -> np.ndarray:
     output = output.reshape(len(output), -1) if output.ndim > 1 else output.reshape(-1, 1)
     if output.shape[1] == 1:
-        return (
-            (output[:, 0] > 0.5).astype(np.int64)
-            if output.min() >= 0
-            else (output[:, 0] > 0).astype(np.int64)
-        )
+        return (output[:, 0] > 0.5).astype(np.int64) if output.min() >= 0 else (output[:, 0] > 0).astype(np.int64)
     return np.argmax(output, axis=1)
 
 
@@ -50,9 +46,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     dots = np.sum(a * b, axis=1)
     # Two all-zero rows are identical; one zero row against a non-zero one is orthogonal.
     both_zero = denom == 0
-    sims = np.where(
-        both_zero, np.where(np.all(a == b, axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, denom)
-    )
+    sims = np.where(both_zero, np.where(np.all(a == b, axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, denom))
     return float(np.mean(sims))
 
 
@@ -76,9 +70,7 @@ def compare(
     if metric == "cosine":
         sim = min(_cosine(r, c) for r, c in zip(reference, candidate, strict=True))
         return MetricResult(name="cosine", value=sim, drop=max(0.0, 1.0 - sim), reference=1.0)
-    diffs = [
-        np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate, strict=True)
-    ]
+    diffs = [np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate, strict=True)]
     if metric == "max_abs_diff":
         value = float(max(d.max() if d.size else 0.0 for d in diffs))
     else:

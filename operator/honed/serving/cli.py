@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 from honed.errors import HonedError, InputError
 from honed.serving.deploy import (
@@ -53,9 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "and serve it: start a local Triton (until Ctrl-C/SIGTERM), or, when `honed serve` "
         "already runs on that repository, swap the new version in and exit.",
     )
-    parser.add_argument(
-        "report", type=Path, metavar="DIR", help="directory holding report.json (or the file)"
-    )
+    parser.add_argument("report", type=Path, metavar="DIR", help="directory holding report.json (or the file)")
     parser.add_argument(
         "--repository",
         type=Path,
@@ -86,9 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-queue-delay-us", type=int, help="override the derived queue delay")
     parser.add_argument("--max-batch-size", type=int, help="override the derived max batch size")
     parser.add_argument("--instances", type=int, help="model instances (default 1)")
-    parser.add_argument(
-        "--write-only", action="store_true", help="write the new version into the repository and exit"
-    )
+    parser.add_argument("--write-only", action="store_true", help="write the new version into the repository and exit")
     parser.set_defaults(handler=run)
     return parser
 
@@ -142,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
                 + (f"; retired version {', '.join(map(str, result.retired))}" if result.retired else "")
             )
             return 0
+        # Signals only set a flag from here on: a Ctrl-C while Triton starts must still stop it.
+        stop = threading.Event()
+        handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         server = TritonServer(
             repository,
             host=args.host,
@@ -152,14 +151,32 @@ def run(args: argparse.Namespace) -> int:
             log_path=repository / LOG_FILE,
         )
         try:
-            server.start()
-        except HonedError as exc:
-            discard_version(written, f"the server did not start: {exc.message}")
+            try:
+                server.start()
+            except HonedError as exc:
+                discard_version(written, f"the server did not start: {exc.message}")
+                raise
+            failed = _first_roll_out(server, written)
+            pid = server.pid
+            assert pid is not None
+            record_server(repository, pid, server.endpoints)
+        except BaseException:
+            server.stop()
+            _restore(handlers)
             raise
-        failed = _first_roll_out(server, written)
-        assert server.pid is not None
-        record_server(repository, server.pid, server.endpoints)
-    return _serve_until_stopped(server, repository, failed)
+    try:
+        code = _serve_until_stopped(server, stop, failed)
+    finally:
+        server.stop()
+        _restore(handlers)
+        forget_server(repository, pid)
+    _say("Triton stopped")
+    return code
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def _first_roll_out(server: TritonServer, written: WrittenVersion) -> bool:
@@ -173,41 +190,24 @@ def _first_roll_out(server: TritonServer, written: WrittenVersion) -> bool:
         return False
     except VersionRejected as exc:
         if not live_versions(written.model_dir):
-            server.stop()
             raise
         _say(f"error: {exc}")
         try:
             server.load_model(written.model)  # the restored config picks the newest remaining version
         except HonedError:
-            server.stop()
             raise exc from None
         _say(f"serving the previous version of {written.model} instead")
         return True
 
 
-def _serve_until_stopped(server: TritonServer, repository: Path, failed: bool) -> int:
+def _serve_until_stopped(server: TritonServer, stop: threading.Event, failed: bool) -> int:
     ep = server.endpoints
     _say(f"Triton is ready: http {ep.http_url}  grpc {ep.grpc}  metrics {ep.metrics_url}")
     _say(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    pid = server.pid
-    try:
-        while not stop.wait(0.5):
-            if not server.running():
-                _say(f"error: tritonserver exited unexpectedly; its log ends with:\n{server.log_tail(10)}")
-                return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop()
-        if pid is not None:
-            forget_server(repository, pid)
-    _say("Triton stopped")
+    while not stop.wait(0.5):
+        if not server.running():
+            _say(f"error: tritonserver exited unexpectedly; its log ends with:\n{server.log_tail(10)}")
+            return 1
     return 1 if failed else 0
 
 

@@ -124,8 +124,7 @@ def _tensors(kind: str, tensors: tuple[TensorConfig, ...]) -> list[str]:
     for i, t in enumerate(tensors):
         sep = "," if i < len(tensors) - 1 else ""
         out.append(
-            f"  {{ name: {_q(t.name)}, data_type: {t.data_type}, "
-            f"dims: [ {', '.join(map(str, t.dims))} ] }}{sep}"
+            f"  {{ name: {_q(t.name)}, data_type: {t.data_type}, dims: [ {', '.join(map(str, t.dims))} ] }}{sep}"
         )
     out.append("]")
     return out

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from honed.errors import HonedError
-from honed.serving.repository import WrittenVersion, discard_version, prune_versions
-from honed.serving.server import Endpoints, ModelLoadError, TritonControl
+from honed.serving.repository import WrittenVersion, discard_version, prune_versions, write_version
+from honed.serving.server import Endpoints, ModelLoadError, TritonControl, TritonServer
+from honed.serving.tuning import ServingOptions
 
 STATE_FILE = ".honed-server.json"
 LOCK_FILE = ".honed.lock"
@@ -49,11 +51,12 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
     except ModelLoadError as exc:
         reason = exc.message
         discard_version(written, reason)
+        # Triton appends the python stack ("At: ..."); the full text stays in failure.txt.
+        reason = reason.split("\n\nAt:")[0].strip()
         serving = ready_versions(control, written.model)
         keeps = f"version {max(serving)} keeps serving" if serving else "no version of it is serving"
         raise VersionRejected(
-            f"version {written.version} of model {written.model!r} failed to load; {keeps}. "
-            f"Triton said: {reason}",
+            f"version {written.version} of model {written.model!r} failed to load; {keeps}. Triton said: {reason}",
             hint=f"the refused files are in {written.model_dir / f'failed-{written.version}'}",
         ) from None
     retired = tuple(v for v in before if v != written.version)
@@ -62,9 +65,7 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
 
 
 def ready_versions(control: TritonControl, model: str) -> list[int]:
-    return sorted(
-        int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit()
-    )
+    return sorted(int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit())
 
 
 @contextmanager
@@ -119,3 +120,24 @@ def running_server(repository: Path) -> TritonControl | None:
         pass  # alive, owned by someone else; its HTTP answer decides
     control = TritonControl(endpoints)
     return control if control.is_live() else None
+
+
+@contextmanager
+def serve_report(
+    report: Path,
+    repository: Path,
+    *,
+    model: str | None = None,
+    options: ServingOptions | None = None,
+    **server_options: Any,
+) -> Iterator[tuple[TritonServer, WrittenVersion]]:
+    """Write ``report``'s winner as a new version, start Triton on the repository and load it.
+
+    For demos and tests: ``with serve_report(dir, repo, http_port=0) as (server, written): ...``;
+    ``server_options`` go to TritonServer (ports 0 = pick free ones). Stops the server on exit.
+    """
+    with repository_lock(repository):
+        written = write_version(report, repository, model=model, options=options)
+    with TritonServer(repository, **server_options) as server:
+        roll_out(server, written)
+        yield server, written

@@ -56,9 +56,7 @@ def find_triton() -> TritonInstall:
 def _from_binary(path: Path, *, source: str) -> TritonInstall:
     binary = path / "bin" / "tritonserver" if path.is_dir() else path
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise EnvironmentProblem(
-            f"{source} points at {path}, which is not an executable tritonserver", hint=_FIX
-        )
+        raise EnvironmentProblem(f"{source} points at {path}, which is not an executable tritonserver", hint=_FIX)
     root = binary.resolve().parent.parent
     stubs = root / "python_backend_stubs"
     return TritonInstall(
@@ -99,8 +97,7 @@ def prepare_backends(install: TritonInstall, work_dir: Path) -> Path:
     if stub is None or not stub.is_file():
         shipped = sorted(p.name for p in install.stubs_dir.iterdir()) if install.stubs_dir else []
         raise EnvironmentProblem(
-            f"Triton's python backend has no stub for Python {version} "
-            f"(stubs for: {', '.join(shipped) or 'none'})",
+            f"Triton's python backend has no stub for Python {version} (stubs for: {', '.join(shipped) or 'none'})",
             hint="run honed with one of those Python versions, or point "
             f"{TRITON_ENV} at a Triton whose backends/python holds {STUB}",
         )

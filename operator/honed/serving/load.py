@@ -20,9 +20,7 @@ from honed.serving.server import TritonControl
 Feeds = dict[str, np.ndarray]
 
 
-def sample_feeds(
-    specs: list[TensorSpec], count: int, *, seed: int = 0, variable_dim: int = 128
-) -> list[Feeds]:
+def sample_feeds(specs: list[TensorSpec], count: int, *, seed: int = 0, variable_dim: int = 128) -> list[Feeds]:
     """``count`` distinct batch-1 requests; variable non-batch dimensions get ``variable_dim``."""
     rng = np.random.default_rng(seed)
     feeds = []

@@ -67,10 +67,7 @@ def select_candidate(report: Report, report_dir: Path, name: str | None = None) 
     if name is None:
         if report.winner is None:
             verdicts = (
-                "; ".join(
-                    f"{c.name}: {c.status}{f' ({c.reason})' if c.reason else ''}"
-                    for c in report.candidates[:6]
-                )
+                "; ".join(f"{c.name}: {c.status}{f' ({c.reason})' if c.reason else ''}" for c in report.candidates[:6])
                 or "no candidates"
             )
             raise InputError(
@@ -82,13 +79,10 @@ def select_candidate(report: Report, report_dir: Path, name: str | None = None) 
         candidate = report.candidate(name)
     except KeyError:
         known = ", ".join(c.name for c in report.accepted()) or "none"
-        raise InputError(
-            f"the report has no candidate {name!r}", hint=f"accepted candidates: {known}"
-        ) from None
+        raise InputError(f"the report has no candidate {name!r}", hint=f"accepted candidates: {known}") from None
     if candidate.status != "accepted":
         raise InputError(
-            f"candidate {name!r} was {candidate.status} ({candidate.reason}); only accepted "
-            "candidates can be served"
+            f"candidate {name!r} was {candidate.status} ({candidate.reason}); only accepted candidates can be served"
         )
     if not candidate.artifact:
         raise InputError(f"candidate {name!r} in {report_dir / REPORT_FILE} names no artifact directory")
@@ -136,8 +130,7 @@ def build_config(
     inputs = tuple(TensorConfig.from_spec(spec, batched=batched) for spec in meta.inputs)
     outputs = tuple(TensorConfig.from_spec(spec, batched=batched) for spec in meta.outputs)
     notes = [
-        f"serving candidate {candidate.name} ({meta.backend} {meta.precision}) with the "
-        f"{packaging} packaging",
+        f"serving candidate {candidate.name} ({meta.backend} {meta.precision}) with the {packaging} packaging",
         *batching.notes,
         *instances.notes,
     ]
@@ -194,8 +187,7 @@ def _packaging(
     if meta.backend == "torch":
         if not meta.model_file.endswith((".pt", ".ts", ".torchscript")):
             raise InputError(
-                f"the torch artifact {meta.model_file!r} is not TorchScript, which Triton's "
-                "pytorch backend needs",
+                f"the torch artifact {meta.model_file!r} is not TorchScript, which Triton's pytorch backend needs",
                 hint="serve it with --packaging runtime",
             )
         return "", "pytorch", meta.model_file, {"INTRA_OP_THREAD_COUNT": str(threads)}, []
@@ -207,9 +199,7 @@ def _packaging(
 
 def _warmups(inputs: tuple[TensorConfig, ...], max_batch_size: int) -> tuple[Warmup, ...]:
     # Variable dimensions other than the batch get 1: warmup needs concrete shapes.
-    concrete = tuple(
-        TensorConfig(t.name, t.data_type, tuple(d if d > 0 else 1 for d in t.dims)) for t in inputs
-    )
+    concrete = tuple(TensorConfig(t.name, t.data_type, tuple(d if d > 0 else 1 for d in t.dims)) for t in inputs)
     sizes = [1] if max_batch_size <= 1 else [1, max_batch_size]
     return tuple(Warmup(f"zeros-batch-{b}", b, concrete) for b in sizes)
 

@@ -11,6 +11,9 @@ The public surface is small on purpose:
 - ``model_states(name)``, ``is_model_ready(name, version)``, ``metrics_text()``, ``log_tail()``;
 - ``endpoints`` (HTTP, gRPC and metrics addresses) once started.
 
+``TritonControl(endpoints)`` offers the same model-control calls for a server started elsewhere
+(another `honed serve`, a Triton pod reached through a port-forward).
+
 Ports given as 0 are picked free at start, which is what tests want. The control calls use
 plain HTTP (urllib) rather than tritonclient's gevent client so they work from any thread.
 """
@@ -25,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -45,6 +49,10 @@ SHM_DIR = Path("/dev/shm")
 
 class ModelLoadError(HonedError):
     """Triton refused to load a model; the message carries Triton's reason."""
+
+
+class PortsTaken(EnvironmentProblem):
+    """Triton could not bind one of its ports."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,7 @@ class TritonServer(TritonControl):
         self._ports = (http_port, grpc_port, metrics_port)
         self.cache_bytes = cache_bytes
         self._log_path = log_path
+        self._given_log_path = log_path
         self._install = install
         self.startup_timeout_s = startup_timeout_s
         self.load_timeout_s = load_timeout_s
@@ -221,17 +230,28 @@ class TritonServer(TritonControl):
     def start(self) -> TritonServer:
         if self._proc is not None:
             raise RuntimeError("the server is already started")
-        if not self.repository.is_dir():
-            raise EnvironmentProblem(f"model repository {self.repository} does not exist")
+        # Models are written into the repository later; an empty one is a fine start.
+        self.repository.mkdir(parents=True, exist_ok=True)
         install = self._install or find_triton()
+        # Ports picked free (0) can be taken by someone else before Triton binds them; pick again.
+        attempts = 3 if 0 in self._ports else 1
+        for attempt in range(attempts):
+            try:
+                return self._start_once(install)
+            except PortsTaken:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, install: TritonInstall) -> TritonServer:
         self._endpoints = Endpoints(self.host, *claim_ports(self.host, self._ports))
         self._work = Path(tempfile.mkdtemp(prefix="honed-triton-"))
         try:
-            if self._log_path is None:
-                self._log_path = self._work / "tritonserver.log"
+            log_path = self._given_log_path or self._work / "tritonserver.log"
+            self._log_path = log_path
             backends = prepare_backends(install, self._work)
             command = [str(install.binary), *self._arguments(install, backends)]
-            with open(self._log_path, "ab") as log:
+            with open(log_path, "ab") as log:
                 self._proc = subprocess.Popen(
                     command,
                     stdout=log,
@@ -290,7 +310,7 @@ class TritonServer(TritonControl):
         tail = self.log_tail(12)
         if "already in use" in tail or "Address in use" in tail:
             ep = self.endpoints
-            return EnvironmentProblem(
+            return PortsTaken(
                 f"tritonserver could not bind its ports on {ep.host} "
                 f"(http {ep.http_port}, grpc {ep.grpc_port}, metrics {ep.metrics_port}): address in use",
                 hint="pick other ports (--http-port/--grpc-port/--metrics-port) or stop the other server",
@@ -370,11 +390,18 @@ def claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
 def _server_environment(install: TritonInstall) -> dict[str, str]:
     env = dict(os.environ)
     libs = [str(p) for p in install.lib_dirs]
+    # The stub links libpython3.X.so: give it this interpreter's own, or it may pick a system one
+    # of another patch release whose C extensions (ssl, ...) this interpreter's stdlib cannot load.
+    libpython = Path(str(sysconfig.get_config_var("LIBDIR") or "")) / str(sysconfig.get_config_var("INSTSONAME") or "")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libpython.is_file():
+        libs.insert(0, str(libpython.parent))
     if libs:
         env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
     # The python backend's stub finds packages through the first python on PATH: make it this
-    # interpreter's environment, and let it import the same honed as the process that starts it.
+    # interpreter's environment, and let it import what the starting process imports: the same
+    # honed, and modules beside the working directory (model factories named as module:function).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     honed_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([honed_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [honed_root, os.getcwd(), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env

@@ -71,9 +71,7 @@ class TritonPythonModel:
         return responses
 
     def _feeds(self, request: Any) -> dict[str, np.ndarray]:
-        return {
-            name: np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name)) for name in self.inputs
-        }
+        return {name: np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name)) for name in self.inputs}
 
     def _groups(self, feeds: list[dict[str, np.ndarray]]) -> list[list[int]]:
         if not self.batching:

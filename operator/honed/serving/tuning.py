@@ -90,9 +90,7 @@ def choose_batching(report: Report, candidate: Candidate, options: ServingOption
     if not options.dynamic_batching:
         return BatchingChoice(max_batch, None, (*notes, "dynamic batching off: asked for"))
     if max_batch <= 1:
-        return BatchingChoice(
-            max_batch, None, (*notes, "no dynamic batching: the benchmark measured batch 1 only")
-        )
+        return BatchingChoice(max_batch, None, (*notes, "no dynamic batching: the benchmark measured batch 1 only"))
 
     items = {b: t for b, (_, t) in table.items()}
     latency = {b: lat for b, (lat, _) in table.items() if lat is not None}
@@ -116,8 +114,7 @@ def choose_batching(report: Report, candidate: Candidate, options: ServingOption
             )
     if not preferred:
         notes.append(
-            f"no preferred batch sizes: the benchmark shows no batch size better than filling up "
-            f"to {max_batch}"
+            f"no preferred batch sizes: the benchmark shows no batch size better than filling up to {max_batch}"
         )
 
     target = preferred[0] if preferred else largest
@@ -148,9 +145,7 @@ def _queue_delay(
         compute = latency[target].p99 if target in latency else one.p99 * target
         headroom = budget - compute
         if headroom <= 0:
-            return 0, (
-                f"the {budget:g} ms budget leaves no room to wait (batch {target} p99 {compute:.2f} ms)"
-            )
+            return 0, (f"the {budget:g} ms budget leaves no room to wait (batch {target} p99 {compute:.2f} ms)")
         delay_ms = min(headroom / 2, one.p50 * LONE_REQUEST_WAIT)
         return _us(delay_ms), (
             f"half the headroom between the {budget:g} ms budget and batch-{target} p99 ({compute:.2f} ms), "

@@ -31,9 +31,7 @@ def availability() -> str | None:
 
 
 def baseline_plan(source_format: str) -> CandidatePlan:
-    return CandidatePlan(
-        NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager"
-    )
+    return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager")
 
 
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
@@ -58,9 +56,7 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     elif "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32", source="torchscript", variant="freeze"))
     if "int8" in ctx.precisions:
-        out.append(
-            Skipped(name=f"{src}-int8.{NAME}", reason="int8 on CPU is served better by OpenVINO and ORT")
-        )
+        out.append(Skipped(name=f"{src}-int8.{NAME}", reason="int8 on CPU is served better by OpenVINO and ORT"))
     return out
 
 

@@ -1,0 +1,44 @@
+"""Benchmark models as PyTorch factories (random weights; architectures from transformers, no hub)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def resnet50() -> Any:
+    """ResNet-50 (the default ResNetConfig is the ResNet-50 layout), forward(pixel_values) -> logits."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits
+
+    return Logits().eval()
+
+
+def bert_base() -> Any:
+    """BERT-base, forward(input_ids, attention_mask) -> logits; eager attention so ONNX graphs fuse."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(num_labels=2, attn_implementation="eager")
+    model = BertForSequenceClassification(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    return Logits().eval()
