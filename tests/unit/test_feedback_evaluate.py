@@ -61,17 +61,15 @@ def test_no_series_for_the_model_is_its_own_reason() -> None:
         url="http://p",
         reason="Prometheus at http://p has no Triton series for model 'mlp'",
     )
-    assert condition(
-        evaluate(blind, SLO, DEPLOYED, [], FeedbackState(), now), "MetricsUnavailable"
-    ).reason == ("NoTritonSeries")
+    assert condition(evaluate(blind, SLO, DEPLOYED, [], FeedbackState(), now), "MetricsUnavailable").reason == (
+        "NoTritonSeries"
+    )
 
 
 def test_recovery_after_an_outage_is_an_event() -> None:
     window = windows("steady")[0]
     state = FeedbackState(metrics_available=False)
-    result = evaluate(
-        window, SLO.model_copy(update={"p99_latency_ms": 1000.0}), DEPLOYED, [], state, window.end
-    )
+    result = evaluate(window, SLO.model_copy(update={"p99_latency_ms": 1000.0}), DEPLOYED, [], state, window.end)
     assert "MetricsAvailable" in [e.reason for e in result.events]
     assert condition(result, "MetricsUnavailable").status == "False"
     assert result.state.metrics_available is True

@@ -228,9 +228,7 @@ def test_a_long_gap_restarts_the_streak() -> None:
 
 def test_windows_without_latency_quantiles_are_unknown_not_bad() -> None:
     window = load("steady")[2][1]
-    blank = window.model_copy(
-        update={"request": Latency(mean_us=5000.0), "queue": Latency(), "compute": Latency()}
-    )
+    blank = window.model_copy(update={"request": Latency(mean_us=5000.0), "queue": Latency(), "compute": Latency()})
     result = replay([blank, blank, blank], slo())[-1]
     assert result.verdict.reason == "NoLatencyData"
     assert isinstance(result.decision, Keep)
@@ -238,9 +236,7 @@ def test_windows_without_latency_quantiles_are_unknown_not_bad() -> None:
 
 def test_a_mean_over_budget_is_a_breach_even_without_quantiles() -> None:
     window = load("steady")[2][1]
-    slow = window.model_copy(
-        update={"request": Latency(mean_us=180_000.0), "queue": Latency(), "compute": Latency()}
-    )
+    slow = window.model_copy(update={"request": Latency(mean_us=180_000.0), "queue": Latency(), "compute": Latency()})
     assert replay([slow], slo())[0].verdict.reason == "LatencyOverBudget"
 
 
@@ -257,9 +253,7 @@ def test_failures_fall_back_to_the_runner_up_or_reoptimize_without_one() -> None
 
 def test_miss_heavy_cache_is_turned_off() -> None:
     series = [w for p, w in load("miss_heavy") if p.endswith("cache on")]
-    assert all(w.cache is not None and w.cache.hit_ratio == 0 for w in series), (
-        "recorded: every lookup missed"
-    )
+    assert all(w.cache is not None and w.cache.hit_ratio == 0 for w in series), "recorded: every lookup missed"
     settings = slo(p99LatencyMs=10_000)
     results = replay(series, settings, CACHED)
     assert actions(results) == ["Keep"] * (settings.bad_windows - 1) + ["Retune"]
@@ -292,9 +286,7 @@ def queue_bound(window: MetricWindow) -> MetricWindow:
     return window.model_copy(
         update={
             "request": Latency(mean_us=30_000.0),
-            "queue": Latency(
-                mean_us=25_000.0, quantiles=Quantiles(p50=20_000.0, p90=150_000.0, p99=180_000.0)
-            ),
+            "queue": Latency(mean_us=25_000.0, quantiles=Quantiles(p50=20_000.0, p90=150_000.0, p99=180_000.0)),
             "compute": Latency(mean_us=4_000.0, quantiles=Quantiles(p50=3_000.0, p90=5_000.0, p99=9_000.0)),
             "exec_rate": 240.0,
         }
@@ -329,9 +321,7 @@ def test_reoptimization_that_did_not_help_falls_back_and_the_daily_cap_holds() -
         results.append(result)
         state = result.state
         if not isinstance(result.decision, Keep):
-            deployment = deployment.after(result.decision, version=str(k + 3)).model_copy(
-                update={"optimizing": False}
-            )
+            deployment = deployment.after(result.decision, version=str(k + 3)).model_copy(update={"optimizing": False})
     taken = [r.decision for r in results if not isinstance(r.decision, Keep)]
     assert [d.action for d in taken[:2]] == ["Reoptimize", "Fallback"]
     assert len([d for d in taken if d.action == "Reoptimize"]) == 1, "cap of 1 per day"

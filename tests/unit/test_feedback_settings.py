@@ -17,13 +17,13 @@ from honed.feedback.slo import parse_duration
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("1m", 60), ("1.5h", 5400), ("1d", 86400), (45, 45), ("250ms", 0.25), ("7", 7)],
+    [("30s", 30), ("1m", 60), ("1.5h", 5400), ("1h30m", 5400), (45, 45), ("250ms", 0.25)],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["soon", "-1m", "0s", True, "1w"])
+@pytest.mark.parametrize("bad", ["soon", "-1m", "0s", True, "1w", "7", "1d"])
 def test_bad_durations_are_rejected(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -46,6 +46,7 @@ def test_spec_feedback_from_the_manifest() -> None:
         2,
     )
     assert FeedbackSLO.from_spec(None).p99_latency_ms is None
+    assert FeedbackSLO.from_spec({"badWindows": None, "cacheProbeAfter": "2h"}).bad_windows == 2
 
 
 def test_bad_spec_feedback_names_the_field() -> None:
@@ -56,9 +57,7 @@ def test_bad_spec_feedback_names_the_field() -> None:
 
 
 def test_decisions_serialize_with_their_action_and_camel_case() -> None:
-    decision = Reoptimize(
-        trigger="SLOViolation", batch_sizes=[1, 12], concurrency=9, reason="r", numbers={"p99Ms": 80}
-    )
+    decision = Reoptimize(trigger="SLOViolation", batch_sizes=[1, 12], concurrency=9, reason="r", numbers={"p99Ms": 80})
     wire = decision.model_dump(by_alias=True)
     assert wire["action"] == "Reoptimize" and wire["batchSizes"] == [1, 12]
     assert TypeAdapter(Decision).validate_python(wire) == decision

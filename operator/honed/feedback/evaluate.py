@@ -82,9 +82,7 @@ def _unavailable(observation: MetricsUnavailable, state: FeedbackState, now: dat
                 reason="NoTritonSeries" if no_series else "PrometheusUnreachable",
                 message=observation.reason,
             ),
-            Condition(
-                type="SLOMet", status="Unknown", reason="MetricsUnavailable", message=observation.reason
-            ),
+            Condition(type="SLOMet", status="Unknown", reason="MetricsUnavailable", message=observation.reason),
         ],
         events=events,
     )

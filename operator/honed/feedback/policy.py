@@ -215,9 +215,7 @@ class _Policy:
         sizes = batch_profile(self.window, self.deployment)
         concurrency = observed_concurrency(self.window)
         numbers = {**self.numbers, "benchmarkBatchSizes": str(sizes), "benchmarkConcurrency": concurrency}
-        return Reoptimize(
-            trigger=trigger, batch_sizes=sizes, concurrency=concurrency, reason=reason, numbers=numbers
-        )
+        return Reoptimize(trigger=trigger, batch_sizes=sizes, concurrency=concurrency, reason=reason, numbers=numbers)
 
     def fallback(self, reason: str) -> Decision | None:
         found = runner_up(self.options, self.deployment, self.state, self.window, self.slo)
@@ -255,9 +253,7 @@ class _Policy:
         if not self.slo.enabled:
             return PolicyResult(self.keep("feedback is disabled in spec.feedback"), self.state, verdict)
         last = self.state.last_action_at
-        if last is not None and self.window.start < last - timedelta(
-            seconds=ACTION_OVERLAP * self.window.seconds
-        ):
+        if last is not None and self.window.start < last - timedelta(seconds=ACTION_OVERLAP * self.window.seconds):
             reason = f"window starts before the last action ({last.isoformat()}); waiting for fresh evidence"
             return PolicyResult(self.keep(reason), self.state, verdict)
         if verdict.reason == "Idle":

@@ -168,8 +168,7 @@ class PrometheusClient:
             self._rate(f"nv_inference_compute_{stage}_duration_us", sel, rng, at) for stage in COMPUTE_STAGES
         )
         stage_quantiles = [
-            self._quantiles(f"nv_inference_compute_{stage}_summary_us", sel, rng, at)
-            for stage in COMPUTE_STAGES
+            self._quantiles(f"nv_inference_compute_{stage}_summary_us", sel, rng, at) for stage in COMPUTE_STAGES
         ]
         return MetricWindow(
             model=model,
@@ -192,9 +191,7 @@ class PrometheusClient:
             compute=Latency(mean_us=per(compute_sum, computed), quantiles=_add(stage_quantiles)),
             cache=cache,
             batch=self._batch(sel, seconds, at, per(inferences, computed), per(inferences, execs)),
-            pending_max=self._scalar(
-                f"max(max_over_time(nv_inference_pending_request_count{sel}[{rng}]))", at
-            ),
+            pending_max=self._scalar(f"max(max_over_time(nv_inference_pending_request_count{sel}[{rng}]))", at),
         )
 
     def _cache(self, sel: str, rng: str, at: float) -> CacheStats | None:

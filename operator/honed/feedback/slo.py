@@ -1,36 +1,27 @@
 """The feedback settings of one OptimizedModel (``spec.feedback``) as typed values.
 
-Keys are the manifest's camelCase names; durations accept seconds or ``30s``/``1m``/``2h``/``1d``.
-Only ``p99LatencyMs``, ``interval`` and ``cooldown`` are in the design sketch; the others have
-defaults that make the loop safe without being set.
+Keys are the manifest's camelCase names (``honed.api.spec.Feedback``); durations are seconds or
+manifest durations (``30s``, ``1m``, ``1h30m``). Fields the manifest leaves out (or sets to
+null) get the defaults here, which make the loop safe without being set.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from honed.api.durations import parse_duration as api_duration
 from honed.errors import InputError
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like ``90s``, ``1m``, ``1.5h``; raises ValueError."""
+    """Seconds from a number or a manifest duration like ``90s``, ``1m``, ``1h30m``; raises ValueError."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 30s, 1m, 2h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration; use seconds or a string like 30s, 1m, 2h")
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+        raise ValueError("a duration is a number of seconds or a string like 30s, 1m, 1h30m")
+    seconds = float(value) if isinstance(value, int | float) else api_duration(str(value))
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
@@ -67,11 +58,11 @@ class FeedbackSLO(BaseModel):
     def from_spec(cls, feedback: Mapping[str, Any] | None) -> FeedbackSLO:
         """Read ``spec.feedback``; errors name the field, as every bad input must."""
         try:
-            return cls.model_validate(dict(feedback or {}))
+            return cls.model_validate({k: v for k, v in (feedback or {}).items() if v is not None})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "feedback"
             raise InputError(
                 f"spec.feedback.{field}: {first['msg']}",
-                hint="see docs for spec.feedback: interval/cooldown take 30s, 1m, 2h; ratios are 0..1",
+                hint="durations are written like 30s, 1m or 1h30m; ratios are between 0 and 1",
             ) from None
