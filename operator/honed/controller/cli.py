@@ -24,6 +24,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     crd.add_argument("--out", type=Path, default=DEFAULT_CRD_DIR, help="directory to write (default: crds)")
     crd.add_argument("--stdout", action="store_true", help="print the YAML instead of writing it")
     crd.add_argument("--check", action="store_true", help="write nothing; exit 1 when DIR holds a different CRD (CI)")
+    crd.add_argument("--reference", type=Path, metavar="DOCS", help="also write DOCS/crd-reference.md")
     crd.set_defaults(handler=run_crd)
 
     operator = subparsers.add_parser(
@@ -57,6 +58,10 @@ def run_crd(args: argparse.Namespace) -> int:
         return 0
     written = write_crds(args.out)
     print(f"wrote {written}")
+    if args.reference is not None:
+        from honed.api.reference import write_reference
+
+        print(f"wrote {write_reference(args.reference)}")
     return 0
 
 

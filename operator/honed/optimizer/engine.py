@@ -12,7 +12,7 @@ import numpy as np
 
 from honed.errors import InputError
 from honed.optimizer import data as datamod
-from honed.optimizer.backends import BACKEND_MODULES, backend_module
+from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
@@ -96,25 +96,32 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
 
 
+def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
+    """The plain way to run the original: PyTorch eager for PyTorch sources, ONNX Runtime for ONNX."""
+    if src.format == "onnx":
+        return (
+            CandidatePlan("onnxruntime", "fp32")
+            if device == "cpu"
+            else CandidatePlan("tensorrt", "fp32", device=device)
+        )
+    source = "torch" if src.format == "pytorch" else "torchscript"
+    return CandidatePlan("torch", "fp32", source, "eager", device)
+
+
 def plan_candidates(
     options: OptimizeOptions, prep: Prepared
 ) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
     """The baseline plan, the candidate plans and what was skipped (with why)."""
     src = prep.source
-    known = sorted(BACKEND_MODULES)
+    table = GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES
+    known = sorted(table)
     unknown = [b for b in options.backends if b not in known]
     if unknown:
-        raise InputError(f"--backends {','.join(unknown)} unknown", hint=f"choose among {', '.join(known)}")
-    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
-    if src.format == "onnx":
-        baseline = CandidatePlan("onnxruntime", "fp32")
-    else:
-        from honed.optimizer.backends.torch import baseline_plan
-
-        baseline = baseline_plan(src.format)
-        baseline = CandidatePlan(
-            baseline.backend, baseline.precision, baseline.source, baseline.variant, options=factory_opts
+        raise InputError(
+            f"--backends {','.join(unknown)} unknown on {options.device}", hint=f"choose among {', '.join(known)}"
         )
+    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
+    baseline = _default_baseline(src, options.device)
     ctx = SearchContext(
         inputs=src.inputs,
         outputs=src.outputs,
@@ -124,32 +131,43 @@ def plan_candidates(
         device=options.device,
         attention=prep.attention,
         matmul_heavy=prep.matmul_heavy,
-        has_torch_program=src.torch_path is not None,
+        has_torch_program=src.torch_path is not None or src.format == "torchscript",
+        batch_sizes=prep.batch_sizes,
     )
     plans: list[CandidatePlan] = []
     skipped: list[Skipped] = []
     for name in known:
-        if options.backends and name not in options.backends:
+        try:
+            module = backend_module(name, options.device)
+        except ImportError as exc:
+            skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
             continue
-        module = backend_module(name)
         reason = module.availability()
         if reason:
+            if name == baseline.backend:
+                raise InputError(
+                    f"the baseline backend {name} cannot run here: {reason}",
+                    hint="install it, or run on a device that has it (--device)",
+                )
             skipped.append(Skipped(name=name, reason=reason))
+            continue
+        if options.backends and name not in options.backends and name != baseline.backend:
             continue
         for item in module.plans(ctx):
             if isinstance(item, Skipped):
                 skipped.append(item)
-            elif item.name != baseline.name:
-                plans.append(
-                    CandidatePlan(
-                        item.backend,
-                        item.precision,
-                        item.source,
-                        item.variant,
-                        item.device,
-                        {**factory_opts, **item.options},
-                    )
-                )
+                continue
+            plan = CandidatePlan(
+                item.backend, item.precision, item.source, item.variant, item.device, {**factory_opts, **item.options}
+            )
+            if plan.name == baseline.name:
+                baseline = plan  # the backend's own options (e.g. channels-last off) for the baseline
+            elif not options.backends or name in options.backends:
+                plans.append(plan)
+    if baseline.backend == "torch" and not baseline.options:
+        baseline = CandidatePlan(
+            baseline.backend, baseline.precision, baseline.source, baseline.variant, baseline.device, factory_opts
+        )
     # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
     plans.sort(key=_build_cost)
     return baseline, plans, skipped

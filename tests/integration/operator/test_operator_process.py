@@ -93,9 +93,14 @@ async def test_operator_process_serves_metrics_and_health_and_stops_on_sigterm(
             return await jobs_of(api, "proc")
 
         await eventually(one_job, timeout=30, what="the Job")
-        status, text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200
-        assert 'honed_reconciles_total{result="ok"}' in text
+
+        async def counted() -> str | None:
+            # The Job can appear before the reconcile pass that created it has been counted.
+            status, text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
+            assert status == 200
+            return text if 'honed_reconciles_total{result="ok"}' in text else None
+
+        text = await eventually(counted, timeout=30, what="the reconcile counter")
         assert 'honed_optimizer_jobs_created_total{pool="cpu"} 1.0' in text
     finally:
         if process.returncode is None:

@@ -55,6 +55,7 @@ class SearchContext:
     attention: bool = False  # the graph has attention (MatMul-softmax-MatMul); picks quantization presets
     matmul_heavy: bool = False  # more MatMul/Gemm than Conv: dynamic int8 quantization pays off
     has_torch_program: bool = False
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
 
 
 @dataclass
