@@ -10,7 +10,7 @@ from typing import Any
 from honed.controller import names
 from honed.controller.feedback import feedback_inputs, feedback_patch, reoptimize_annotation
 from honed.controller.reconcile import reconcile
-from honed.feedback import Evaluation, FeedbackState, Reoptimize, Retune, evaluate
+from honed.feedback import Evaluation, FeedbackState, Reoptimize, evaluate
 from honed.settings import HonedSettings
 from tests.unit.test_feedback_policy import load
 from tests.unit.test_reconcile import SETTINGS, SPEC, T2, observed, serving_state
@@ -50,7 +50,8 @@ def test_inputs_come_from_the_served_winner_and_the_spec() -> None:
     winner, endpoint = body["status"]["winner"], body["status"]["endpoint"]
     assert inputs.model == endpoint["model"]
     assert (inputs.deployment.candidate, inputs.deployment.pool) == (winner["name"], winner["pool"])
-    assert inputs.deployment.version == str(endpoint["version"])
+    # Retunes write new versions of one selection; the deployment the policy counts on is the selection.
+    assert inputs.deployment.version == winner["optimization"] and endpoint["version"] == winner["version"]
     assert inputs.deployment.response_cache is True and inputs.deployment.deployed_at is not None
     assert inputs.slo.p99_latency_ms == 90 and inputs.slo.interval_s == 3
     eligible = {c["name"] for c in body["status"]["candidates"] if c["verdict"] in ("winner", "eligible")}
@@ -104,20 +105,6 @@ def test_the_next_optimization_benchmarks_what_the_loop_observed() -> None:
     plan = reconcile(SPEC, observed(status, annotations=by_hand, deployment=deployment, service=True, now=T2))
     requests = [json.loads(m["data"]["request.json"]) for m in plan.create if m["kind"] == "ConfigMap"]
     assert all(r["batch_sizes"] == [1, 8] for r in requests), "spec.search.batchSizes when nothing was observed"
-
-
-def test_retune_is_recorded_and_says_it_is_not_applied() -> None:
-    body = served_body()
-    retune = Retune(response_cache=False, reason="hit ratio 0.00 < 0.1")
-    evaluation = Evaluation(
-        decision=retune,
-        state=FeedbackState(),
-        conditions=[],
-        events=[{"type": "Normal", "reason": "Retune", "message": retune.summary()}],  # type: ignore[list-item]
-    )
-    patch = feedback_patch(body, evaluation, NOW)
-    assert patch.annotations == {}
-    assert "not applied" in patch.events[0].message
 
 
 def test_a_hand_edited_feedback_status_restarts_the_loops_memory() -> None:

@@ -65,6 +65,53 @@ class PoolStatus(StatusModel):
     report: str | None = Field(None, description="report.json location in the artifact store")
 
 
+class ServingOverrides(StatusModel):
+    """Serving settings the feedback loop changed (Retune); they win over spec.serving."""
+
+    max_queue_delay_microseconds: int | None = Field(None, ge=0, description="dynamic batcher queue delay")
+    instances: int | None = Field(None, ge=1, description="model instances per pod")
+    response_cache: bool | None = Field(None, description="Triton's response cache for this model")
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_queue_delay_microseconds is not None:
+            parts.append(f"max queue delay {self.max_queue_delay_microseconds} us")
+        if self.instances is not None:
+            parts.append(f"{self.instances} instance{'s' if self.instances > 1 else ''}")
+        if self.response_cache is not None:
+            parts.append("response cache " + ("on" if self.response_cache else "off"))
+        return ", ".join(parts) or "no overrides"
+
+
+class ServedConfig(StatusModel):
+    """The serving settings derived from the winner's benchmark when it was selected."""
+
+    max_batch_size: int = Field(0, ge=0, description="0: the batch axis is fixed, Triton does not batch")
+    max_queue_delay_microseconds: int | None = Field(None, description="None: no dynamic batcher")
+    instances: int = Field(1, ge=1)
+    response_cache: bool = True
+
+
+class FallbackRequest(StatusModel):
+    """The feedback loop asks to serve another accepted candidate instead of the winner."""
+
+    candidate: str
+    pool: str
+    replaces: str = Field(description="NAME@POOL of the winner this request is about")
+    reason: str = ""
+    requested_at: str
+
+
+class ServingRequests(StatusModel):
+    """What the feedback loop asks reconcile to apply; reconcile clears what it has applied."""
+
+    overrides: ServingOverrides | None = Field(None, description="Retune decisions, merged")
+    basis: str | None = Field(
+        None, description="hash of the spec.serving fields the overrides were made against; a change drops them"
+    )
+    fallback: FallbackRequest | None = None
+
+
 class Winner(StatusModel):
     """The selected candidate and the model version it is served as."""
 
@@ -83,6 +130,10 @@ class Winner(StatusModel):
     cost_per_million: float | None = None
     report: str = Field(description="report.json location in the artifact store")
     artifact: str = Field(description="artifact directory in the artifact store")
+    reason: str = Field("WinnerSelected", description="WinnerSelected | FallbackFromSLO")
+    fallback_from: str | None = Field(None, description="NAME on POOL served before a fallback")
+    config: ServedConfig | None = Field(None, description="serving settings derived from the benchmark")
+    overrides: ServingOverrides | None = Field(None, description="feedback overrides this version was written with")
 
 
 class Endpoint(StatusModel):
@@ -116,6 +167,9 @@ class OptimizedModelStatus(StatusModel):
     winner: Winner | None = None
     endpoint: Endpoint | None = None
     last_optimization: LastOptimization | None = None
+    serving: ServingRequests | None = Field(
+        None, description="the feedback loop's Retune overrides and Fallback request for reconcile to apply"
+    )
     feedback: dict[str, Any] | None = Field(
         None,
         description="the feedback loop's memory and its lastDecision with the numbers behind it",

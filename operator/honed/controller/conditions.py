@@ -24,6 +24,7 @@ WARNING_REASONS = frozenset(
         "NotReady",
         "RepositoryWriteFailed",
         "RolloutStalled",
+        "FallbackFromSLO",
     }
 )
 

@@ -8,12 +8,12 @@ once per ``spec.feedback.interval`` while a winner is served and ``HONED_PROMETH
 2. ``PrometheusClient.window`` observes the last interval (in a worker thread, outside the
    resource's lock) and ``honed.feedback.evaluate`` decides;
 3. ``feedback_patch`` (pure) turns the evaluation into the status patch (``status.feedback`` with
-   ``lastDecision``, the ``SLOMet`` and ``MetricsUnavailable`` conditions), Events, and, for
-   Reoptimize, the ``honed.dev/reoptimize`` annotation: the next reconcile starts an optimization
-   with reason SLOViolation or TrafficShift whose request benchmarks the observed batch sizes.
-
-Retune and Fallback are recorded (status, Event) but not applied: writing serving overrides or
-serving a runner-up needs reconcile support that does not exist yet, and the Event says so.
+   ``lastDecision``, the ``SLOMet`` and ``MetricsUnavailable`` conditions), Events, and the action:
+   Reoptimize sets the ``honed.dev/reoptimize`` annotation (the next reconcile starts an
+   optimization with reason SLOViolation or TrafficShift whose request benchmarks the observed
+   batch sizes); Retune merges its settings into ``status.serving.overrides`` and Fallback writes
+   ``status.serving.fallback``, which reconcile applies as a new model version (see
+   ``honed.controller.winner``); a reconcile pass follows at once.
 """
 
 from __future__ import annotations
@@ -26,24 +26,28 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from honed.api.spec import GROUP, PLURAL, VERSION
+from honed.api.spec import GROUP, PLURAL, VERSION, Serving
+from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverrides, ServingRequests
 from honed.controller import names
 from honed.controller.apply import post_event
 from honed.controller.conditions import load_status, merge_patch, set_condition
 from honed.controller.kube import OPTIMIZED_MODELS
 from honed.controller.state import Event, Observed
+from honed.controller.winner import overrides_basis
 from honed.errors import InputError
 from honed.feedback import (
     Deployment,
     Evaluation,
+    Fallback,
     FeedbackSLO,
     FeedbackState,
     Option,
     PrometheusClient,
     Reoptimize,
+    Retune,
     evaluate,
 )
-from honed.settings import HonedSettings
+from honed.settings import HonedSettings, Pool
 
 if TYPE_CHECKING:
     from honed.controller.handlers import Operator
@@ -72,6 +76,28 @@ def _time(value: str | None) -> datetime | None:
         return None
 
 
+def _first(*sources: dict[str, Any], key: str, default: Any = None) -> Any:
+    return next((source[key] for source in sources if source.get(key) is not None), default)
+
+
+def instance_room(pool: Pool | None) -> int:
+    """Model instances a Triton pod of the pool has room for: one per whole CPU core it gets.
+
+    GPU pools keep what they have: instances on one GPU compete for it, which the loop cannot
+    judge from Triton's metrics.
+    """
+    if pool is None or pool.device != "cpu":
+        return 1
+    resources = pool.pod_resources(serving=True)
+    cpu = (resources.get("limits") or {}).get("cpu") or (resources.get("requests") or {}).get("cpu")
+    try:
+        text = str(cpu)
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        return 1
+    return max(1, int(cores))
+
+
 def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackInputs | str:
     """What the policy needs from the resource, or why there is nothing to judge yet."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
@@ -90,20 +116,25 @@ def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackIn
     serving = spec.get("serving") or {}
     batching = serving.get("dynamicBatching") or {}
     benchmarked = [int(b) for b in (spec.get("search") or {}).get("batchSizes") or [1, 8]]
-    instances = int(serving.get("instances") or 1)
+    # What the served version runs: the loop's overrides over spec.serving over what honed derived
+    # from the benchmark (status.winner.config).
+    overrides = winner.get("overrides") or {}
+    config = winner.get("config") or {}
+    instances = int(_first(overrides, serving, config, key="instances") or 1)
     deployed: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Deployed"), {})
-    cache = bool(serving.get("responseCache", True))
     deployment = Deployment(
         candidate=winner["name"],
         pool=winner.get("pool", ""),
-        version=str(endpoint.get("version", winner.get("version", ""))),
+        # Retunes write new versions of one selection; the policy's per-deployment counters (how
+        # many retunes, the streaks) must survive them, so the selection names the deployment.
+        version=str(winner.get("optimization") or endpoint.get("version", "")),
         # Fields the spec leaves to the benchmark: the largest benchmarked batch, no delay known.
-        max_batch_size=int(batching.get("maxBatchSize") or max(benchmarked)),
-        max_queue_delay_us=int(batching.get("maxQueueDelayMicroseconds") or 0),
+        max_batch_size=int(batching.get("maxBatchSize") or config.get("maxBatchSize") or max(benchmarked)),
+        max_queue_delay_us=int(_first(overrides, batching, config, key="maxQueueDelayMicroseconds") or 0),
         instance_count=instances,
-        max_instances=instances,  # instance retunes are not applied by the operator yet
-        response_cache=cache,
-        cache_allowed=cache,
+        max_instances=max(instances, instance_room(settings.pool(winner.get("pool", "")))),
+        response_cache=bool(_first(overrides, serving, config, key="responseCache", default=True)),
+        cache_allowed=bool(serving.get("responseCache", True)),
         benchmarked_batch_sizes=benchmarked,
         optimizing=status.get("phase") == "Optimizing",
         deployed_at=_time(deployed.get("lastTransitionTime")) if deployed.get("status") == "True" else None,
@@ -149,13 +180,42 @@ def feedback_patch(body: dict[str, Any], evaluation: Evaluation, now: datetime) 
     annotations = {}
     if isinstance(decision, Reoptimize):
         annotations[names.REOPTIMIZE] = reoptimize_annotation(decision, now)
-    events = []
-    for event in evaluation.events:
-        message = event.message
-        if event.reason in ("Retune", "Fallback"):
-            message = f"{message} (recorded, not applied: the operator does not apply {event.reason} yet)"
-        events.append(Event(event.type, event.reason, message))
+    elif isinstance(decision, Retune | Fallback) and status.winner is not None:
+        status.serving = serving_requests(status, decision, (body.get("spec") or {}).get("serving"), stamp)
+    events = [Event(event.type, event.reason, event.message) for event in evaluation.events]
     return FeedbackPatch(merge_patch(old, status.to_wire()), annotations, events)
+
+
+def serving_requests(
+    status: OptimizedModelStatus, decision: Retune | Fallback, spec_serving: Any, stamp: str
+) -> ServingRequests:
+    """``status.serving`` with the decision added, for reconcile to apply."""
+    winner = status.winner
+    assert winner is not None
+    requests = (status.serving or ServingRequests()).model_copy(deep=True)
+    if isinstance(decision, Fallback):
+        requests.fallback = FallbackRequest(
+            candidate=decision.candidate,
+            pool=decision.pool,
+            replaces=f"{winner.name}@{winner.pool}",
+            reason=decision.reason,
+            requested_at=stamp,
+        )
+        return requests
+    try:
+        serving = Serving.model_validate(spec_serving or {})
+    except ValueError:
+        serving = Serving()  # reconcile reports the invalid spec; the basis then never matches
+    # Retunes build on each other (halve the delay, then add an instance): merge, newest wins.
+    changes = {
+        "max_queue_delay_microseconds": decision.max_queue_delay_us,
+        "instances": decision.instance_count,
+        "response_cache": decision.response_cache,
+    }
+    current = requests.overrides or ServingOverrides()
+    requests.overrides = current.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    requests.basis = overrides_basis(serving)
+    return requests
 
 
 async def feedback_pass(operator: Operator, namespace: str, name: str) -> float | None:
@@ -201,6 +261,9 @@ async def feedback_pass(operator: Operator, namespace: str, name: str) -> float 
     for event in patch.events:
         await post_event(operator.client, obs, event)
     log.info("feedback for %s/%s: %s", namespace, name, evaluation.decision.summary())
+    if "serving" in patch.status:
+        # Apply it now rather than at the next periodic pass; a failure here is retried by that pass.
+        await operator.run_pass(namespace, name)
     return inputs.slo.interval_s
 
 

@@ -139,6 +139,14 @@ async def check_model_uri(uri: str, settings: HonedSettings, *, timeout_s: float
     return None
 
 
+def fallback_pools(status: dict[str, Any]) -> list[str]:
+    """Pools of the candidates a pending fallback may choose from (their reports are needed)."""
+    if not ((status.get("serving") or {}).get("fallback") and (status.get("winner") or {}).get("optimization")):
+        return []
+    eligible = {c.get("pool") for c in status.get("candidates") or [] if c.get("verdict") in ("eligible", "winner")}
+    return sorted(pool for pool in eligible if pool)
+
+
 async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
@@ -209,6 +217,12 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
             reports[job.pool] = read
         if not current:
             model_error = await check_model_uri(spec.model.uri, settings)
+    elif fallback_pools(status):
+        # A fallback is pending: reconcile builds the runner-up's winner entry from its report.
+        optimization_of_winner = (status.get("winner") or {}).get("optimization", "")
+        for pool in fallback_pools(status):
+            key = f"{names.optimization_key(namespace, name, optimization_of_winner, pool)}/{REPORT_FILE}"
+            reports[pool] = await asyncio.to_thread(read_report, store, key)
 
     deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))
     service = await client.get(SERVICES, namespace, names.server_name(name))

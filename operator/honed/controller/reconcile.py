@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from honed.api.spec import OptimizedModelSpec, SpecError, parse_spec
+from honed.api.spec import OptimizedModelSpec, Serving, SpecError, parse_spec
 from honed.api.status import (
     DEPLOYED,
     OPTIMIZED,
@@ -20,16 +20,15 @@ from honed.api.status import (
     OptimizedModelStatus,
     Phase,
     PoolStatus,
-    Winner,
 )
 from honed.artifacts import join_uri
 from honed.controller import names
 from honed.controller.conditions import load_status, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
-from honed.controller.selection import Criteria, PoolOutcome, Selection, select, significant, summaries
+from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
 from honed.controller.state import Delete, Observed, Patch, Plan, RepositoryWrite
 from honed.controller.triton import endpoint, triton_deployment, triton_service
-from honed.optimizer.report import REPORT_FILE
+from honed.controller.winner import apply_requests, build_winner, effective_serving, next_version, report_uri
 from honed.settings import HonedSettings
 
 TOP_CANDIDATES = 8
@@ -62,11 +61,6 @@ def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
             )
 
 
-def report_uri(settings: HonedSettings, obs: Observed, optimization: str, pool: str) -> str:
-    key = names.optimization_key(obs.namespace, obs.name, optimization, pool)
-    return join_uri(settings.artifact_store, key, REPORT_FILE)
-
-
 def _seconds_between(start: str, end: str) -> float | None:
     try:
         return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
@@ -96,6 +90,7 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
     _start_optimization_if_new(new, obs, optimization)
     _delete_stale(plan, obs, spec, optimization)
     optimizing = _optimize(plan, new, obs, spec, optimization, condition)
+    apply_requests(new, obs, spec.serving, optimizing, condition, plan.events)
     _deploy(plan, new, obs, spec, condition)
     new.phase = _phase(new, optimizing)
     return _finish(plan, old, new)
@@ -174,7 +169,7 @@ def _optimize(
         status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message)
         if state.phase == "Succeeded":
             read = obs.reports.get(pool_name)
-            status.report = report_uri(settings, obs, optimization, pool_name)
+            status.report = report_uri(obs, optimization, pool_name)
             if read is None or read.report is None:
                 status.phase = "Failed"
                 why = read.error if read is not None else "not read yet"
@@ -198,7 +193,7 @@ def _optimize(
     ]
     criteria = Criteria(spec.search.objective, spec.validation.max_metric_drop, spec.search.latency_budget_ms)
     selection = select(outcomes, criteria)
-    _record_selection(plan, new, obs, optimization, selection, condition)
+    _record_selection(plan, new, obs, optimization, selection, spec.serving, condition)
     return False
 
 
@@ -208,6 +203,7 @@ def _record_selection(
     obs: Observed,
     optimization: str,
     selection: Selection,
+    spec_serving: Serving,
     condition: SetCondition,
 ) -> None:
     last = new.last_optimization
@@ -223,43 +219,16 @@ def _record_selection(
         condition(OPTIMIZED, False, selection.failure, selection.message)
         return
     win = selection.winner
-    report = report_uri(obs.settings, obs, optimization, win.pool.name)
-    artifact_dir = win.candidate.artifact or win.candidate.name
-    pool_root = join_uri(
-        obs.settings.artifact_store,
-        names.optimization_key(obs.namespace, obs.name, optimization, win.pool.name),
-    )
-    new.winner = Winner(
-        pool=win.pool.name,
-        name=win.candidate.name,
-        backend=win.candidate.backend,
-        precision=win.candidate.precision,
-        device=win.candidate.device,
-        optimization=optimization,
-        version=_next_version(new, obs),
-        speedup=significant(win.candidate.speedup),
-        p50_ms=significant(win.p50),
-        p99_ms=significant(win.p99),
-        throughput=significant(win.throughput or None),
-        metric_drop=significant(win.drop),
-        cost_per_million=significant(win.cost),
-        report=report,
-        artifact=join_uri(pool_root, artifact_dir),
-    )
+    report = obs.reports[win.pool.name].report
+    assert report is not None  # only pools with a report have candidates
+    new.winner = build_winner(obs, optimization, win, report, spec_serving, next_version(new, obs))
+    new.serving = None  # retune overrides and fallback requests were about the previous winner
     last.outcome = "Succeeded"
     plan.optimization_outcome = "succeeded"
     plan.winner_speedup = win.candidate.speedup
     speed = f", {win.candidate.speedup:.2f}x the original" if win.candidate.speedup else ""
     note = f" ({len(failed_pools)} pool(s) failed: {', '.join(p.pool for p in failed_pools)})" if failed_pools else ""
     condition(OPTIMIZED, True, "WinnerSelected", f"{win.label()}, version {new.winner.version}{speed}{note}")
-
-
-def _next_version(new: OptimizedModelStatus, obs: Observed) -> int:
-    """A new winner always gets a new version: Triton's cache must not mix two models' answers."""
-    seen = [new.winner.version if new.winner else 0, max(obs.repository_versions, default=0)]
-    if obs.deployment is not None and obs.deployment.version is not None:
-        seen.append(obs.deployment.version)
-    return max(seen) + 1
 
 
 def _deploy(
@@ -276,6 +245,7 @@ def _deploy(
         condition(DEPLOYED, False, "PoolRemoved", f"the winner's pool {winner.pool!r} is no longer configured")
         return
     owner = Owner(obs.name, obs.namespace, obs.uid)
+    serving = effective_serving(spec.serving, winner.overrides)
     if winner.version not in obs.repository_ready:
         repository = join_uri(settings.artifact_store, names.repository_key(obs.namespace, obs.name))
         plan.repository = RepositoryWrite(
@@ -285,9 +255,9 @@ def _deploy(
             report_uri=winner.report,
             repository_uri=repository,
             model_name=names.triton_model_name(obs.name),
-            serving=spec.serving.model_dump(mode="json"),
+            serving=serving.model_dump(mode="json"),
         )
-    desired = triton_deployment(owner, spec.serving, pool, settings, winner.version)
+    desired = triton_deployment(owner, serving, pool, settings, winner.version)
     applied = names.short_hash(desired)
     desired["metadata"]["annotations"][APPLIED] = applied
     dep = obs.deployment
