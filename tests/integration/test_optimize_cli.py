@@ -177,3 +177,33 @@ def test_report_command_prints_the_table(tmp_path: Path, digits: tuple[Path, Pat
     assert shown.returncode == 0 and "onnx-fp32.onnxruntime" in shown.stdout
     winner = json.loads(honed("report", out, "--json").stdout)
     assert winner["name"] == "onnx-fp32.onnxruntime"
+
+
+def test_int8_that_fails_the_gate_is_retried_accuracy_aware(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = honed(
+        "optimize",
+        digits[0],
+        "--data",
+        digits[1],
+        "--backends",
+        "onnxruntime",
+        "--precisions",
+        "int8",
+        "--metric",
+        "cosine",
+        "--max-metric-drop",
+        "0.00002",
+        "--out",
+        out,
+        *FAST,
+    )
+    report = load_report(out)
+    plain = report.candidate("onnx-int8.onnxruntime")
+    assert plain.status == "rejected" and "exceeds" in plain.reason, result.stderr
+    retry = report.candidate("onnx-int8-aa.onnxruntime")
+    assert retry.variant == "accuracy-aware"
+    if retry.status == "accepted":
+        assert retry.metric is not None and retry.metric.drop <= 0.00002
+    else:
+        assert retry.status == "failed" and "still drops" in retry.reason

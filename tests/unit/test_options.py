@@ -42,9 +42,13 @@ def test_cli_options_map_to_typed_options(tmp_path: Path) -> None:
 
 def test_request_file_overrides_flags(tmp_path: Path) -> None:
     request = tmp_path / "request.json"
-    request.write_text('{"model": "x.onnx", "batch_sizes": [4], "time_budget": "2m", "precisions": ["fp32"]}')
+    request.write_text(
+        '{"schema": "honed.request/v1", "model": {"uri": "file:///m/x.onnx", "format": "onnx"},'
+        ' "batch_sizes": [4], "time_budget_s": 120, "precisions": ["fp32"]}'
+    )
     options = options_from_args(parse("--request", str(request)))
-    assert options.model == "x.onnx" and options.batch_sizes == [4] and options.time_budget_s == 120
+    assert options.model == "/m/x.onnx" and options.batch_sizes == [4] and options.time_budget_s == 120
+    assert options.precisions == ["fp32"]
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--measure-seconds", type=float, default=1.5, help="timed seconds per candidate and batch")
-    p.add_argument("--out", type=Path, default=Path("honed-out"))
+    p.add_argument("--out", default="honed-out", help="output directory, or a store URI (file://, s3://, pvc://)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=run_optimize)
@@ -83,14 +83,9 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
     if args.threads:
         fields["threads"] = args.threads
     if args.request is not None:
-        if not args.request.is_file():
-            raise InputError(f"--request {args.request} not found")
-        try:
-            fields.update(json.loads(args.request.read_text()))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--request {args.request} is not JSON: {exc}") from None
-        if "time_budget" in fields:
-            fields["time_budget_s"] = parse_duration(fields.pop("time_budget"))
+        from honed.api.request import load_request
+
+        fields.update(load_request(args.request).engine_fields())
     if not fields.get("model"):
         raise InputError("no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)")
     try:
@@ -102,18 +97,49 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
+    from honed.optimizer import remote
+
+    try:
+        return _optimize(args)
+    except InputError as exc:
+        remote.write_termination_message(f"error: {exc}")
+        raise
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from honed.optimizer import remote
     from honed.optimizer.pipeline import optimize
     from honed.optimizer.plot import plot_report
     from honed.optimizer.progress import Progress
     from honed.optimizer.table import print_report
 
+    out_uri = str(args.out)
+    publish_to = out_uri if remote.is_remote(out_uri) else None
+    args.out = Path(tempfile.mkdtemp(prefix="honed-run-")) if publish_to else Path(remote.local_path(out_uri))
     options = options_from_args(args)
+    inputs_dir = Path(tempfile.mkdtemp(prefix="honed-inputs-"))
+    if remote.is_remote(options.model):
+        options.model = str(remote.fetch(options.model, inputs_dir, "model"))
+    if options.data is not None and remote.is_remote(str(options.data)):
+        options.data = remote.fetch(str(options.data), inputs_dir, "data")
     report = optimize(options, Progress(quiet=args.quiet))
     if not args.no_plot:
         plot_report(report, options.out / "latency-throughput.png")
     print_report(report)
-    print(f"report: {options.out / 'report.json'}")
-    return 0 if report.winner else 1
+    if publish_to:
+        remote.publish(options.out, publish_to)
+    print(f"report: {publish_to or options.out}/report.json")
+    winner = report.winner_candidate()
+    if winner is None:
+        remote.write_termination_message(f"no winner: {report.notes[-1] if report.notes else 'no candidate'}")
+        return 1
+    remote.write_termination_message(
+        f"winner {winner.name}: {winner.speedup or 1:.2f}x vs {report.baseline.name}, "
+        f"p50 {winner.latency_ms.p50 if winner.latency_ms else 0:.3f} ms at batch 1"
+    )
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> int:

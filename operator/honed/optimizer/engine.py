@@ -12,7 +12,7 @@ import numpy as np
 
 from honed.errors import InputError
 from honed.optimizer import data as datamod
-from honed.optimizer.backends import BACKEND_MODULES, backend_module
+from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
@@ -50,6 +50,7 @@ class Prepared:
     batch_sizes: list[int]
     attention: bool
     notes: list[str]
+    matmul_heavy: bool = False
 
 
 def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
@@ -86,12 +87,25 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     if fixed is not None:
         batch_sizes = [fixed]
         notes.append(f"the model pins its batch axis at {fixed}; measured at that batch size only")
-    attention = False
+    attention = dense = False
     if source.onnx_path is not None:
-        from honed.optimizer.onnx_graph import has_attention
+        from honed.optimizer.onnx_graph import has_attention, matmul_heavy
 
-        attention = has_attention(source.onnx_path)
-    return Prepared(source, dataset, dataset.save(work / "data.npz"), metric, batch_sizes, attention, notes)
+        attention, dense = has_attention(source.onnx_path), matmul_heavy(source.onnx_path)
+    data_path = dataset.save(work / "data.npz")
+    return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
+
+
+def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
+    """The plain way to run the original: PyTorch eager for PyTorch sources, ONNX Runtime for ONNX."""
+    if src.format == "onnx":
+        return (
+            CandidatePlan("onnxruntime", "fp32")
+            if device == "cpu"
+            else CandidatePlan("tensorrt", "fp32", device=device)
+        )
+    source = "torch" if src.format == "pytorch" else "torchscript"
+    return CandidatePlan("torch", "fp32", source, "eager", device)
 
 
 def plan_candidates(
@@ -99,20 +113,15 @@ def plan_candidates(
 ) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
     """The baseline plan, the candidate plans and what was skipped (with why)."""
     src = prep.source
-    known = sorted(BACKEND_MODULES)
+    table = GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES
+    known = sorted(table)
     unknown = [b for b in options.backends if b not in known]
     if unknown:
-        raise InputError(f"--backends {','.join(unknown)} unknown", hint=f"choose among {', '.join(known)}")
-    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
-    if src.format == "onnx":
-        baseline = CandidatePlan("onnxruntime", "fp32")
-    else:
-        from honed.optimizer.backends.torch import baseline_plan
-
-        baseline = baseline_plan(src.format)
-        baseline = CandidatePlan(
-            baseline.backend, baseline.precision, baseline.source, baseline.variant, options=factory_opts
+        raise InputError(
+            f"--backends {','.join(unknown)} unknown on {options.device}", hint=f"choose among {', '.join(known)}"
         )
+    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
+    baseline = _default_baseline(src, options.device)
     ctx = SearchContext(
         inputs=src.inputs,
         outputs=src.outputs,
@@ -121,32 +130,46 @@ def plan_candidates(
         cpu_flags=cpu_flags(),
         device=options.device,
         attention=prep.attention,
-        has_torch_program=src.torch_path is not None,
+        matmul_heavy=prep.matmul_heavy,
+        has_torch_program=src.torch_path is not None or src.format == "torchscript",
+        batch_sizes=prep.batch_sizes,
     )
     plans: list[CandidatePlan] = []
     skipped: list[Skipped] = []
     for name in known:
-        if options.backends and name not in options.backends:
+        try:
+            module = backend_module(name, options.device)
+        except ImportError as exc:
+            skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
             continue
-        module = backend_module(name)
         reason = module.availability()
         if reason:
+            if name == baseline.backend:
+                raise InputError(
+                    f"the baseline backend {name} cannot run here: {reason}",
+                    hint="install it, or run on a device that has it (--device)",
+                )
             skipped.append(Skipped(name=name, reason=reason))
+            continue
+        if options.backends and name not in options.backends and name != baseline.backend:
             continue
         for item in module.plans(ctx):
             if isinstance(item, Skipped):
                 skipped.append(item)
-            elif item.name != baseline.name:
-                plans.append(
-                    CandidatePlan(
-                        item.backend,
-                        item.precision,
-                        item.source,
-                        item.variant,
-                        item.device,
-                        {**factory_opts, **item.options},
-                    )
-                )
+                continue
+            plan = CandidatePlan(
+                item.backend, item.precision, item.source, item.variant, item.device, {**factory_opts, **item.options}
+            )
+            if plan.name == baseline.name:
+                baseline = plan  # the backend's own options (e.g. channels-last off) for the baseline
+            elif not options.backends or name in options.backends:
+                plans.append(plan)
+    if baseline.backend == "torch" and not baseline.options:
+        baseline = CandidatePlan(
+            baseline.backend, baseline.precision, baseline.source, baseline.variant, baseline.device, factory_opts
+        )
+    # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
+    plans.sort(key=_build_cost)
     return baseline, plans, skipped
 
 
@@ -189,7 +212,7 @@ class Search:
             return
         out_dir = self.artifacts / trial.name
         shutil.rmtree(out_dir, ignore_errors=True)
-        builder = Worker.start(f"build-{trial.name}", self.options.threads)
+        builder = Worker.start(f"build-{trial.name}", self.options.threads, self.work / f"{trial.name}.build.log")
         try:
             trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=budget)
         except WorkerFailure as exc:
@@ -197,7 +220,7 @@ class Search:
             return
         finally:
             builder.close()
-        runner = Worker.start(trial.name, self.options.threads)
+        runner = Worker.start(trial.name, self.options.threads, self.work / f"{trial.name}.run.log")
         trial.worker = runner
         try:
             runner.call("load", out_dir, self.prep.data_path, timeout=max(30.0, self.remaining()))
@@ -220,7 +243,7 @@ class Search:
         if trial.metric.drop > self.options.max_metric_drop:
             trial.status = "rejected"
             trial.reason = (
-                f"{trial.metric.name} drop {trial.metric.drop:.4f} exceeds "
+                f"{trial.metric.name} drop {trial.metric.drop:.4g} exceeds "
                 f"--max-metric-drop {self.options.max_metric_drop}"
             )
         else:
@@ -229,10 +252,12 @@ class Search:
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
         plan = trial.plan
-        if trial.status != "rejected" or plan.backend != "openvino" or plan.precision != "int8" or plan.variant:
+        if trial.status != "rejected" or plan.precision != "int8" or plan.variant:
+            return None
+        if plan.backend not in ("openvino", "onnxruntime"):
             return None
         return CandidatePlan(
-            "openvino",
+            plan.backend,
             "int8",
             plan.source,
             "accuracy-aware",
@@ -300,3 +325,11 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
 
 def python_executable() -> str:
     return sys.executable
+
+
+def _build_cost(plan: CandidatePlan) -> int:
+    if plan.variant == "compile":
+        return 3
+    if plan.precision.startswith("int8"):
+        return 2 if plan.precision != "int8-dynamic" else 1
+    return 0

@@ -61,6 +61,14 @@ def has_attention(path: Path) -> bool:
     return ops.count("Softmax") > 0 and ops.count("MatMul") >= 2 * max(1, ops.count("Softmax"))
 
 
+def matmul_heavy(path: Path) -> bool:
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+    dense = sum(op in {"MatMul", "Gemm"} for op in ops)
+    return dense > 0 and dense >= sum(op in {"Conv", "ConvTranspose"} for op in ops)
+
+
 def integer_input_bounds(path: Path) -> dict[str, int]:
     """Upper bounds for integer inputs used as Gather indices into a table (token ids -> vocab size).
 

@@ -45,11 +45,12 @@ def build_table(report: Report) -> Table:
         elif cand.name == report.baseline.name:
             verdict = f"{cand.status} (baseline)"
         drop = "-" if cand.metric is None else f"{cand.metric.drop:.4f}"
+        precision = f"{cand.precision} ({cand.variant})" if cand.variant and cand.backend != "torch" else cand.precision
         speed = "-" if cand.speedup is None else f"{cand.speedup:.2f}x"
         table.add_row(
             cand.name,
             cand.backend,
-            cand.precision,
+            precision,
             _ms(cand, "p50"),
             _ms(cand, "p99"),
             *[f"{cand.throughput[b]:.1f}" if b in cand.throughput else "-" for b in batches],

@@ -34,10 +34,22 @@ def _thread_env(threads: int) -> None:
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
-def _serve(conn: Connection, threads: int) -> None:
+def _redirect_output(log_path: Path | None) -> None:
+    """Runtimes print progress bars and advice from C++ and Python; keep them out of the user's console."""
+    if log_path is None:
+        return
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _serve(conn: Connection, threads: int, log_path: Path | None = None) -> None:
+    _redirect_output(log_path)
     _thread_env(threads)
     # Runtimes log advice through the root logger; the parent reports what matters per candidate.
     logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("nncf").setLevel(logging.ERROR)
     state: dict[str, Any] = {"warm": set()}
     while True:
         try:
@@ -139,15 +151,16 @@ class Worker:
     process: Any
     conn: Connection
     label: str
+    log_path: Path | None = None
 
     @classmethod
-    def start(cls, label: str, threads: int) -> Worker:
+    def start(cls, label: str, threads: int, log_path: Path | None = None) -> Worker:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(child, threads), name=f"honed-{label}", daemon=True)
+        process = ctx.Process(target=_serve, args=(child, threads, log_path), name=f"honed-{label}", daemon=True)
         process.start()
         child.close()
-        return cls(process=process, conn=parent, label=label)
+        return cls(process=process, conn=parent, label=label, log_path=log_path)
 
     def call(self, command: str, *args: Any, timeout: float) -> Any:
         try:
@@ -160,10 +173,17 @@ class Worker:
             self.process.join(timeout=5)
             code = self.process.exitcode
             why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            raise WorkerFailure(f"worker crashed during {command} ({why})") from None
+            raise WorkerFailure(f"worker crashed during {command} ({why}){self._last_words()}") from None
         if reply[0] == "error":
             raise WorkerFailure(reply[1])
         return reply[1]
+
+    def _last_words(self) -> str:
+        """The last line the runtime printed before dying, which usually says why."""
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        return f": {lines[-1][:300]}" if lines else ""
 
     def kill(self) -> None:
         if self.process.is_alive():

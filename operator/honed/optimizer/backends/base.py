@@ -35,7 +35,11 @@ class CandidatePlan:
 
     @property
     def name(self) -> str:
-        return f"{self.source}-{self.precision}.{self.variant or self.backend}"
+        """torch-fp32.eager, torch-bf16.compile, onnx-int8.openvino, onnx-int8-aa.onnxruntime (accuracy-aware)."""
+        if self.backend == "torch" and self.variant:
+            return f"{self.source}-{self.precision}.{self.variant}"
+        tag = "".join(word[0] for word in self.variant.split("-")) if self.variant else ""
+        return f"{self.source}-{self.precision}{'-' + tag if tag else ''}.{self.backend}"
 
 
 @dataclass
@@ -49,7 +53,9 @@ class SearchContext:
     cpu_flags: set[str]
     device: str = "cpu"
     attention: bool = False  # the graph has attention (MatMul-softmax-MatMul); picks quantization presets
+    matmul_heavy: bool = False  # more MatMul/Gemm than Conv: dynamic int8 quantization pays off
     has_torch_program: bool = False
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
 
 
 @dataclass

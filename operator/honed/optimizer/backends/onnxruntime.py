@@ -11,6 +11,7 @@ import numpy as np
 from honed.optimizer.artifact import ArtifactMeta
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
 from honed.optimizer.report import Skipped
+from honed.optimizer.tensors import TensorSpec
 
 NAME = "onnxruntime"
 
@@ -30,9 +31,12 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     if "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32"))
     if "int8" in ctx.precisions:
-        out.append(CandidatePlan(NAME, "int8"))
-        # Dynamic quantization only pays off where MatMul/Gemm dominate (transformers, MLPs).
-        out.append(CandidatePlan(NAME, "int8-dynamic"))
+        # Static QDQ suits convolutional graphs; on attention graphs it is slow to calibrate and
+        # loses to dynamic quantization, which pays off wherever MatMul/Gemm dominate.
+        if not ctx.attention:
+            out.append(CandidatePlan(NAME, "int8"))
+        if ctx.matmul_heavy or ctx.attention:
+            out.append(CandidatePlan(NAME, "int8-dynamic"))
     for precision in ("fp16", "bf16"):
         if precision in ctx.precisions:
             out.append(
@@ -48,9 +52,11 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     assert ctx.onnx_path is not None
     target = out_dir / "model.onnx"
     if plan.precision == "fp32":
-        shutil.copyfile(ctx.onnx_path, target)
+        copy_onnx(ctx.onnx_path, target)
+    elif plan.precision == "int8" and plan.variant == "accuracy-aware":
+        _quantize_accuracy_aware(plan, ctx, target)
     elif plan.precision == "int8":
-        _quantize_static(ctx, target, excluded=list(plan.options.get("exclude_nodes", [])))
+        _quantize_static(_prepare(ctx), ctx, target, excluded=[])
     elif plan.precision == "int8-dynamic":
         _quantize_dynamic(ctx.onnx_path, target)
     else:
@@ -66,16 +72,25 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     )
 
 
-def _quantize_static(ctx: BuildContext, target: Path, excluded: list[str]) -> None:
+def copy_onnx(source: Path, target: Path) -> None:
+    """Copy a model; one stored with external data is re-saved so the artifact is self-contained."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+
+    proto = onnx.load(str(source), load_external_data=False)
+    external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
+    if not external:
+        shutil.copyfile(source, target)
+        return
+    proto = onnx.load(str(source))
+    big = proto.ByteSize() > 1_900_000_000
+    onnx.save_model(proto, str(target), save_as_external_data=big, location=f"{target.name}.data")
+
+
+def _prepare(ctx: BuildContext) -> Path:
+    """Pre-process for quantization (shape inference, fusions) and name every node for exclusion lists."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from honed.optimizer.backends.ort_sensitivity import name_nodes
 
     assert ctx.onnx_path is not None
     prepared = ctx.work_dir / "ort-preprocessed.onnx"
@@ -84,7 +99,21 @@ def _quantize_static(ctx: BuildContext, target: Path, excluded: list[str]) -> No
     except Exception:
         # Symbolic shape inference fails on some graphs; the plain ONNX one is enough for QDQ.
         quant_pre_process(str(ctx.onnx_path), str(prepared), skip_symbolic_shape=True)
-    calibration = ctx.calibration(limit=128)
+    name_nodes(prepared, prepared)
+    return prepared
+
+
+def _quantize_static(prepared: Path, ctx: BuildContext, target: Path, excluded: list[str], limit: int = 128) -> Path:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    calibration = ctx.calibration(limit=limit)
     n = len(next(iter(calibration.values())))
 
     class Reader(CalibrationDataReader):
@@ -110,6 +139,33 @@ def _quantize_static(ctx: BuildContext, target: Path, excluded: list[str]) -> No
         nodes_to_exclude=excluded,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    return target
+
+
+def _quantize_accuracy_aware(plan: CandidatePlan, ctx: BuildContext, target: Path) -> None:
+    """Rank nodes by quantization damage, then keep the worst in fp32 until the gate passes."""
+    import onnx
+
+    from honed.optimizer.backends import ort_sensitivity as sens
+    from honed.optimizer.gate import GateData
+
+    gate = GateData.load(plan.options, ctx)
+    prepared = _prepare(ctx)
+    nodes = [(n.name, n.op_type, list(n.input), list(n.output)) for n in onnx.load(str(prepared)).graph.node]
+    full = _quantize_static(prepared, ctx, ctx.work_dir / "ort-int8-full.onnx", excluded=[], limit=64)
+    ranked = sens.rank_nodes(prepared, full, gate.calls()[:8], ctx.work_dir, nodes)
+    attempt = ctx.work_dir / "ort-int8-attempt.onnx"
+
+    def quantize(excluded: list[str]) -> Path:
+        return _quantize_static(prepared, ctx, attempt, excluded, limit=64)
+
+    def drop_of(model: Path) -> float:
+        runner = OrtRunner.from_path(model, ctx.outputs, ctx.threads)
+        chunks = [runner.run(call) for call in gate.calls(batch=8)]
+        return gate.drop([np.concatenate([c[i] for c in chunks]) for i in range(len(ctx.outputs))])
+
+    excluded = sens.search_exclusions(ranked, quantize, drop_of, gate.max_drop)
+    _quantize_static(prepared, ctx, target, excluded, limit=64)
 
 
 def _quantize_dynamic(source: Path, target: Path) -> None:
@@ -128,20 +184,25 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
 
 class OrtRunner:
     def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
+        self._open(directory / meta.model_file, [o.name for o in meta.outputs], threads)
+
+    @classmethod
+    def from_path(cls, path: Path, outputs: list[TensorSpec], threads: int | None) -> OrtRunner:
+        runner = cls.__new__(cls)
+        runner._open(path, [o.name for o in outputs], threads)
+        return runner
+
+    def _open(self, path: Path, output_names: list[str], threads: int | None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if meta.options.get("graph_optimization") == "default":
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(
-            str(directory / meta.model_file), options, providers=["CPUExecutionProvider"]
-        )
-        self.output_names = [o.name for o in meta.outputs]
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.output_names = output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result: list[Any] = self.session.run(self.output_names, feeds)

@@ -97,32 +97,27 @@ def _quantize_with_accuracy_control(
     """NNCF keeps the layers that cost the most accuracy in higher precision until the drop fits."""
     import nncf
 
-    from honed.optimizer.validate import compare
+    from honed.optimizer.gate import GateData
 
-    reference = [np.load(plan.options["reference"])[key] for key in np.load(plan.options["reference"]).files]
-    labels = np.load(ctx.calibration_path)["labels"] if plan.options.get("labels") else None
-    with np.load(ctx.calibration_path) as data:
-        feeds = {spec.name: data[spec.name] for spec in ctx.inputs}
-    samples = len(reference[0])
-    validation = [{name: array[i : i + 1] for name, array in feeds.items()} for i in range(samples)]
-    metric = plan.options["metric"]
+    gate = GateData.load(plan.options, ctx)
+    validation = gate.calls(batch=1)
+    n_outputs = len(ctx.outputs)
 
     def validate(compiled: Any, dataset: Any) -> tuple[float, None]:
-        outputs: list[list[np.ndarray]] = [[] for _ in ctx.outputs]
+        outputs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
         for item in dataset:
             result = compiled(item)
-            for i in range(len(ctx.outputs)):
+            for i in range(n_outputs):
                 outputs[i].append(np.asarray(result[i]))
-        stacked = [np.concatenate(o) for o in outputs]
-        drop = compare(metric, reference, stacked, labels).drop
-        return 1.0 - drop, None  # NNCF maximises the score; its absolute drop then equals ours
+        # NNCF maximises the score; with an absolute max_drop its drop then equals ours.
+        return 1.0 - gate.drop([np.concatenate(o) for o in outputs]), None
 
     return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(items),
         nncf.Dataset(validation),
         validate,
-        max_drop=float(plan.options["max_drop"]),
+        max_drop=gate.max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         **kwargs,
     )

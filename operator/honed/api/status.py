@@ -1,0 +1,124 @@
+"""``OptimizedModel.status``: written only by the operator, read by people, dashboards and GitOps tools.
+
+Status models keep unknown keys (``StatusModel``), so fields added by other writers, such as the
+feedback loop's ``lastDecision``, survive the operator's read-modify-write.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from honed.api.base import StatusModel
+
+Phase = Literal["Pending", "Optimizing", "Deploying", "Serving", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+PoolPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+Verdict = Literal["winner", "eligible", "over-budget", "rejected", "failed"]
+
+# Condition types the operator owns; others (SLOMet, MetricsUnavailable) belong to the feedback loop.
+OPTIMIZED = "Optimized"
+DEPLOYED = "Deployed"
+READY = "Ready"
+OWN_CONDITIONS = (OPTIMIZED, DEPLOYED, READY)
+
+
+class Condition(StatusModel):
+    """Kubernetes-style condition: the latest observation of one aspect of the resource."""
+
+    type: str
+    status: ConditionStatus
+    reason: str = Field(description="CamelCase cause, stable for automation")
+    message: str = Field("", description="what happened and what to do, for people")
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed")
+    observed_generation: int | None = None
+
+
+class CandidateSummary(StatusModel):
+    """One candidate of one pool's report, as compared across pools."""
+
+    pool: str
+    name: str = Field(description="candidate id like onnx-int8.openvino")
+    backend: str
+    precision: str
+    p50_ms: float | None = Field(None, description="median latency at batch 1")
+    p99_ms: float | None = Field(None, description="p99 latency at batch 1")
+    throughput: float | None = Field(None, description="best items/s over the benchmarked batch sizes")
+    metric_drop: float | None = Field(None, description="metric drop against the original model")
+    size_bytes: int | None = None
+    cost_per_million: float | None = Field(
+        None, description="price_per_hour / (3600 x throughput) x 1e6, in the pools' price unit"
+    )
+    speedup: float | None = Field(None, description="baseline p50 / this p50 on its pool")
+    verdict: Verdict
+    reason: str = ""
+
+
+class PoolStatus(StatusModel):
+    """The optimization Job of one target pool."""
+
+    pool: str
+    job: str = Field(description="Job name")
+    phase: PoolPhase
+    message: str = Field("", description="the pod's termination message or why the pool failed")
+    report: str | None = Field(None, description="report.json location in the artifact store")
+
+
+class Winner(StatusModel):
+    """The selected candidate and the model version it is served as."""
+
+    pool: str
+    name: str
+    backend: str
+    precision: str
+    device: str = "cpu"
+    optimization: str = Field(description="id of the optimization that produced it")
+    version: int = Field(ge=1, description="Triton model version serving it")
+    speedup: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    throughput: float | None = None
+    metric_drop: float | None = None
+    cost_per_million: float | None = None
+    report: str = Field(description="report.json location in the artifact store")
+    artifact: str = Field(description="artifact directory in the artifact store")
+
+
+class Endpoint(StatusModel):
+    """Where to send inference requests."""
+
+    http: str
+    grpc: str
+    metrics: str
+    model: str = Field(description="Triton model name")
+    version: int
+
+
+class LastOptimization(StatusModel):
+    """The latest optimization run: why it started and when it ended."""
+
+    id: str = Field(description="hash of the spec fields that shape the search")
+    reason: str = Field(description="Created | SpecChanged | Requested | SLOViolation | TrafficShift")
+    started_at: str
+    finished_at: str | None = None
+    outcome: Literal["Succeeded", "Failed"] | None = None
+    generation: int | None = None
+    request: str | None = Field(None, description="the honed.dev/reoptimize annotation that started it")
+
+
+class OptimizedModelStatus(StatusModel):
+    observed_generation: int | None = Field(None, description="metadata.generation this status describes")
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    pools: list[PoolStatus] = Field(default_factory=list)
+    candidates: list[CandidateSummary] = Field(default_factory=list, description="best candidates first")
+    winner: Winner | None = None
+    endpoint: Endpoint | None = None
+    last_optimization: LastOptimization | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        for cond in self.conditions:
+            if cond.type == type_:
+                return cond
+        return None

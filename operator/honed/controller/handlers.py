@@ -1,0 +1,141 @@
+"""kopf handlers: thin adapters that run one observe -> reconcile -> apply pass.
+
+Create, update and resume run a pass at once; a per-resource daemon repeats it (sooner while
+Jobs run or a rollout is under way); events of the Jobs and Deployments honed owns wake the
+owner's pass too. A lock per resource keeps passes of one resource from overlapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from honed.api.spec import GROUP, KIND, PLURAL, VERSION
+from honed.artifacts import ArtifactStore
+from honed.controller import metrics, names
+from honed.controller.apply import RepositoryWriter, apply_plan
+from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
+from honed.controller.observe import observe
+from honed.controller.reconcile import reconcile
+from honed.controller.state import Plan
+from honed.settings import HonedSettings
+
+log = logging.getLogger(__name__)
+
+Login = Callable[[], kopf.ConnectionInfo]
+
+
+def default_login() -> kopf.ConnectionInfo:
+    """In a pod: the service account; elsewhere: the kubeconfig (as kopf itself would)."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig found")
+    return info
+
+
+@dataclass
+class Operator:
+    """The operator's long-lived parts: settings, the API client, the store, per-resource locks."""
+
+    settings: HonedSettings
+    login: Login
+    write_repository: RepositoryWriter
+    client: KubeClient = field(init=False)
+    store: ArtifactStore = field(init=False)
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.client = KubeClient(self.login)
+        self.store = ArtifactStore(self.settings.artifact_store, pvc_mount_root=self.settings.pvc_mount_root)
+
+    async def run_pass(self, namespace: str, name: str) -> Plan | None:
+        """One level-based pass over the resource as it is now; None when it is gone or going."""
+        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            started = time.monotonic()
+            try:
+                # Re-read: the watch stream may lag behind the status this operator just wrote.
+                body = await self.client.get(OPTIMIZED_MODELS, namespace, name)
+                if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                    self._locks.pop((namespace, name), None)
+                    return None
+                observed = await observe(self.client, self.store, body, self.settings)
+                plan = reconcile(body.get("spec"), observed)
+                await apply_plan(self.client, self.store, plan, observed, self.write_repository)
+            except Exception:
+                metrics.RECONCILES.labels(result="error").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            metrics.RECONCILES.labels(result="ok").inc()
+            metrics.record_plan(plan, namespace, name)
+            return plan
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Keep kopf's bookkeeping under honed.dev and out of status (the CRD schema prunes it)."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="honed.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="honed.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "honed.dev/finalizer"
+    # honed posts its own Events at status transitions; kopf's per-handler ones would be noise.
+    settings.posting.enabled = False
+    settings.execution.max_workers = 4
+
+
+def owner_name(body: Any) -> str | None:
+    """The OptimizedModel owning a child, from its controller owner reference."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+            return str(ref.get("name"))
+    return None
+
+
+def build_registry(operator: Operator) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    interval = operator.settings.reconcile_interval_s
+    children = {names.MANAGED_BY: "honed"}
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return operator.login()
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        await operator.client.close()
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, backoff=10)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, backoff=10)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, backoff=10)
+    async def changed(name: str, namespace: str | None, **_: Any) -> None:
+        await operator.run_pass(namespace or "", name)
+
+    # A pass cut short by a stop is harmless: the next operator's first pass redoes it.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, initial_delay=interval, cancellation_timeout=1.0)
+    async def keep_reconciling(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
+        while not stopped:
+            try:
+                plan = await operator.run_pass(namespace or "", name)
+            except Exception as exc:
+                log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+                plan = None
+            delay = min(plan.requeue_after or interval, interval) if plan is not None else interval
+            await stopped.wait(delay)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=children, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels=children, registry=registry)
+    async def child_changed(body: Any, namespace: str | None, type: str, **_: Any) -> None:
+        owner = owner_name(body)
+        # None is the initial listing and ADDED is mostly our own create: neither changes anything.
+        if owner is not None and namespace and type in ("MODIFIED", "DELETED"):
+            await operator.run_pass(namespace, owner)
+
+    return registry

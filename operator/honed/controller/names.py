@@ -1,0 +1,84 @@
+"""Deterministic names, labels and store keys of everything an OptimizedModel owns.
+
+Names are functions of the resource and the optimization id only, so a restarted operator
+finds the Jobs it already made instead of creating twins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from honed.api.spec import OptimizedModelSpec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+PART_OF = "app.kubernetes.io/part-of"
+OWNER = "honed.dev/optimizedmodel"
+POOL = "honed.dev/pool"
+OPTIMIZATION = "honed.dev/optimization"
+MODEL_VERSION = "honed.dev/model-version"
+SERVING_CONFIG = "honed.dev/serving-config"
+# Setting or changing this annotation on an OptimizedModel starts a new optimization with the
+# same spec; ``REASON:anything`` records REASON (SLOViolation, TrafficShift) as the cause.
+REOPTIMIZE = "honed.dev/reoptimize"
+REOPTIMIZE_REASONS = ("SLOViolation", "TrafficShift", "Requested")
+
+MAX_NAME = 63  # Job and Service names end up in labels and DNS labels
+
+
+def short_hash(value: Any, length: int = 10) -> str:
+    data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def bounded(name: str, limit: int = MAX_NAME) -> str:
+    """``name`` if it fits, else a prefix plus a hash of the whole (still unique, still stable)."""
+    name = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")
+    if len(name) <= limit:
+        return name
+    suffix = short_hash(name, 8)
+    return f"{name[: limit - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
+def optimization_id(spec: OptimizedModelSpec, annotations: dict[str, str]) -> str:
+    """Hash of what shapes the search; serving and feedback changes do not re-optimize."""
+    shaping = spec.model_dump(mode="json", include={"model", "validation", "search", "targets"})
+    return short_hash({"spec": shaping, "reoptimize": annotations.get(REOPTIMIZE, "")})
+
+
+def reoptimize_reason(annotations: dict[str, str]) -> str | None:
+    value = annotations.get(REOPTIMIZE)
+    if not value:
+        return None
+    head = value.split(":", 1)[0]
+    return head if head in REOPTIMIZE_REASONS else "Requested"
+
+
+def job_name(owner: str, pool: str, optimization: str) -> str:
+    return bounded(f"{owner}-opt-{pool}-{optimization[:6]}")
+
+
+def server_name(owner: str) -> str:
+    """The Triton Deployment and its Service."""
+    return bounded(f"{owner}-triton")
+
+
+def triton_model_name(owner: str) -> str:
+    return owner
+
+
+def owner_labels(owner: str) -> dict[str, str]:
+    return {MANAGED_BY: "honed", PART_OF: "honed", OWNER: bounded(owner)}
+
+
+def optimization_key(namespace: str, owner: str, optimization: str, pool: str) -> str:
+    """Store key of one pool's report and artifacts."""
+    return f"{namespace}/{owner}/optimizations/{optimization}/{pool}"
+
+
+def repository_key(namespace: str, owner: str) -> str:
+    """Store key of the Triton model repository serving this resource."""
+    return f"{namespace}/{owner}/repository"

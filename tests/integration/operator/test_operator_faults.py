@@ -1,0 +1,122 @@
+"""The running operator (kopf) against kmock: bad input and faults before anything is served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from honed.artifacts import ArtifactStore
+from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.state import RepositoryWrite
+from honed.settings import HonedSettings
+from tests.integration.operator.harness import (
+    NAMESPACE,
+    Cluster,
+    StartOperator,
+    condition,
+    eventually,
+    fail_job,
+    get_om,
+    jobs_of,
+    manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def no_repository(store: ArtifactStore, write: RepositoryWrite, settings: HonedSettings) -> None:
+    raise AssertionError("these tests never select a winner, so nothing is written to a repository")
+
+
+def model_file(settings: HonedSettings) -> str:
+    """A model URI that exists (the operator checks file:// URIs before starting Jobs)."""
+    path = settings.artifact_store.removeprefix("file://").rsplit("/", 1)[0] + "/model.onnx"
+    with open(path, "wb") as handle:
+        handle.write(b"not parsed by the operator")
+    return f"file://{path}"
+
+
+async def test_invalid_spec_gets_a_condition_naming_the_field(
+    cluster: Cluster, api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+) -> None:
+    await start_operator(no_repository)
+    spec = {
+        "model": {"uri": model_file(settings)},
+        "search": {"batchSizes": [0]},
+        "targets": [{"pool": "cpu"}],
+    }
+    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("bad", spec))
+    cond = await eventually(lambda: condition(api, "bad", "Optimized"), what="the Optimized condition")
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
+    assert cond["message"].startswith("spec.search.batchSizes[0]: ")
+    body = await get_om(api, "bad")
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["observedGeneration"] == 1
+    assert await jobs_of(api, "bad") == []
+    events = await eventually(lambda: api.list(EVENTS, NAMESPACE, {}), what="events")
+    assert any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
+
+
+async def test_unknown_pool_lists_the_known_pools(
+    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+) -> None:
+    await start_operator(no_repository)
+    spec = {"model": {"uri": model_file(settings)}, "targets": [{"pool": "cpu"}, {"pool": "tpu"}]}
+    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("tpu", spec))
+    cond = await eventually(lambda: condition(api, "tpu", "Optimized"), what="the Optimized condition")
+    assert cond["reason"] == "UnknownPool"
+    assert cond["message"] == "spec.targets[1].pool: unknown pool 'tpu'; known pools: cpu, gpu"
+    assert await jobs_of(api, "tpu") == []
+
+
+async def test_unreachable_model_uri(api: KubeClient, start_operator: StartOperator, settings: HonedSettings) -> None:
+    await start_operator(no_repository)
+    spec = {"model": {"uri": "file:///nonexistent/model.onnx"}, "targets": [{"pool": "cpu"}]}
+    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("lost", spec))
+    cond = await eventually(lambda: condition(api, "lost", "Optimized"), what="the Optimized condition")
+    assert cond["reason"] == "ModelUnreachable"
+    assert cond["message"] == "spec.model.uri: no file at /nonexistent/model.onnx"
+    assert await jobs_of(api, "lost") == []
+
+
+async def test_every_pool_failing_fails_the_resource_with_each_pods_message(
+    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+) -> None:
+    await start_operator(no_repository)
+    spec = {"model": {"uri": model_file(settings)}, "targets": [{"pool": "cpu"}, {"pool": "gpu"}]}
+    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("doomed", spec))
+
+    async def two_jobs() -> list[dict[str, Any]]:
+        found = await jobs_of(api, "doomed")
+        return found if len(found) == 2 else []
+
+    jobs = {j["metadata"]["labels"]["honed.dev/pool"]: j for j in await eventually(two_jobs, what="two Jobs")}
+    await fail_job(
+        api,
+        jobs["cpu"],
+        reason="BackoffLimitExceeded",
+        message="Job has reached the specified backoff limit",
+        pod_message="honed optimize: model input 'x' has no shape; pass --input",
+    )
+    await fail_job(
+        api,
+        jobs["gpu"],
+        reason="DeadlineExceeded",
+        message="Job was active longer than specified deadline",
+        pod_message="",
+    )
+
+    async def failed() -> dict[str, Any] | None:
+        body = await get_om(api, "doomed")
+        return body if body.get("status", {}).get("phase") == "Failed" else None
+
+    body = await eventually(failed, what="phase Failed")
+    status = body["status"]
+    optimized = next(c for c in status["conditions"] if c["type"] == "Optimized")
+    assert optimized["reason"] == "AllPoolsFailed"
+    assert "cpu: BackoffLimitExceeded" in optimized["message"] and "pass --input" in optimized["message"]
+    assert "gpu: DeadlineExceeded: Job was active longer than specified deadline" in optimized["message"]
+    assert {p["pool"]: p["phase"] for p in status["pools"]} == {"cpu": "Failed", "gpu": "Failed"}
+    assert status["lastOptimization"]["outcome"] == "Failed"
+    assert "winner" not in status and "endpoint" not in status

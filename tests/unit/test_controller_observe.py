@@ -1,0 +1,167 @@
+"""Reading the cluster's and the store's state: Job phases, pod messages, rollouts, reports, model URIs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from honed.artifacts import ArtifactStore
+from honed.controller import metrics
+from honed.controller.cli import run_operator, watch_scope
+from honed.controller.handlers import owner_name
+from honed.controller.observe import check_model_uri, deployment_state, job_phase, pod_message, read_report
+from honed.controller.state import Plan
+from honed.errors import InputError
+from honed.settings import HonedSettings
+from tests.fixtures.reports import candidate, report
+
+SETTINGS = HonedSettings()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, ("Pending", "")),
+        ({"active": 1}, ("Running", "")),
+        ({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}, ("Succeeded", "")),
+        (
+            {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"}]},
+            ("Failed", "DeadlineExceeded: late"),
+        ),
+        ({"active": 1, "conditions": [{"type": "Failed", "status": "False"}]}, ("Running", "")),
+    ],
+)
+def test_job_phase(status: dict, expected: tuple[str, str]) -> None:
+    assert job_phase({"status": status}) == expected
+
+
+def test_pod_message_takes_the_newest_pods_termination_message() -> None:
+    def pod(created: str, state: dict) -> dict:
+        return {
+            "metadata": {"creationTimestamp": created},
+            "status": {"containerStatuses": [{"state": state}]},
+        }
+
+    pods = [
+        pod("2026-01-01T00:00:00Z", {"terminated": {"message": "first try: OOM", "exitCode": 137}}),
+        pod("2026-01-01T00:05:00Z", {"terminated": {"message": "input x has no shape\n", "exitCode": 2}}),
+    ]
+    assert pod_message(pods) == "input x has no shape"
+    assert pod_message([pod("t", {"terminated": {"reason": "OOMKilled", "exitCode": 137}})]) == (
+        "OOMKilled (exit code 137)"
+    )
+    assert pod_message([]) == ""
+
+
+def test_deployment_rollout_needs_the_controller_to_have_seen_the_spec() -> None:
+    base = {
+        "metadata": {
+            "generation": 3,
+            "annotations": {"honed.dev/model-version": "2", "honed.dev/applied": "h"},
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"nodeSelector": {"pool": "cpu"}}}},
+    }
+    stale = deployment_state({**base, "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}})
+    assert not stale.rolled_out and stale.version == 2 and stale.node_selector == {"pool": "cpu"}
+    fresh = deployment_state({**base, "status": {"observedGeneration": 3, "readyReplicas": 1}})
+    assert fresh.rolled_out and fresh.ready_replicas == 1 and fresh.updated_replicas == 0
+    assert not deployment_state({**base, "status": {}}).rolled_out
+    progressing = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": "slow",
+    }
+    stalled = deployment_state(
+        {**base, "status": {"observedGeneration": 3, "replicas": 3, "conditions": [progressing]}}
+    )
+    assert stalled.stalled == "slow" and stalled.total_replicas == 3
+
+
+def test_read_report_names_what_is_wrong(tmp_path: Path) -> None:
+    store = ArtifactStore(f"file://{tmp_path}")
+    assert read_report(store, "none/report.json").error == f"nothing at file://{tmp_path}/none/report.json"
+    store.write_text("bad/report.json", '{"schema": "honed.report/v1"}')
+    assert "is not a honed report" in str(read_report(store, "bad/report.json").error)
+    report([candidate("onnx-fp32.onnxruntime", p50=1.0)]).write(tmp_path)
+    good = read_report(store, "report.json")
+    assert good.report is not None and good.report.winner == "onnx-fp32.onnxruntime"
+
+
+async def test_model_uri_checks(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"x")
+    assert await check_model_uri(f"file://{model}", SETTINGS) is None
+    assert await check_model_uri(f"file://{tmp_path}/other.onnx", SETTINGS) == f"no file at {tmp_path}/other.onnx"
+    # pvc:// is checked only where the claim is mounted
+    assert await check_model_uri("pvc://models/m.onnx", SETTINGS.model_copy(update={"pvc_mount_root": "/nope"})) is None
+    (tmp_path / "models").mkdir()
+    mounted = SETTINGS.model_copy(update={"pvc_mount_root": str(tmp_path)})
+    assert await check_model_uri("pvc://models/m.onnx", mounted) == "no file m.onnx in claim models"
+    # s3:// needs the model's credentials, which only the Job has
+    assert await check_model_uri("s3://bucket/m.onnx", SETTINGS) is None
+
+    app = web.Application()
+    app.router.add_get("/model.onnx", lambda request: web.Response(body=b"onnx"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        assert await check_model_uri(f"http://127.0.0.1:{port}/model.onnx", SETTINGS) is None
+        assert await check_model_uri(f"http://127.0.0.1:{port}/gone.onnx", SETTINGS) == (
+            f"HTTP 404 from http://127.0.0.1:{port}/gone.onnx"
+        )
+    finally:
+        await runner.cleanup()
+    error = await check_model_uri(f"http://127.0.0.1:{port}/model.onnx", SETTINGS, timeout_s=2)
+    assert error is not None and error.startswith("cannot reach")
+
+
+def test_owner_name_from_the_controller_reference() -> None:
+    ref = {"apiVersion": "honed.dev/v1alpha1", "kind": "OptimizedModel", "name": "resnet50"}
+    assert owner_name({"metadata": {"ownerReferences": [ref]}}) == "resnet50"
+    assert owner_name({"metadata": {"ownerReferences": [{**ref, "kind": "ReplicaSet"}]}}) is None
+    assert owner_name({"metadata": {}}) is None
+
+
+def test_watch_scope() -> None:
+    settings = HonedSettings(watch_namespaces=["vision", "nlp"])
+    assert watch_scope(argparse.Namespace(all_namespaces=False, namespace=None), settings) == (
+        False,
+        ["vision", "nlp"],
+    )
+    assert watch_scope(argparse.Namespace(all_namespaces=False, namespace=["a"]), settings) == (False, ["a"])
+    assert watch_scope(argparse.Namespace(all_namespaces=True, namespace=None), settings) == (True, [])
+    assert watch_scope(argparse.Namespace(all_namespaces=False, namespace=None), HonedSettings()) == (
+        True,
+        [],
+    )
+
+
+def test_operator_refuses_to_start_without_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HONED_POOLS", raising=False)
+    with pytest.raises(InputError, match="HONED_POOLS lists no node pools"):
+        run_operator(argparse.Namespace(all_namespaces=False, namespace=None))
+
+
+def test_metrics_follow_the_plan() -> None:
+    def value(name: str, labels: dict[str, str]) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("honed_optimizations_total", {"outcome": "failed"})
+    jobs_before = value("honed_optimizer_jobs_created_total", {"pool": "gpu"})
+    plan = Plan(
+        create=[{"kind": "Job", "metadata": {"labels": {"honed.dev/pool": "gpu"}}}],
+        optimization_outcome="failed",
+        optimization_seconds=42.0,
+    )
+    metrics.record_plan(plan, "ml", "x")
+    assert value("honed_optimizations_total", {"outcome": "failed"}) == before + 1
+    assert value("honed_optimizer_jobs_created_total", {"pool": "gpu"}) == jobs_before + 1
+    metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
+    assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1

@@ -1,0 +1,421 @@
+"""reconcile(spec, observed) -> Plan through a resource's life, and every fault, without a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from honed.api.spec import parse_spec
+from honed.controller import names
+from honed.controller.reconcile import APPLIED, reconcile
+from honed.controller.state import DeploymentState, JobState, Observed, Plan, ReportRead
+from honed.settings import HonedSettings, Pool
+from tests.fixtures.reports import candidate, report
+
+SETTINGS = HonedSettings(
+    pools=[
+        Pool(name="cpu", image="opt-cpu", device="cpu", price_per_hour=0.5),
+        Pool(name="gpu", image="opt-gpu", device="cuda", price_per_hour=3.0),
+    ],
+    artifact_store="file:///store",
+)
+SPEC: dict[str, Any] = {
+    "model": {"uri": "file:///models/tiny.onnx"},
+    "search": {"objective": "latency", "timeBudget": "10m"},
+    "targets": [{"pool": "cpu"}, {"pool": "gpu"}],
+}
+V1: dict[str, Any] = {"repository_versions": frozenset({1}), "repository_ready": frozenset({1})}
+T0, T1, T2, T3 = (f"2026-01-01T00:0{i}:00+00:00" for i in range(4))
+
+
+def observed(status: dict | None = None, **fields: Any) -> Observed:
+    base = Observed(
+        name="tiny",
+        namespace="ml",
+        uid="uid-1",
+        generation=1,
+        annotations={},
+        status=status or {},
+        settings=SETTINGS,
+        now=T0,
+    )
+    return replace(base, **fields)
+
+
+def optimization(spec: dict = SPEC, annotations: dict | None = None) -> str:
+    return names.optimization_id(parse_spec(spec), annotations or {})
+
+
+def job(pool: str, phase: str, message: str = "", spec: dict = SPEC) -> JobState:
+    opt = optimization(spec)
+    return JobState(names.job_name("tiny", pool, opt), pool, opt, phase, message)  # type: ignore[arg-type]
+
+
+def jobs(*states: JobState) -> dict[str, JobState]:
+    return {state.name: state for state in states}
+
+
+def conditions(plan: Plan) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in plan.status["conditions"]}
+
+
+def kinds(manifests: list[dict]) -> list[tuple[str, str]]:
+    return [(m["kind"], m["metadata"]["name"]) for m in manifests]
+
+
+CPU_REPORT = ReportRead(
+    "file:///store/cpu/report.json",
+    report([candidate("onnx-int8.openvino", p50=2.0, drop=0.004), candidate("onnx-fp32.onnxruntime", p50=8.0)]),
+)
+GPU_REPORT = ReportRead(
+    "file:///store/gpu/report.json", report([candidate("onnx-fp16.tensorrt", p50=0.8)], device="cuda")
+)
+
+
+def rolled(plan: Plan, version: int, ready: int = 1) -> DeploymentState:
+    """The Deployment the plan created or patched, as the cluster reports it once rolled out."""
+    manifest = next((m for m in plan.create if m["kind"] == "Deployment"), None)
+    annotations = manifest["metadata"]["annotations"] if manifest else plan.patch[0].body["metadata"]["annotations"]
+    return DeploymentState(
+        version=version,
+        applied=annotations[APPLIED],
+        replicas=1,
+        ready_replicas=ready,
+        updated_replicas=ready,
+        total_replicas=ready,
+        rolled_out=True,
+    )
+
+
+def test_new_resource_starts_one_job_per_pool() -> None:
+    plan = reconcile(SPEC, observed())
+    opt = optimization()
+    assert kinds(plan.create) == [
+        ("ConfigMap", names.job_name("tiny", "cpu", opt)),
+        ("Job", names.job_name("tiny", "cpu", opt)),
+        ("ConfigMap", names.job_name("tiny", "gpu", opt)),
+        ("Job", names.job_name("tiny", "gpu", opt)),
+    ]
+    status = plan.status
+    assert status["phase"] == "Optimizing" and status["observedGeneration"] == 1
+    assert status["lastOptimization"] == {"id": opt, "reason": "Created", "startedAt": T0, "generation": 1}
+    assert [p["phase"] for p in status["pools"]] == ["Pending", "Pending"]
+    assert conditions(plan)["Optimized"][:2] == ("False", "Optimizing")
+    assert conditions(plan)["Ready"][:2] == ("False", "AwaitingWinner")
+    assert {e.reason for e in plan.events} >= {"Optimizing", "PhaseOptimizing"}
+    assert plan.requeue_after is not None
+
+
+def test_restarted_operator_creates_no_duplicate_jobs() -> None:
+    first = reconcile(SPEC, observed())
+    # After a restart the status may even be lost; the Jobs are found by their deterministic names.
+    for status in (first.status, {}):
+        plan = reconcile(
+            SPEC,
+            observed(
+                status,
+                jobs=jobs(job("cpu", "Running"), job("gpu", "Pending")),
+                configmaps=frozenset(j.name for j in (job("cpu", ""), job("gpu", ""))),
+            ),
+        )
+        assert plan.create == [] and plan.delete == []
+        assert [p["phase"] for p in plan.status["pools"]] == ["Running", "Pending"]
+
+
+def test_steady_state_is_quiet() -> None:
+    running = observed(jobs=jobs(job("cpu", "Running"), job("gpu", "Running")))
+    first = reconcile(SPEC, running)
+    again = reconcile(SPEC, replace(running, status=first.status, now=T1))
+    assert again.status == first.status  # no lastTransitionTime churn: nothing to patch
+    assert again.events == []
+
+
+def finished(status: dict, **fields: Any) -> Observed:
+    return observed(
+        status,
+        jobs=jobs(job("cpu", "Succeeded"), job("gpu", "Succeeded")),
+        reports={"cpu": CPU_REPORT, "gpu": GPU_REPORT},
+        now=T1,
+        **fields,
+    )
+
+
+def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
+    started = reconcile(SPEC, observed())
+    plan = reconcile(SPEC, finished(started.status))
+    winner = plan.status["winner"]
+    assert (winner["pool"], winner["name"], winner["version"]) == ("gpu", "onnx-fp16.tensorrt", 1)
+    assert winner["artifact"].endswith(f"/optimizations/{optimization()}/gpu/artifacts/onnx-fp16.tensorrt")
+    assert plan.status["lastOptimization"]["finishedAt"] == T1
+    assert plan.status["lastOptimization"]["outcome"] == "Succeeded"
+    assert [c["verdict"] for c in plan.status["candidates"]] == ["winner", "eligible", "eligible"]
+    assert plan.repository is not None and plan.repository.version == 1
+    assert plan.repository.repository_uri == "file:///store/ml/tiny/repository"
+    assert [k for k, _ in kinds(plan.create)] == ["Deployment", "Service"]
+    assert plan.status["phase"] == "Deploying"
+    assert conditions(plan)["Optimized"][:2] == ("True", "WinnerSelected")
+    assert plan.optimization_outcome == "succeeded" and plan.optimization_seconds == 60.0
+    assert plan.winner_speedup == pytest.approx(12.5)
+
+    # The Deployment rolls out: Serving, with an endpoint.
+    serving = reconcile(SPEC, finished(plan.status, deployment=rolled(plan, 1), service=True, **V1))
+    assert serving.create == [] and serving.patch == [] and serving.repository is None
+    assert serving.status["phase"] == "Serving"
+    assert serving.status["endpoint"]["http"] == "http://tiny-triton.ml.svc:8000"
+    assert conditions(serving)["Ready"][:2] == ("True", "Serving")
+    assert conditions(serving)["Deployed"][:2] == ("True", "RolledOut")
+    assert {e.reason for e in serving.events} == {"RolledOut", "Serving", "PhaseServing"}
+
+
+def serving_state() -> tuple[dict, DeploymentState]:
+    plan = reconcile(SPEC, finished(reconcile(SPEC, observed()).status))
+    deployment = rolled(plan, 1)
+    done = reconcile(SPEC, finished(plan.status, deployment=deployment, service=True, **V1))
+    return done.status, deployment
+
+
+def test_spec_change_reoptimizes_while_the_current_version_keeps_serving() -> None:
+    status, deployment = serving_state()
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    old_jobs = jobs(job("cpu", "Succeeded"), job("gpu", "Succeeded"))
+    plan = reconcile(
+        changed,
+        observed(
+            status,
+            jobs=old_jobs,
+            deployment=deployment,
+            service=True,
+            now=T2,
+            **V1,
+        ),
+    )
+    assert sorted(d.name for d in plan.delete) == sorted(old_jobs)  # the old spec's Jobs go
+    assert [k for k, _ in kinds(plan.create)] == ["ConfigMap", "Job", "ConfigMap", "Job"]
+    assert plan.patch == []  # the serving Deployment is untouched
+    assert plan.status["lastOptimization"]["reason"] == "SpecChanged"
+    assert plan.status["phase"] == "Optimizing"
+    assert conditions(plan)["Ready"][:2] == ("True", "Serving")
+    assert plan.status["winner"]["version"] == 1 and plan.status["endpoint"]["version"] == 1
+
+    # The new optimization picks a new winner: a new version, rolled out next to the old one.
+    new_jobs = jobs(job("cpu", "Succeeded", spec=changed), job("gpu", "Succeeded", spec=changed))
+    cpu_fast = ReportRead("r", report([candidate("onnx-int8.openvino", p50=2.0, throughput=90000.0)]))
+    chosen = reconcile(
+        changed,
+        observed(
+            plan.status,
+            jobs=new_jobs,
+            reports={"cpu": cpu_fast, "gpu": GPU_REPORT},
+            deployment=deployment,
+            service=True,
+            now=T3,
+            **V1,
+        ),
+    )
+    assert chosen.status["winner"]["version"] == 2 and chosen.status["winner"]["pool"] == "cpu"
+    assert chosen.repository is not None and chosen.repository.version == 2
+    assert [p.kind for p in chosen.patch] == ["Deployment"]
+    template = chosen.patch[0].body["spec"]["template"]
+    assert template["metadata"]["annotations"][names.MODEL_VERSION] == "2"
+    assert chosen.status["phase"] == "Deploying"
+    assert conditions(chosen)["Ready"][:2] == ("True", "Serving")
+    assert chosen.status["endpoint"]["version"] == 1  # still the old pods answering
+
+
+def test_a_failed_job_fails_only_its_pool() -> None:
+    started = reconcile(SPEC, observed())
+    plan = reconcile(
+        SPEC,
+        observed(
+            started.status,
+            jobs=jobs(
+                job("cpu", "Succeeded"),
+                job(
+                    "gpu",
+                    "Failed",
+                    "DeadlineExceeded: Job was active longer than specified deadline; pod: searched 3/9 candidates",
+                ),
+            ),
+            reports={"cpu": CPU_REPORT},
+            now=T1,
+        ),
+    )
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert pools["gpu"]["phase"] == "Failed" and "searched 3/9 candidates" in pools["gpu"]["message"]
+    assert plan.status["winner"]["pool"] == "cpu"
+    status, reason, message = conditions(plan)["Optimized"]
+    assert (status, reason) == ("True", "WinnerSelected") and "pool(s) failed: gpu" in message
+
+
+def test_every_pool_failing_fails_and_leaves_the_serving_version_alone() -> None:
+    status, deployment = serving_state()
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    failing = jobs(
+        job("cpu", "Failed", "BackoffLimitExceeded; pod: OOMKilled", spec=changed),
+        job("gpu", "Failed", "DeadlineExceeded", spec=changed),
+    )
+    plan = reconcile(
+        changed,
+        observed(status, jobs=failing, deployment=deployment, service=True, now=T2, **V1),
+    )
+    assert plan.status["phase"] == "Failed"
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "AllPoolsFailed" and "cpu: BackoffLimitExceeded; pod: OOMKilled" in message
+    assert plan.create == [] and plan.patch == [] and plan.repository is None
+    assert plan.status["winner"]["version"] == 1 and conditions(plan)["Ready"][0] == "True"
+    assert plan.optimization_outcome == "failed"
+    assert any(e.type == "Warning" and e.reason == "AllPoolsFailed" for e in plan.events)
+
+
+def test_no_candidate_within_drop_fails_with_the_best_drop() -> None:
+    rejected = ReportRead(
+        "r",
+        report(
+            [
+                candidate("onnx-int8.openvino", p50=2.0, drop=0.03, status="rejected", reason="drop 0.03 > 0.01"),
+                candidate("onnx-bf16.openvino", p50=4.0, drop=0.015, status="rejected", reason="drop 0.015 > 0.01"),
+            ]
+        ),
+    )
+    spec = {**SPEC, "targets": [{"pool": "cpu"}]}
+    plan = reconcile(spec, observed(jobs=jobs(job("cpu", "Succeeded", spec=spec)), reports={"cpu": rejected}))
+    assert plan.status["phase"] == "Failed"
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "NoCandidateWithinDrop" and "best drop is 0.015 (onnx-bf16.openvino on cpu)" in message
+    assert "winner" not in plan.status and plan.create == []
+
+
+def test_unreadable_report_fails_that_pool() -> None:
+    spec = {**SPEC, "targets": [{"pool": "cpu"}]}
+    broken = ReportRead("file:///store/x/report.json", error="nothing at file:///store/x/report.json")
+    plan = reconcile(spec, observed(jobs=jobs(job("cpu", "Succeeded", spec=spec)), reports={"cpu": broken}))
+    assert plan.status["pools"][0]["phase"] == "Failed"
+    assert "report is unusable: nothing at" in plan.status["pools"][0]["message"]
+    assert conditions(plan)["Optimized"][1] == "AllPoolsFailed"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "words"),
+    [
+        ({**SPEC, "search": {"batchSizes": [0]}}, "InvalidSpec", "spec.search.batchSizes[0]: "),
+        (
+            {**SPEC, "targets": [{"pool": "cpu"}, {"pool": "tpu"}]},
+            "UnknownPool",
+            "spec.targets[1].pool: unknown pool 'tpu'; known pools: cpu, gpu",
+        ),
+        ({**SPEC, "model": {"uri": "file:///m.onnx", "format": "keras"}}, "InvalidSpec", "spec.model.format"),
+    ],
+)
+def test_bad_spec_fails_with_a_condition_naming_the_field(spec: dict, reason: str, words: str) -> None:
+    status, deployment = serving_state()
+    plan = reconcile(spec, observed(status, deployment=deployment, service=True, now=T2))
+    _, got_reason, message = conditions(plan)["Optimized"]
+    assert got_reason == reason and words in message
+    assert plan.status["phase"] == "Failed"
+    assert plan.create == plan.patch == plan.delete == [] and plan.repository is None  # serving untouched
+    assert plan.status["winner"]["version"] == 1
+
+
+def test_cost_objective_needs_every_pool_priced() -> None:
+    settings = SETTINGS.model_copy(update={"pools": [Pool(name="cpu", image="x"), SETTINGS.pools[1]]})
+    plan = reconcile({**SPEC, "search": {"objective": "cost"}}, observed(settings=settings))
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "InvalidSpec" and message.startswith("spec.search.objective: cost needs a pricePerHour")
+
+
+def test_unreachable_model_uri_creates_nothing_and_retries() -> None:
+    plan = reconcile(SPEC, observed(model_error="no file at /models/tiny.onnx"))
+    assert plan.create == []
+    assert conditions(plan)["Optimized"][1:] == (
+        "ModelUnreachable",
+        "spec.model.uri: no file at /models/tiny.onnx",
+    )
+    assert plan.status["phase"] == "Failed" and plan.requeue_after == 60.0
+    # Once the model is there, the next pass starts the Jobs.
+    assert [k for k, _ in kinds(reconcile(SPEC, observed(plan.status)).create)].count("Job") == 2
+
+
+def test_reoptimize_annotation_records_its_reason() -> None:
+    status, deployment = serving_state()
+    annotations = {names.REOPTIMIZE: "SLOViolation:p99 80ms > 50ms"}
+    plan = reconcile(SPEC, observed(status, annotations=annotations, deployment=deployment, service=True, now=T2))
+    assert plan.status["lastOptimization"]["reason"] == "SLOViolation"
+    assert plan.status["lastOptimization"]["id"] == optimization(annotations=annotations)
+    assert [k for k, _ in kinds(plan.create)].count("Job") == 2
+
+
+def test_fields_of_other_writers_survive() -> None:
+    status, deployment = serving_state()
+    status = {
+        **status,
+        "lastDecision": {"action": "Keep"},
+        "conditions": [
+            *status["conditions"],
+            {
+                "type": "SLOMet",
+                "status": "True",
+                "reason": "WithinSLO",
+                "message": "",
+                "lastTransitionTime": T1,
+            },
+        ],
+    }
+    plan = reconcile(SPEC, finished(status, deployment=deployment, service=True, **V1))
+    assert plan.status["lastDecision"] == {"action": "Keep"}
+    assert conditions(plan)["SLOMet"][:2] == ("True", "WithinSLO")
+
+
+def test_serving_change_patches_the_deployment_without_reoptimizing() -> None:
+    status, deployment = serving_state()
+    scaled = {**SPEC, "serving": {"replicas": 3}}
+    plan = reconcile(scaled, finished(status, deployment=deployment, service=True, **V1))
+    assert [p.kind for p in plan.patch] == ["Deployment"] and plan.patch[0].body["spec"]["replicas"] == 3
+    assert plan.create == [] and plan.repository is None
+    assert conditions(plan)["Deployed"][:2] == ("False", "RollingOut")
+
+
+def test_a_stalled_rollout_is_reported_while_the_old_version_serves() -> None:
+    status, deployment = serving_state()
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    new_jobs = jobs(job("cpu", "Succeeded", spec=changed), job("gpu", "Succeeded", spec=changed))
+    chosen = reconcile(
+        changed,
+        observed(
+            status,
+            jobs=new_jobs,
+            reports={"cpu": CPU_REPORT, "gpu": GPU_REPORT},
+            deployment=deployment,
+            service=True,
+            now=T2,
+            **V1,
+        ),
+    )
+    applied = chosen.patch[0].body["metadata"]["annotations"][APPLIED]
+    stuck = replace(
+        deployment,
+        total_replicas=2,
+        version=2,
+        applied=applied,
+        updated_replicas=1,
+        ready_replicas=1,
+        stalled='ReplicaSet "mlp-triton-7d9" has timed out progressing.',
+    )
+    plan = reconcile(
+        changed,
+        observed(
+            chosen.status,
+            jobs=new_jobs,
+            deployment=stuck,
+            service=True,
+            now=T3,
+            repository_versions=frozenset({1, 2}),
+            repository_ready=frozenset({1, 2}),
+        ),
+    )
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "RolloutStalled" and "timed out progressing" in message
+    assert "version 1 keeps serving" in message
+    assert conditions(plan)["Ready"][:2] == ("True", "Serving") and plan.status["endpoint"]["version"] == 1
+    assert any(e.type == "Warning" and e.reason == "RolloutStalled" for e in plan.events)
