@@ -1,3 +1,3 @@
 """Fixtures shared by the test suites; each lives in tests/fixtures/ next to what it starts."""
 
-pytest_plugins = ["tests.fixtures.triton"]
+pytest_plugins = ["tests.fixtures.triton", "tests.fixtures.prometheus", "tests.fixtures.feedback"]

@@ -147,6 +147,21 @@ class Feedback(ApiModel):
     p99_latency_ms: float | None = Field(None, gt=0, description="the SLO: p99 request latency")
     interval: str = Field("1m", pattern=DURATION_PATTERN, description="how often metrics are checked")
     cooldown: str = Field("30m", pattern=DURATION_PATTERN, description="least time between two actions")
+    # Tuning of the loop itself; left out, honed.feedback.slo.FeedbackSLO's defaults apply.
+    bad_windows: int | None = Field(None, ge=1, le=100, description="consecutive bad intervals before acting (2)")
+    max_failure_ratio: float | None = Field(None, ge=0, le=1, description="failed / all requests allowed (0.01)")
+    max_reoptimizations_per_day: int | None = Field(None, ge=0, le=100, description="re-optimizations a day (3)")
+    max_retunes: int | None = Field(None, ge=0, le=100, description="retunes of one version first (2)")
+    min_request_rate: float | None = Field(None, ge=0, description="req/s below which nothing is judged (0.1)")
+    cache_min_hit_ratio: float | None = Field(
+        None, ge=0, le=1, description="below it, a cache whose lookups cost more than hits save goes off (0.1)"
+    )
+    cache_probe_after: str | None = Field(
+        None, pattern=DURATION_PATTERN, description="when a cache the loop turned off is tried again (6h)"
+    )
+    traffic_shift_factor: float | None = Field(
+        None, ge=1, description="observed batch over the largest benchmarked one that re-optimizes (2)"
+    )
 
 
 class OptimizedModelSpec(ApiModel):

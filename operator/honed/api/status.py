@@ -6,7 +6,7 @@ feedback loop's ``lastDecision``, survive the operator's read-modify-write.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -116,6 +116,11 @@ class OptimizedModelStatus(StatusModel):
     winner: Winner | None = None
     endpoint: Endpoint | None = None
     last_optimization: LastOptimization | None = None
+    feedback: dict[str, Any] | None = Field(
+        None,
+        description="the feedback loop's memory and its lastDecision with the numbers behind it",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
 
     def condition(self, type_: str) -> Condition | None:
         for cond in self.conditions:

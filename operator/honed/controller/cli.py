@@ -58,7 +58,7 @@ def run_crd(args: argparse.Namespace) -> int:
         return 0
     written = write_crds(args.out)
     print(f"wrote {written}")
-    if args.reference is not None:
+    if getattr(args, "reference", None) is not None:
         from honed.api.reference import write_reference
 
         print(f"wrote {write_reference(args.reference)}")

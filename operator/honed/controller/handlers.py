@@ -18,7 +18,7 @@ import kopf
 
 from honed.api.spec import GROUP, KIND, PLURAL, VERSION
 from honed.artifacts import ArtifactStore
-from honed.controller import metrics, names
+from honed.controller import feedback, metrics, names
 from honed.controller.apply import RepositoryWriter, apply_plan
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
 from honed.controller.observe import observe
@@ -55,10 +55,13 @@ class Operator:
         self.client = KubeClient(self.login)
         self.store = ArtifactStore(self.settings.artifact_store, pvc_mount_root=self.settings.pvc_mount_root)
 
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """The resource's lock: passes and feedback writes of one resource never overlap."""
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
     async def run_pass(self, namespace: str, name: str) -> Plan | None:
         """One level-based pass over the resource as it is now; None when it is gone or going."""
-        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
-        async with lock:
+        async with self.lock(namespace, name):
             started = time.monotonic()
             try:
                 # Re-read: the watch stream may lag behind the status this operator just wrote.
@@ -129,6 +132,8 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
                 plan = None
             delay = min(plan.requeue_after or interval, interval) if plan is not None else interval
             await stopped.wait(delay)
+
+    feedback.register(registry, operator)
 
     @kopf.on.event("batch", "v1", "jobs", labels=children, registry=registry)
     @kopf.on.event("apps", "v1", "deployments", labels=children, registry=registry)

@@ -72,7 +72,10 @@ def mounted_uri(uri: str, settings: HonedSettings) -> str:
     return f"file://{settings.pvc_mount_root.rstrip('/')}/{pvc.claim}/{pvc.subpath}".rstrip("/")
 
 
-def build_request(spec: OptimizedModelSpec, pool: Pool, settings: HonedSettings) -> OptimizeRequest:
+def build_request(
+    spec: OptimizedModelSpec, pool: Pool, settings: HonedSettings, *, batch_sizes: list[int] | None = None
+) -> OptimizeRequest:
+    """``batch_sizes``: what live traffic showed (the feedback loop), instead of spec.search's."""
     search, validation = spec.search, spec.validation
     return OptimizeRequest(
         model=RequestModel(
@@ -85,7 +88,7 @@ def build_request(spec: OptimizedModelSpec, pool: Pool, settings: HonedSettings)
         max_metric_drop=validation.max_metric_drop,
         objective="latency" if search.objective == "latency" else "throughput",
         latency_budget_ms=search.latency_budget_ms,
-        batch_sizes=list(search.batch_sizes),
+        batch_sizes=batch_sizes or list(search.batch_sizes),
         precisions=list(search.precisions) or None,
         backends=list(search.backends) or None,
         time_budget_s=search.time_budget_seconds(),

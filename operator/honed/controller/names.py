@@ -25,6 +25,8 @@ SERVING_CONFIG = "honed.dev/serving-config"
 # same spec; ``REASON:anything`` records REASON (SLOViolation, TrafficShift) as the cause.
 REOPTIMIZE = "honed.dev/reoptimize"
 REOPTIMIZE_REASONS = ("SLOViolation", "TrafficShift", "Requested")
+# The feedback loop adds what live traffic looked like: ``SLOViolation:TIME batchSizes=1,8 ...``.
+_OBSERVED_BATCH_SIZES = re.compile(r"\bbatchSizes=([0-9,]+)")
 
 MAX_NAME = 63  # Job and Service names end up in labels and DNS labels
 
@@ -55,6 +57,13 @@ def reoptimize_reason(annotations: dict[str, str]) -> str | None:
         return None
     head = value.split(":", 1)[0]
     return head if head in REOPTIMIZE_REASONS else "Requested"
+
+
+def observed_batch_sizes(annotations: dict[str, str]) -> list[int] | None:
+    """The batch sizes the feedback loop asked the next optimization to benchmark, if any."""
+    match = _OBSERVED_BATCH_SIZES.search(annotations.get(REOPTIMIZE, ""))
+    sizes = sorted({int(b) for b in match.group(1).split(",") if b and int(b) > 0}) if match else []
+    return sizes or None
 
 
 def job_name(owner: str, pool: str, optimization: str) -> str:

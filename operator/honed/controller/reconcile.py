@@ -160,7 +160,13 @@ def _optimize(
         if state is None:
             if job not in obs.configmaps:
                 plan.create.append(
-                    request_configmap(owner, job, pool_name, optimization, build_request(spec, pool, settings))
+                    request_configmap(
+                        owner,
+                        job,
+                        pool_name,
+                        optimization,
+                        build_request(spec, pool, settings, batch_sizes=names.observed_batch_sizes(obs.annotations)),
+                    )
                 )
             plan.create.append(optimizer_job(owner, spec, pool, settings, optimization))
             pools.append(PoolStatus(pool=pool_name, job=job, phase="Pending", message="Job created"))

@@ -1,1 +1,32 @@
-"""honed.feedback layer."""
+"""The feedback loop: Triton metrics from Prometheus drive retuning, re-optimization and fallback.
+
+``PrometheusClient.window`` observes, ``evaluate`` decides (pure); the controller applies.
+"""
+
+from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
+from honed.feedback.evaluate import Condition, Evaluation, Event, evaluate
+from honed.feedback.prometheus import PrometheusClient
+from honed.feedback.slo import FeedbackSLO
+from honed.feedback.state import Deployment, FeedbackState, Option, options_from_report
+from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
+
+__all__ = [
+    "Condition",
+    "Decision",
+    "Deployment",
+    "Evaluation",
+    "Event",
+    "Fallback",
+    "FeedbackSLO",
+    "FeedbackState",
+    "Keep",
+    "MetricWindow",
+    "MetricsUnavailable",
+    "Observation",
+    "Option",
+    "PrometheusClient",
+    "Reoptimize",
+    "Retune",
+    "evaluate",
+    "options_from_report",
+]

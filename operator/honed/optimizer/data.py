@@ -86,17 +86,38 @@ def check_arrays(
     return Dataset(feeds=feeds, labels=labels, synthesized=False, path=str(path))
 
 
+def fixed_batch_of(inputs: list[TensorSpec]) -> int | None:
+    """The batch size a model pins, or None when some input carries a batch axis that varies."""
+    if not inputs or any(spec.sample_axis is not None for spec in inputs):
+        return None  # inputs without a batch axis (scalars, constants) ride along with each call
+    firsts = {spec.shape[0] for spec in inputs if spec.shape}
+    return max(firsts) if firsts else 1
+
+
+def call_axis(spec: TensorSpec, fixed: bool) -> int | None:
+    """The axis of a model call that samples are stacked on; None = one value per call (no samples axis)."""
+    if fixed:
+        return 0 if spec.shape else None
+    return spec.sample_axis
+
+
+def item_dims(spec: TensorSpec, fixed: bool) -> list[int]:
+    axis = call_axis(spec, fixed)
+    return list(spec.shape) if axis is None else [d for i, d in enumerate(spec.shape) if i != axis]
+
+
 def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int | None) -> np.ndarray:
     expected = spec.shape
-    item = expected[1:] if expected else []
+    item = item_dims(spec, fixed_batch is not None)
     where = f"data file {path}, array {spec.name!r}"
     if fixed_batch is not None and expected and expected[0] == fixed_batch and array.ndim == len(expected) + 1:
         # Samples stacked on an extra leading axis for a model with a pinned batch axis.
         array = array.reshape(-1, *array.shape[2:])
-    if array.ndim != len(expected):
+    if array.ndim != len(item) + 1:
         raise InputError(
-            f"{where} has shape {list(array.shape)} but the input expects {expected}",
-            hint="first axis = samples, the rest must match the input's shape",
+            f"{where} has shape {list(array.shape)}; the input's shape is {expected}, so the file needs "
+            f"[samples, {', '.join(map(str, item))}]",
+            hint="first axis = samples, the rest must match one sample of the input",
         )
     for axis, (have, want) in enumerate(zip(array.shape[1:], item, strict=True), start=1):
         if want != -1 and have != want:
@@ -117,10 +138,10 @@ def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int |
 def synthesize(inputs: list[TensorSpec], samples: int, int_bounds: dict[str, int], seed: int = 0) -> Dataset:
     """Inputs drawn from the specs: normal floats, token ids inside the model's lookup tables."""
     rng = np.random.default_rng(seed)
+    fixed = fixed_batch_of(inputs) is not None
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
-        dims = [DEFAULT_OPEN_DIM if d == -1 else d for d in spec.shape[1:]]
-        shape = [samples, *dims] if spec.shape else [samples]
+        shape = [samples, *(DEFAULT_OPEN_DIM if d == -1 else d for d in item_dims(spec, fixed))]
         dtype = spec.np_dtype()
         lowered = spec.name.lower()
         if dtype.kind == "f":
@@ -135,24 +156,38 @@ def synthesize(inputs: list[TensorSpec], samples: int, int_bounds: dict[str, int
     return Dataset(feeds=feeds, labels=None, synthesized=True)
 
 
+def _slice(array: np.ndarray, spec: TensorSpec, fixed: bool, index: np.ndarray | slice, first: int) -> np.ndarray:
+    axis = call_axis(spec, fixed)
+    if axis is None:
+        return np.ascontiguousarray(array[first])
+    chunk = array[index]
+    return np.ascontiguousarray(np.moveaxis(chunk, 0, axis) if axis else chunk)
+
+
 def batches(feeds: dict[str, np.ndarray], inputs: list[TensorSpec], size: int) -> list[dict[str, np.ndarray]]:
-    """Split samples into model calls of ``size`` along the first axis (scalars go one per call)."""
+    """Split samples into model calls of ``size``, stacked on each input's batch axis.
+
+    Inputs without a batch axis (scalars, constants) take the value of the call's first sample.
+    """
     samples = len(next(iter(feeds.values())))
-    out = []
-    for start in range(0, samples, size):
-        call = {}
-        for spec in inputs:
-            array = feeds[spec.name]
-            call[spec.name] = array[start] if not spec.shape else np.ascontiguousarray(array[start : start + size])
-        out.append(call)
-    return out
+    fixed = fixed_batch_of(inputs) is not None
+    return [
+        {spec.name: _slice(feeds[spec.name], spec, fixed, slice(start, start + size), start) for spec in inputs}
+        for start in range(0, samples, size)
+    ]
 
 
 def tile_to(feeds: dict[str, np.ndarray], inputs: list[TensorSpec], size: int) -> dict[str, np.ndarray]:
     """One call's worth of inputs with exactly ``size`` samples (repeating data when there are fewer)."""
     samples = len(next(iter(feeds.values())))
+    fixed = fixed_batch_of(inputs) is not None
     index = np.arange(size) % samples
-    return {
-        spec.name: (feeds[spec.name][0] if not spec.shape else np.ascontiguousarray(feeds[spec.name][index]))
-        for spec in inputs
-    }
+    return {spec.name: _slice(feeds[spec.name], spec, fixed, index, 0) for spec in inputs}
+
+
+def samples_first(outputs: list[np.ndarray], specs: list[TensorSpec]) -> list[np.ndarray]:
+    """Outputs with their batch axis moved first, so predictions concatenate sample by sample."""
+    return [
+        np.moveaxis(out, spec.batch_axis, 0) if spec.batch_axis and out.ndim > spec.batch_axis else out
+        for out, spec in zip(outputs, specs, strict=False)
+    ]

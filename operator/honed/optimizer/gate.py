@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from honed.optimizer.backends.base import BuildContext
-from honed.optimizer.data import batches
+from honed.optimizer.data import batches, fixed_batch_of, samples_first
+from honed.optimizer.tensors import TensorSpec
 from honed.optimizer.validate import compare
 
 
@@ -19,6 +20,8 @@ class GateData:
     feeds: dict[str, np.ndarray]
     metric: str
     max_drop: float
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
     @classmethod
     def load(cls, options: dict[str, Any], ctx: BuildContext) -> GateData:
@@ -28,23 +31,13 @@ class GateData:
         with np.load(ctx.calibration_path) as data:
             feeds = {spec.name: data[spec.name] for spec in ctx.inputs}
             labels = data["labels"] if options.get("labels") and "labels" in data.files else None
-        return cls(reference, labels, feeds, options["metric"], float(options["max_drop"]))
+        return cls(reference, labels, feeds, options["metric"], float(options["max_drop"]), ctx.inputs, ctx.outputs)
 
     def calls(self, batch: int = 1) -> list[dict[str, np.ndarray]]:
-        inputs = [_Spec(name, array.ndim) for name, array in self.feeds.items()]
-        return batches(self.feeds, inputs, batch)  # type: ignore[arg-type]
+        return batches(self.feeds, self.inputs, fixed_batch_of(self.inputs) or batch)
 
-    def drop(self, outputs: list[np.ndarray]) -> float:
-        return compare(self.metric, self.reference, outputs, self.labels).drop
-
-
-@dataclass
-class _Spec:
-    """Just enough of a TensorSpec for ``batches``: the name and whether the input has a batch axis."""
-
-    name: str
-    ndim: int
-
-    @property
-    def shape(self) -> list[int]:
-        return [-1] * self.ndim
+    def drop(self, per_call: list[list[np.ndarray]]) -> float:
+        """The metric drop of a candidate's outputs, given call by call as the runtime returned them."""
+        chunks = [samples_first(outputs, self.outputs) for outputs in per_call]
+        stacked = [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(self.outputs))]
+        return compare(self.metric, self.reference, stacked, self.labels).drop

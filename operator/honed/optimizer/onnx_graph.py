@@ -8,6 +8,23 @@ from honed.errors import InputError
 from honed.optimizer.tensors import TensorSpec
 
 
+def _dim_params(value_info) -> list[str]:
+    return [d.dim_param for d in value_info.type.tensor_type.shape.dim]
+
+
+def _batch_param(values: list) -> str:
+    """The symbolic name of the batch dimension: the one most inputs carry on their first axis."""
+    firsts = [params[0] for params in map(_dim_params, values) if params and params[0]]
+    return max(set(firsts), key=firsts.count) if firsts else ""
+
+
+def _with_batch_axis(spec: TensorSpec, params: list[str], batch: str) -> TensorSpec:
+    """Mark tensors whose batch dimension sits off the first axis (RNN states: [layers, batch, hidden])."""
+    if batch and params and params[0] != batch and batch in params:
+        spec.batch_axis = params.index(batch)
+    return spec
+
+
 def _spec(value_info) -> TensorSpec:
     import onnx
 
@@ -43,8 +60,10 @@ def load_model_proto(path: Path):
 def read_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     model = load_model_proto(path)
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [_spec(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [_spec(v) for v in model.graph.output]
+    graph_inputs = [v for v in model.graph.input if v.name not in initializers]
+    batch = _batch_param(graph_inputs)
+    inputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in graph_inputs]
+    outputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in model.graph.output]
     if not inputs or not outputs:
         raise InputError(f"{path} has no graph inputs or outputs", hint="export the model with its inputs")
     return inputs, outputs

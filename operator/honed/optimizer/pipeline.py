@@ -151,7 +151,7 @@ def _assemble(
             fixed_batch_size=fixed,
             name=_model_name(src.location),
         ),
-        device=device_info(options.threads),
+        device=device_info(options.threads, gpu=_gpu_name() if options.device == "cuda" else None),
         data=DataInfo(
             source="synthesized" if prep.dataset.synthesized else "file",
             path=prep.dataset.path,
@@ -195,3 +195,12 @@ def _prune_artifacts(out: Path, report: Report) -> None:
     for cand in report.candidates:
         if cand.name not in keep:
             cand.artifact = None
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+    except ImportError:
+        return None

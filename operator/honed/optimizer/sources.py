@@ -34,14 +34,9 @@ class SourceModel:
     @property
     def fixed_batch(self) -> int | None:
         """The batch size the model's inputs pin, or None when the first axis varies."""
-        if not self.inputs:
-            return None
-        if any(not spec.shape for spec in self.inputs):
-            return 1  # a scalar input has no batch axis to stack requests along
-        firsts = {spec.shape[0] for spec in self.inputs}
-        if firsts == {-1}:
-            return None
-        return max(firsts)
+        from honed.optimizer.data import fixed_batch_of
+
+        return fixed_batch_of(self.inputs)
 
 
 def detect_format(model: str) -> str:

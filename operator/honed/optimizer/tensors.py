@@ -52,16 +52,28 @@ class TensorSpec(BaseModel):
     name: str
     dtype: str = "float32"
     shape: list[int] = Field(default_factory=list)
+    batch_axis: int | None = Field(
+        default=None,
+        description="axis that carries the batch when it is not the first (e.g. an RNN state [layers, batch, h])",
+    )
 
     @property
     def batched(self) -> bool:
         """True when the first axis may vary, so requests can be stacked along it."""
-        return bool(self.shape) and self.shape[0] == -1
+        return bool(self.shape) and self.shape[0] == -1 and self.batch_axis in (None, 0)
+
+    @property
+    def sample_axis(self) -> int | None:
+        """Where samples go in a model call: the batch axis, or None for a per-call input (a scalar, a constant)."""
+        if self.batch_axis is not None:
+            return self.batch_axis
+        return 0 if self.shape and self.shape[0] == -1 else None
 
     @property
     def item_shape(self) -> list[int]:
-        """The shape of one sample: everything after the batch axis."""
-        return self.shape[1:] if self.shape else []
+        """The shape of one sample: everything but the batch axis."""
+        axis = self.sample_axis
+        return list(self.shape) if axis is None else [d for i, d in enumerate(self.shape) if i != axis]
 
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)

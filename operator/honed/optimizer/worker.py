@@ -82,17 +82,20 @@ def _load(state: dict[str, Any], threads: int, artifact: Path, data_path: Path) 
 
     start = time.perf_counter()
     state["runner"] = load_runner(artifact, threads=threads)
-    state["inputs"] = read_meta(artifact).inputs
+    meta = read_meta(artifact)
+    state["inputs"], state["outputs"] = meta.inputs, meta.outputs
     with np.load(data_path) as data:
         state["feeds"] = {spec.name: data[spec.name] for spec in state["inputs"]}
     return time.perf_counter() - start
 
 
 def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) -> int:
-    from honed.optimizer.data import batches
+    from honed.optimizer.data import batches, samples_first
 
     runner = state["runner"]
-    chunks: list[list[np.ndarray]] = [runner.run(call) for call in batches(state["feeds"], state["inputs"], batch)]
+    chunks: list[list[np.ndarray]] = [
+        samples_first(runner.run(call), state["outputs"]) for call in batches(state["feeds"], state["inputs"], batch)
+    ]
     outputs = [
         np.concatenate([chunk[i] for chunk in chunks])
         if chunks[0][i].ndim

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError, InputError
+from honed.optimizer.report import load_report
 from honed.serving.deploy import (
     VersionRejected,
     forget_server,
@@ -29,6 +30,7 @@ from honed.serving.repository import (
     WrittenVersion,
     discard_version,
     live_versions,
+    select_candidate,
     write_version,
 )
 from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer, claim_ports
@@ -115,6 +117,9 @@ def options_from(args: argparse.Namespace) -> ServingOptions:
 def run(args: argparse.Namespace) -> int:
     repository = (args.repository or default_repository()).resolve()
     options = options_from(args)
+    # The report is the user's input: check it first, so its problem is the one reported.
+    report_dir = args.report if args.report.is_dir() else args.report.parent
+    select_candidate(load_report(args.report), report_dir, args.candidate)
     with repository_lock(repository):
         running = None if args.write_only else running_server(repository)
         if not args.write_only and running is None:

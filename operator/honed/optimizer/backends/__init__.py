@@ -13,6 +13,7 @@ BACKEND_MODULES: dict[str, str] = {
 }
 # Modules that serve GPU device plans; a missing module just means no GPU candidates.
 GPU_BACKEND_MODULES: dict[str, str] = {
+    "onnxruntime": "honed.optimizer.backends.onnxruntime_cuda",
     "torch": "honed.optimizer.backends.torch_cuda",
     "tensorrt": "honed.optimizer.backends.tensorrt",
 }

@@ -72,8 +72,17 @@ class BuildContext:
     work_dir: Path = Path(".")
 
     def calibration(self, limit: int | None = None) -> dict[str, np.ndarray]:
+        """Calibration arrays, samples first (for builders that batch them themselves)."""
         with np.load(self.calibration_path) as data:
             return {spec.name: data[spec.name][:limit] for spec in self.inputs}
+
+    def calibration_calls(self, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        """Calibration samples as single model calls (batch 1, or the model's pinned batch)."""
+        from honed.optimizer.data import batches, fixed_batch_of
+
+        with np.load(self.calibration_path) as data:
+            feeds = {spec.name: data[spec.name][:limit] for spec in self.inputs}
+        return batches(feeds, self.inputs, fixed_batch_of(self.inputs) or 1)
 
 
 PlanOrSkip = CandidatePlan | Skipped

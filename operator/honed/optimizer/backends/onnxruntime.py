@@ -113,19 +113,14 @@ def _quantize_static(prepared: Path, ctx: BuildContext, target: Path, excluded: 
         quantize_static,
     )
 
-    calibration = ctx.calibration(limit=limit)
-    n = len(next(iter(calibration.values())))
+    calls = ctx.calibration_calls(limit=limit)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.index = 0
+            self.items = iter(calls)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.index >= n:
-                return None
-            feeds = {name: array[self.index : self.index + 1] for name, array in calibration.items()}
-            self.index += 1
-            return feeds
+            return next(self.items, None)
 
     quantize_static(
         str(prepared),
@@ -161,8 +156,7 @@ def _quantize_accuracy_aware(plan: CandidatePlan, ctx: BuildContext, target: Pat
 
     def drop_of(model: Path) -> float:
         runner = OrtRunner.from_path(model, ctx.outputs, ctx.threads)
-        chunks = [runner.run(call) for call in gate.calls(batch=8)]
-        return gate.drop([np.concatenate([c[i] for c in chunks]) for i in range(len(ctx.outputs))])
+        return gate.drop([runner.run(call) for call in gate.calls(batch=8)])
 
     excluded = sens.search_exclusions(ranked, quantize, drop_of, gate.max_drop)
     _quantize_static(prepared, ctx, target, excluded, limit=64)

@@ -75,10 +75,8 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
 def _quantize(model: Any, plan: CandidatePlan, ctx: BuildContext) -> Any:
     import nncf
 
-    calibration = ctx.calibration(limit=300)
-    n = len(next(iter(calibration.values())))
-    items = [{name: array[i : i + 1] for name, array in calibration.items()} for i in range(n)]
-    kwargs: dict[str, Any] = {"subset_size": min(300, n)}
+    items = ctx.calibration_calls(limit=300)
+    kwargs: dict[str, Any] = {"subset_size": min(300, len(items))}
     if ctx.attention:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         kwargs["preset"] = nncf.QuantizationPreset.MIXED
@@ -104,13 +102,12 @@ def _quantize_with_accuracy_control(
     n_outputs = len(ctx.outputs)
 
     def validate(compiled: Any, dataset: Any) -> tuple[float, None]:
-        outputs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
+        per_call = []
         for item in dataset:
             result = compiled(item)
-            for i in range(n_outputs):
-                outputs[i].append(np.asarray(result[i]))
+            per_call.append([np.asarray(result[i]) for i in range(n_outputs)])
         # NNCF maximises the score; with an absolute max_drop its drop then equals ours.
-        return 1.0 - gate.drop([np.concatenate(o) for o in outputs]), None
+        return 1.0 - gate.drop(per_call), None
 
     return nncf.quantize_with_accuracy_control(
         model,
