@@ -34,9 +34,8 @@ import numpy as np
 
 from honed.optimizer.artifact import Runner, load_runner
 from honed.optimizer.report import load_report
-from honed.optimizer.tensors import TRITON_DTYPES
 from honed.serving.deploy import roll_out
-from honed.serving.load import Feeds, drive, sample_feeds
+from honed.serving.load import Feeds, drive, grpc_inputs, sample_feeds
 from honed.serving.metrics import model_traffic
 from honed.serving.repository import select_candidate, write_version
 from honed.serving.server import TritonServer
@@ -124,12 +123,7 @@ def cache_latency(server: TritonServer, model: str, feeds: list[Feeds], repeats:
     client = grpcclient.InferenceServerClient(server.endpoints.grpc)
     prepared = []
     for feed in feeds:
-        tensors = []
-        for name, array in feed.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), TRITON_DTYPES[array.dtype.name][5:])
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        prepared.append(tensors)
+        prepared.append(grpc_inputs(feed))
 
     def timed(tensors: list[grpcclient.InferInput]) -> float:
         t0 = time.perf_counter()
