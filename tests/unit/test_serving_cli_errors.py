@@ -48,3 +48,12 @@ def test_a_port_in_use_exits_before_writing(tmp_path: Path, capsys: pytest.Captu
         code = run_main(mlp_report(tmp_path / "r"), "--repository", tmp_path / "repo", "--http-port", str(port))
     assert code == 3 and f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
     assert not (tmp_path / "repo" / "mlp").exists()
+
+
+def test_out_of_range_numbers_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = mlp_report(tmp_path / "r")
+    assert run_main(report, "--repository", tmp_path / "repo", "--grpc-port", "70000") == 2
+    assert "--grpc-port 70000 is not a port" in capsys.readouterr().err
+    assert run_main(report, "--repository", tmp_path / "repo", "--instances", "0") == 2
+    assert "--instances 0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "repo" / "mlp").exists()

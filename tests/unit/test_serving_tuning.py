@@ -82,3 +82,10 @@ def test_cpu_instances_share_the_benchmarked_threads() -> None:
     assert (two.group.count, two.threads) == (2, 4)
     gpu = built.candidates[0].model_copy(update={"device": "cuda"})
     assert choose_instances(built, gpu, ServingOptions()).group.kind == "KIND_GPU"
+
+
+def test_when_batch_one_is_fastest_per_item_nothing_waits_and_nothing_is_preferred() -> None:
+    choice = batching(latency_by_batch={1: 10.0, 8: 120.0})  # batch 8 moves fewer items per second
+    assert choice.max_batch_size == 8, "clients may still send batches of 8"
+    assert choice.dynamic is not None
+    assert choice.dynamic.preferred_batch_sizes == () and choice.dynamic.max_queue_delay_us == 0

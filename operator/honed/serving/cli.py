@@ -92,6 +92,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> ServingOptions:
+    for flag in ("http_port", "grpc_port", "metrics_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            raise InputError(
+                f"--{flag.replace('_', '-')} {getattr(args, flag)} is not a port",
+                hint="use 1-65535, or 0 to pick a free one",
+            )
     for flag in ("max_queue_delay_us", "max_batch_size", "instances"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "max_queue_delay_us" else 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,18 @@ from honed.serving.metrics import model_traffic
 from honed.serving.server import TritonControl
 
 Feeds = dict[str, np.ndarray]
+
+
+def grpc_inputs(feed: dict[str, np.ndarray]) -> list[Any]:
+    """One request's tensors for tritonclient's gRPC API, typed from the arrays' dtypes."""
+    import tritonclient.grpc as grpcclient
+
+    tensors = []
+    for name, array in feed.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), TRITON_DTYPES[array.dtype.name][5:])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
 
 
 def sample_feeds(specs: list[TensorSpec], count: int, *, seed: int = 0, variable_dim: int = 128) -> list[Feeds]:
@@ -69,12 +82,7 @@ def drive(
         client = grpcclient.InferenceServerClient(grpc_url)
         prepared = []
         for feed in feeds:
-            tensors = []
-            for name, array in feed.items():
-                tensor = grpcclient.InferInput(name, list(array.shape), TRITON_DTYPES[array.dtype.name][5:])
-                tensor.set_data_from_numpy(array)
-                tensors.append(tensor)
-            prepared.append(tensors)
+            prepared.append(grpc_inputs(feed))
         i = index
         while time.perf_counter() < start:
             time.sleep(0.001)
@@ -145,11 +153,7 @@ def exercise(
     feeds = sample_feeds(specs, distinct, seed=int(time.time()))
     load = drive(control.endpoints.grpc, model, feeds, concurrency=concurrency, seconds=seconds, warmup_s=0.0)
     client = grpcclient.InferenceServerClient(control.endpoints.grpc)
-    tensors = []
-    for name, array in feeds[0].items():
-        tensor = grpcclient.InferInput(name, list(array.shape), TRITON_DTYPES[array.dtype.name][5:])
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
+    tensors = grpc_inputs(feeds[0])
     for _ in range(repeats):
         client.infer(model, tensors)
     client.close()

@@ -97,7 +97,7 @@ def choose_batching(report: Report, candidate: Candidate, options: ServingOption
     budget = report.settings.latency_budget_ms
     preferred: tuple[int, ...] = ()
     peak = max(items, key=lambda b: items[b]) if items else largest
-    if peak < largest and items[peak] >= HELPFUL_GAIN * items[largest]:
+    if 1 < peak < largest and items[peak] >= HELPFUL_GAIN * items[largest]:
         preferred = (peak,)
         notes.append(
             f"preferred batch {peak}: the measured throughput peak ({items[peak]:.0f}/s vs "
