@@ -127,7 +127,13 @@ def main() -> int:
             json.dumps({k: v for k, v in results[-1].items() if k not in ("candidates", "device")}),
             flush=True,
         )
-    device = next((r["device"] for r in results if "device" in r), {})
+    # A run of some models keeps the others' latest results, so the table always covers all three.
+    previous = args.out / "results.json"
+    if previous.is_file():
+        ran = {r["model"] for r in results}
+        kept = [r for r in json.loads(previous.read_text())["results"] if r["model"] not in ran]
+        results = sorted(kept + results, key=lambda r: list(MODELS).index(str(r["model"])))
+    device = next((r["device"] for r in reversed(results) if "device" in r), {})
     (args.out / "results.json").write_text(json.dumps({"device": device, "results": results}, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results, device))  # type: ignore[arg-type]
     print((args.out / "results.md").read_text())
