@@ -17,14 +17,14 @@ they neither extend nor break a streak.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from honed.feedback.decisions import Decision, Fallback, Keep, Number, Reoptimize, Retune
+from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
+from honed.feedback.judge import Verdict, batch_profile, judge, observed_concurrency, observed_numbers, rounded
 from honed.feedback.slo import FeedbackSLO
-from honed.feedback.state import Deployment, FeedbackState, Option, ceil_int
+from honed.feedback.state import Deployment, FeedbackState, Option
 from honed.feedback.window import MetricWindow
 
 # A streak survives one missing window (Prometheus blip, idle minute) but not a long gap.
@@ -37,109 +37,12 @@ BUSY_FOR_MORE_INSTANCES = 0.7
 # A batching delay under this share of the budget is not what breaks the budget.
 QUEUE_DELAY_SHARE = 0.1
 
-# Triton's latency summaries remember about a minute and count the model_warmup requests of a
-# newly loaded version (batch 1 and the max batch). Until warmup is under 1% of what the
-# summary holds, its p99 describes the warmup, not the traffic.
-SUMMARY_MEMORY_S = 60.0
-WARMUP_SHARE = 0.01
-
-SLOStatus = Literal["True", "False", "Unknown"]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How the window compares with the SLO, for the SLOMet condition."""
-
-    status: SLOStatus
-    reason: str
-    message: str
-
 
 @dataclass(frozen=True)
 class PolicyResult:
     decision: Decision
     state: FeedbackState
     verdict: Verdict
-
-
-def _ms(us: float | None) -> float | None:
-    return None if us is None else round(us / 1000.0, 3)
-
-
-def _r(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def observed_numbers(window: MetricWindow) -> dict[str, Number]:
-    cache = window.cache
-    return {
-        "requestRate": _r(window.request_rate),
-        "failureRatio": _r(window.failure_ratio, 4),
-        "p99Ms": _ms(window.p99_us()),
-        "queueP99Ms": _ms(window.queue.quantiles.p99),
-        "computeP99Ms": _ms(window.compute.quantiles.p99),
-        "meanMs": _ms(window.request.mean_us),
-        "avgBatch": _r(window.avg_batch_size),
-        "batchP90": _r(window.batch.exec_p90),
-        "concurrency": _r(window.concurrency()),
-        "cacheHitRatio": None if cache is None else _r(cache.hit_ratio),
-        "windowS": _r(window.seconds, 1),
-    }
-
-
-def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
-    if deployment.deployed_at is None:
-        return True
-    since = (window.end - deployment.deployed_at).total_seconds()
-    if since >= SUMMARY_MEMORY_S:
-        return True
-    warmup = 1 + max(deployment.max_batch_size, 1)
-    return window.request_rate * max(since, 0.0) * WARMUP_SHARE >= warmup
-
-
-def judge(window: MetricWindow, slo: FeedbackSLO, deployment: Deployment) -> Verdict:
-    if window.request_rate < slo.min_request_rate:
-        return Verdict("Unknown", "Idle", f"{window.request_rate:.3g} req/s is too little traffic to judge")
-    if window.failure_ratio > slo.max_failure_ratio:
-        return Verdict(
-            "False",
-            "FailuresOverBudget",
-            f"{window.failure_ratio:.2%} of requests failed (limit {slo.max_failure_ratio:.2%})",
-        )
-    budget = slo.p99_budget_us
-    if budget is None:
-        return Verdict("True", "NoLatencyObjective", "no failures over the limit; no p99 objective set")
-    trusted = quantiles_trusted(window, deployment)
-    p99, mean = window.p99_us() if trusted else None, window.request.mean_us
-    if p99 is None and mean is not None and mean > budget:
-        p99 = mean  # the mean over budget puts the p99 over it too
-    if p99 is None and not trusted:
-        return Verdict(
-            "Unknown",
-            "WarmupInQuantiles",
-            "Triton's latency quantiles still include the new version's warmup",
-        )
-    if p99 is None:
-        return Verdict("Unknown", "NoLatencyData", "Triton published no latency quantiles for the window")
-    if p99 > budget:
-        return Verdict("False", "LatencyOverBudget", f"p99 {p99 / 1000:.1f} ms > {budget / 1000:g} ms")
-    return Verdict("True", "WithinSLO", f"p99 {p99 / 1000:.1f} ms <= {budget / 1000:g} ms")
-
-
-def batch_profile(window: MetricWindow, deployment: Deployment) -> list[int]:
-    """Batch sizes to benchmark: the client batch and the median, p90 and largest executions."""
-    batch = window.batch
-    ceiling = deployment.max_batch_size or math.inf
-    sizes = {ceil_int(v) for v in (batch.request_mean, batch.exec_p50, batch.exec_p90, batch.exec_max) if v}
-    if batch.exec_mean:
-        sizes.add(ceil_int(batch.exec_mean))
-    sizes = {int(min(s, ceiling)) for s in sizes} or {1}
-    return sorted(sizes)
-
-
-def observed_concurrency(window: MetricWindow) -> int:
-    candidates = [v for v in (window.concurrency(), window.pending_max) if v]
-    return ceil_int(max(candidates)) if candidates else 1
 
 
 def runner_up(
@@ -222,7 +125,7 @@ class _Policy:
         if found is None:
             return None
         option, p99 = found
-        numbers = {**self.numbers, "runnerUpP99Ms": _r(p99)}
+        numbers = {**self.numbers, "runnerUpP99Ms": rounded(p99)}
         return Fallback(candidate=option.name, pool=option.pool, reason=reason, numbers=numbers)
 
     def cache_costs(self) -> bool | None:
@@ -236,7 +139,7 @@ class _Policy:
         compute = window.compute.mean_us or 0.0
         saving = ratio * max(0.0, compute - (cache.hit_mean_us or 0.0))
         cost = (1.0 - ratio) * (cache.miss_mean_us or 0.0)
-        self.numbers.update(cacheSavingUs=_r(saving), cacheCostUs=_r(cost))
+        self.numbers.update(cacheSavingUs=rounded(saving), cacheCostUs=rounded(cost))
         return ratio < self.slo.cache_min_hit_ratio and cost >= saving
 
     def traffic_shifted(self) -> bool:
@@ -385,7 +288,7 @@ class _Policy:
         if compute_mean is None:
             return None
         busy = window.exec_rate * compute_mean / 1e6 / max(1, deployment.instance_count)
-        self.numbers["busyPerInstance"] = _r(busy)
+        self.numbers["busyPerInstance"] = rounded(busy)
         if busy >= BUSY_FOR_MORE_INSTANCES and deployment.instance_count < deployment.max_instances:
             return Retune(
                 instance_count=deployment.instance_count + 1,

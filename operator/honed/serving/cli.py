@@ -25,6 +25,7 @@ from honed.serving.deploy import (
     running_server,
 )
 from honed.serving.install import find_triton
+from honed.serving.ports import claim_ports
 from honed.serving.repository import (
     PACKAGINGS,
     WrittenVersion,
@@ -33,7 +34,7 @@ from honed.serving.repository import (
     select_candidate,
     write_version,
 )
-from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer, claim_ports
+from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer
 from honed.serving.tuning import ServingOptions
 
 REPOSITORY_ENV = "HONED_MODEL_REPOSITORY"

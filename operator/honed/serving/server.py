@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +41,7 @@ from typing import Any
 
 from honed.errors import EnvironmentProblem, HonedError
 from honed.serving.install import TritonInstall, find_triton, prepare_backends
+from honed.serving.ports import claim_ports
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 SHM_DIR = Path("/dev/shm")
@@ -363,28 +363,6 @@ def leftover_segments(prefix: str) -> list[Path]:
     if not SHM_DIR.is_dir():
         return []
     return sorted(p for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
-
-
-def claim_ports(host: str, wanted: Sequence[int]) -> tuple[int, int, int]:
-    """Check that the given ports are free and replace each 0 by a free port."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        for port in wanted:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(sock)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                raise EnvironmentProblem(
-                    f"port {port} on {host} is in use",
-                    hint="choose another with --http-port/--grpc-port/--metrics-port, or stop what holds it",
-                ) from None
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in held:
-            sock.close()
-    return ports[0], ports[1], ports[2]
 
 
 def _server_environment(install: TritonInstall) -> dict[str, str]:
