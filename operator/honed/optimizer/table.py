@@ -76,7 +76,13 @@ def print_report(report: Report, console: Console | None = None) -> None:
     for note in report.notes:
         console.print(f"  note: {note}", highlight=False)
     winner = report.winner_candidate()
-    if winner is not None:
+    if winner is not None and winner.name == report.baseline.name:
+        console.print(
+            f"winner: the baseline [bold]{winner.name}[/] itself: no candidate beat it within the constraints "
+            f"(artifact: {winner.artifact})",
+            highlight=False,
+        )
+    elif winner is not None:
         console.print(
             f"winner: [bold]{winner.name}[/] {winner.speedup or 1:.2f}x faster than "
             f"{report.baseline.name} at batch 1 (artifact: {winner.artifact})",

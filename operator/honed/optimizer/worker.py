@@ -11,6 +11,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import re
 import resource
 import time
 import traceback
@@ -24,6 +25,14 @@ import numpy as np
 
 class WorkerFailure(Exception):
     """The worker reported an error, crashed or timed out; the message is the candidate's reason."""
+
+
+def summarize(exc: BaseException) -> str:
+    """One readable line from a runtime's exception (C++ runtimes lead with a source location)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not re.match(r"^(Exception from |Check '|src/|\S+\.(cpp|hpp|h):\d+)", line)]
+    text = " ".join((useful or lines)[:2])
+    return f"{type(exc).__name__}: {text}"[:400]
 
 
 def _thread_env(threads: int) -> None:
@@ -62,9 +71,7 @@ def _serve(conn: Connection, threads: int, log_path: Path | None = None) -> None
         try:
             conn.send(("ok", _HANDLERS[command](state, threads, *args)))
         except Exception as exc:
-            detail = str(exc).strip().splitlines()
-            message = f"{type(exc).__name__}: {detail[0] if detail else ''}"[:400]
-            conn.send(("error", message, traceback.format_exc(limit=6)))
+            conn.send(("error", summarize(exc), traceback.format_exc(limit=6)))
 
 
 def _build(state: dict[str, Any], threads: int, plan: Any, ctx: Any, out_dir: Path) -> float:
