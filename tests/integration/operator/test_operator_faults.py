@@ -54,8 +54,12 @@ async def test_invalid_spec_gets_a_condition_naming_the_field(
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["observedGeneration"] == 1
     assert await jobs_of(api, "bad") == []
-    events = await eventually(lambda: api.list(EVENTS, NAMESPACE, {}), what="events")
-    assert any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
+
+    async def warned() -> bool:
+        events = await api.list(EVENTS, NAMESPACE, {})
+        return any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
+
+    await eventually(warned, what="a Warning Event InvalidSpec")
 
 
 async def test_unknown_pool_lists_the_known_pools(

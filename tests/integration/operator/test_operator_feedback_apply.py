@@ -126,5 +126,10 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
     assert deployment["spec"]["template"]["metadata"]["labels"][names.POOL] == "cpu"
     await roll_out(api, f"{NAME}-triton")
     await eventually(lambda: serves(3), what="version 3 serving")
-    events = {(e["type"], e["reason"]) for e in await api.list(EVENTS, NAMESPACE, {})}
-    assert {("Normal", "Retuned"), ("Warning", "FallbackFromSLO")} <= events
+    wanted = {("Normal", "Retuned"), ("Warning", "FallbackFromSLO")}
+
+    async def posted() -> bool:
+        # Events are posted after the status patch that caused them, so they may trail it a little.
+        return wanted <= {(e["type"], e["reason"]) for e in await api.list(EVENTS, NAMESPACE, {})}
+
+    await eventually(posted, what=f"Events {sorted(wanted)}")
