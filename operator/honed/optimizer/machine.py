@@ -37,7 +37,7 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
                 elif key == "flags" and not flags:
                     flags = frozenset(value.split())
     except OSError:
-        pass
+        pass  # no /proc (not Linux): the platform's name and no flags, so bf16 candidates are skipped
     return name, flags
 
 
