@@ -123,7 +123,7 @@ def _driver_version() -> str | None:
             if out:
                 return out.splitlines()[0].strip()
         except (OSError, subprocess.SubprocessError):
-            pass
+            pass  # no usable nvidia-smi: ask NVML below instead
     try:
         import pynvml
 

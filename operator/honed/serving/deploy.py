@@ -98,7 +98,7 @@ def forget_server(repository: Path, pid: int) -> None:
         if json.loads(path.read_text()).get("pid") == pid:
             path.unlink()
     except (OSError, ValueError):
-        pass
+        pass  # no record, or an unreadable one: nothing names this server, so nothing to forget
 
 
 def running_server(repository: Path) -> TritonControl | None:
