@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.honed-installed
 OUT ?= out
 
-.PHONY: setup system-packages demo test lint unit integration bench bench-cpu bench-serving crd clean
+.PHONY: setup system-packages demo test lint unit integration bench bench-cpu bench-serving crd clean images e2e
 
 setup: $(STAMP)
 
@@ -58,3 +58,15 @@ bench-serving: setup
 .PHONY: tools
 tools: setup
 	$(BIN)/python tools/install_kube_tools.py --dest .tools
+
+# The CPU images (operator, optimizer-cpu, triton-cpu), built with the k8s kit's buildah script and
+# imported into its running node; cached by content, so a rerun only checks.
+images:
+	tools/build_images.sh
+
+# The whole chain on a real single-node cluster from the k8s kit (../shared/k8s or $$HONED_K8S_KIT,
+# Kubernetes binaries in $$HONED_K8S_BIN, /opt/k8s/bin or $$KUBEBUILDER_ASSETS): images, helm
+# install, an OptimizedModel to Serving, feedback, GitOps, RBAC, deletion, teardown.
+# Writes $(OUT)/e2e/result.json. Needs root (the kit's network namespace and mounts).
+e2e: setup system-packages tools
+	$(BIN)/python -m tests.e2e.cluster.chain --out $(OUT)/e2e

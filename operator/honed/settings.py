@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from honed.errors import InputError
 
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
 
 class Toleration(BaseModel):
     """A Kubernetes toleration, passed through to the pool's pods."""
@@ -43,6 +45,9 @@ class Pool(BaseModel):
         None, description="requests/limits of a Triton pod on this pool; defaults to resources"
     )
     image: str = Field(description="optimizer image for this pool's device (optimizer-cpu, optimizer-gpu)")
+    image_pull_policy: PullPolicy | None = Field(
+        None, description="pull policy of the optimizer image; unset: Kubernetes' default for the tag"
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="what `honed optimize --device` targets")
     price_per_hour: float | None = Field(None, ge=0, description="node price per hour; needed by the cost objective")
 
@@ -73,6 +78,11 @@ class HonedSettings(BaseSettings):
     triton_image: str = Field(
         "nvcr.io/nvidia/tritonserver:24.10-py3",
         description="HONED_TRITON_IMAGE: the Triton Inference Server image that serves winners",
+    )
+    triton_image_pull_policy: PullPolicy | None = Field(
+        None,
+        description="HONED_TRITON_IMAGE_PULL_POLICY: Always, IfNotPresent or Never (images loaded onto the "
+        "nodes, no registry); unset: Kubernetes' default for the tag",
     )
     triton_packaging: Literal["native", "runtime"] = Field(
         "native",

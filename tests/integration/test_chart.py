@@ -588,3 +588,43 @@ def test_security_guide_lists_every_rule_the_chart_grants() -> None:
             assert matching, f"docs/security.md has no row for {resource}"
             cells = matching[0].split("|")
             assert set(rule["verbs"]) == {v.strip() for v in cells[3].split(",")}, (resource, cells[3])
+
+
+def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images loaded onto the node (no registry) and the CPU Triton: pull policies and packaging."""
+    from honed.api.spec import parse_spec
+    from honed.controller.jobs import Owner, optimizer_job
+    from honed.controller.triton import triton_deployment
+    from honed.settings import load_settings
+
+    docs = render(EXAMPLES / "local-cluster" / "values.yaml")
+    container = operator_container(docs)
+    assert container["imagePullPolicy"] == "Never"
+    for name in [n for n in os.environ if n.startswith("HONED_")]:
+        monkeypatch.delenv(name)
+    for name, value in env_of(container).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.triton_packaging == "runtime"
+    assert settings.triton_image.rsplit("/", 1)[1].startswith("honed-triton-cpu:")
+    pool = settings.pool("cpu")
+    assert pool is not None and pool.image_pull_policy == "Never"
+    spec = parse_spec(yaml.safe_load((EXAMPLES / "local-cluster" / "optimizedmodel.yaml").read_text())["spec"])
+    owner = Owner("digits", "models", "uid-1")
+    job = optimizer_job(owner, spec, pool, settings, "abc123")
+    assert job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+    deployment = triton_deployment(owner, spec.serving, pool, settings, 1)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_pull_policy_is_left_to_kubernetes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from honed.settings import load_settings
+
+    container = operator_container(render())
+    for name in [n for n in os.environ if n.startswith("HONED_")]:
+        monkeypatch.delenv(name)
+    for name, value in env_of(container).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.triton_image_pull_policy is None and settings.triton_packaging == "native"
+    assert all(pool.image_pull_policy is None for pool in settings.pools)

@@ -27,6 +27,7 @@ REQUIRED_EXTRAS = {
     "optimizer-cpu": {"onnxruntime", "openvino", "torch", "plot", "s3"},
     "optimizer-gpu": {"torch", "s3"},
     "triton": {"onnxruntime", "openvino", "s3"},
+    "triton-cpu": {"onnxruntime", "openvino", "s3"},
 }
 # Build arguments that carry a version of a package pyproject pins.
 VERSION_ARGS = {
@@ -254,4 +255,4 @@ def test_images_start_the_way_they_are_run() -> None:
     # The operator gives Triton pods `tritonserver ...` as args: the image must not set its own
     # ENTRYPOINT over NGC's, which runs its arguments.
     assert triton_args("m", "/repo", Serving(), "cpu")[0] == "tritonserver"
-    assert entrypoint("triton") == []
+    assert entrypoint("triton") == entrypoint("triton-cpu") == []

@@ -94,6 +94,9 @@ Duplicate pool names would make `spec.targets[].pool` ambiguous, so they fail th
 {{- end }}
 {{- $_ := set $seen .name true }}
 {{- $pool := dict "name" .name "device" .device "image" (include "honed.image" (list .image $root)) "nodeSelector" (.nodeSelector | default dict) "tolerations" (.tolerations | default list) "resources" (.resources | default dict) }}
+{{- if .image.pullPolicy }}
+{{- $_ := set $pool "imagePullPolicy" .image.pullPolicy }}
+{{- end }}
 {{- if .servingResources }}
 {{- $_ := set $pool "servingResources" .servingResources }}
 {{- end }}

@@ -133,6 +133,20 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
             delay = min(plan.requeue_after or interval, interval) if plan is not None else interval
             await stopped.wait(delay)
 
+    # kopf keeps its finalizer on every resource while this handler exists: the store's reports,
+    # artifacts and model repository of a deleted resource go with it (children go through owner
+    # references). A store that stays unreachable must not block deletion forever: after the
+    # retries kopf gives up, lets the resource go, and the log names what is left behind.
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=10, retries=30)
+    async def deleted(name: str, namespace: str | None, retry: int, **_: Any) -> None:
+        key = names.resource_key(namespace or "", name)
+        try:
+            await asyncio.to_thread(operator.store.delete, key)
+        except Exception as exc:
+            log.warning("could not delete %s (try %d): %s", operator.store.url(key), retry + 1, exc)
+            raise
+        log.info("deleted %s with %s/%s", operator.store.url(key), namespace, name)
+
     feedback.register(registry, operator)
 
     @kopf.on.event("batch", "v1", "jobs", labels=children, registry=registry)

@@ -187,6 +187,8 @@ def optimizer_job(
     env_from = secret_env([settings.artifact_secret, spec.model.credentials_secret])
     if env_from:
         container["envFrom"] = env_from
+    if pool.image_pull_policy:
+        container["imagePullPolicy"] = pool.image_pull_policy
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],

@@ -83,11 +83,16 @@ def owner_labels(owner: str) -> dict[str, str]:
     return {MANAGED_BY: "honed", PART_OF: "honed", OWNER: bounded(owner)}
 
 
+def resource_key(namespace: str, owner: str) -> str:
+    """Store key under which everything of one resource lives (removed when it is deleted)."""
+    return f"{namespace}/{owner}"
+
+
 def optimization_key(namespace: str, owner: str, optimization: str, pool: str) -> str:
     """Store key of one pool's report and artifacts."""
-    return f"{namespace}/{owner}/optimizations/{optimization}/{pool}"
+    return f"{resource_key(namespace, owner)}/optimizations/{optimization}/{pool}"
 
 
 def repository_key(namespace: str, owner: str) -> str:
     """Store key of the Triton model repository serving this resource."""
-    return f"{namespace}/{owner}/repository"
+    return f"{resource_key(namespace, owner)}/repository"

@@ -92,6 +92,8 @@ def triton_deployment(
     env_from = secret_env([settings.artifact_secret])
     if env_from:
         container["envFrom"] = env_from
+    if settings.triton_image_pull_policy:
+        container["imagePullPolicy"] = settings.triton_image_pull_policy
     if mounts:
         container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {"containers": [container], **pool_scheduling(pool)}
