@@ -16,6 +16,9 @@ CONTAINER = "optimizer"
 REQUEST_PATH = "/work/request.json"
 REQUEST_KEY = "request.json"
 TERMINATION_LOG = "/dev/termination-log"
+# The root filesystem is read-only: everything written goes to this emptyDir (HOME included, for
+# the caches of fsspec, matplotlib and the runtimes).
+SCRATCH = "/tmp"
 # `honed optimize` exits 1 when its search found no accepted candidate (report.json is written)
 # and 2 on bad input (honed.errors.InputError): a retry would only repeat either.
 NO_WINNER_EXIT_CODE = 1
@@ -141,6 +144,26 @@ def pool_scheduling(pool: Pool) -> dict[str, Any]:
     return scheduling
 
 
+def pod_security(settings: HonedSettings) -> dict[str, Any]:
+    """Pod securityContext passing the ``restricted`` Pod Security Standard (namespaces may enforce it)."""
+    context: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.pod_uid is not None:
+        uid = settings.pod_uid
+        # fsGroup makes a writable claim (the pvc:// store) writable for the uid; OnRootMismatch
+        # skips the recursive chown of a large volume when its root already has the group.
+        context |= {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "fsGroupChangePolicy": "OnRootMismatch"}
+    return context
+
+
+def container_security() -> dict[str, Any]:
+    """Container securityContext of the ``restricted`` profile, with a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def request_configmap(owner: Owner, job: str, pool: str, optimization: str, request: OptimizeRequest) -> dict:
     labels = {names.COMPONENT: "optimizer", names.POOL: pool, names.OPTIMIZATION: optimization}
     return {
@@ -173,14 +196,16 @@ def optimizer_job(
         "env": [
             {"name": "HONED_POOL", "value": pool.name},
             {"name": "HONED_TERMINATION_LOG", "value": TERMINATION_LOG},
+            {"name": "HOME", "value": SCRATCH},
         ],
         "resources": pool.pod_resources(),
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the engine writes its summary still leaves the log tail as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "request", "mountPath": REQUEST_PATH, "subPath": REQUEST_KEY, "readOnly": True},
-            {"name": "scratch", "mountPath": "/tmp"},
+            {"name": "scratch", "mountPath": SCRATCH},
             *mounts,
         ],
     }
@@ -189,6 +214,9 @@ def optimizer_job(
         container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The engine never calls the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(settings),
         "containers": [container],
         "volumes": [
             {"name": "request", "configMap": {"name": name}},
