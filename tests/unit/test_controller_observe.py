@@ -12,8 +12,18 @@ from honed.artifacts import ArtifactStore
 from honed.controller import metrics
 from honed.controller.cli import run_operator, watch_scope
 from honed.controller.handlers import owner_name
-from honed.controller.observe import check_model_uri, deployment_state, job_phase, pod_message, read_report
-from honed.controller.state import Plan
+from honed.controller.observe import (
+    check_model_uri,
+    deployment_state,
+    failed_create,
+    job_phase,
+    job_pods_problem,
+    pod_message,
+    pod_problem,
+    read_report,
+    server_pod_state,
+)
+from honed.controller.state import Plan, PodProblem, PodState
 from honed.errors import InputError
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
@@ -56,29 +66,152 @@ def test_pod_message_takes_the_newest_pods_termination_message() -> None:
     assert pod_message([]) == ""
 
 
-def test_deployment_rollout_needs_the_controller_to_have_seen_the_spec() -> None:
+def test_deployment_state_reads_the_pod_template() -> None:
     base = {
-        "metadata": {
-            "generation": 3,
-            "annotations": {"honed.dev/model-version": "2", "honed.dev/applied": "h"},
+        "metadata": {"generation": 3, "annotations": {"honed.dev/model-version": "1"}},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {
+                    "labels": {"honed.dev/pool": "cpu"},
+                    "annotations": {"honed.dev/model-version": "2", "honed.dev/serving-config": "abc"},
+                },
+                "spec": {"nodeSelector": {"pool": "cpu"}},
+            },
         },
-        "spec": {"replicas": 2, "template": {"spec": {"nodeSelector": {"pool": "cpu"}}}},
     }
-    stale = deployment_state({**base, "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}})
-    assert not stale.rolled_out and stale.version == 2 and stale.node_selector == {"pool": "cpu"}
-    fresh = deployment_state({**base, "status": {"observedGeneration": 3, "readyReplicas": 1}})
-    assert fresh.rolled_out and fresh.ready_replicas == 1 and fresh.updated_replicas == 0
+    stale = deployment_state({**base, "status": {"observedGeneration": 2}})
+    assert not stale.rolled_out and stale.node_selector == {"pool": "cpu"}
+    assert (stale.version, stale.serving_config, stale.pool, stale.replicas) == (2, "abc", "cpu", 2)
+    assert deployment_state({**base, "status": {"observedGeneration": 3}}).rolled_out
     assert not deployment_state({**base, "status": {}}).rolled_out
-    progressing = {
-        "type": "Progressing",
-        "status": "False",
-        "reason": "ProgressDeadlineExceeded",
-        "message": "slow",
+    progressing = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}
+    refused = {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": 'pods "x-1" is forbidden: violates PodSecurity "restricted:latest"',
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    stalled = deployment_state(
-        {**base, "status": {"observedGeneration": 3, "replicas": 3, "conditions": [progressing]}}
+    stalled = deployment_state({**base, "status": {"observedGeneration": 3, "conditions": [progressing, refused]}})
+    assert stalled.stalled == "slow"
+    assert stalled.problem == PodProblem("FailedCreate", refused["message"], "2026-01-01T00:00:00Z")
+
+
+CREATED = "2026-01-01T00:00:00Z"
+
+
+def pod_with(status: dict, phase: str = "Pending", created: str = CREATED, **meta: object) -> dict:
+    return {"metadata": {"name": "p", "creationTimestamp": created, **meta}, "status": {"phase": phase, **status}}
+
+
+def waiting(reason: str, message: str = "") -> dict:
+    return {
+        "containerStatuses": [
+            {"name": "triton", "image": "img:1", "state": {"waiting": {"reason": reason, "message": message}}}
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, None),
+        (
+            {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                        "lastTransitionTime": "2026-01-01T00:00:05Z",
+                    }
+                ]
+            },
+            PodProblem("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.", "2026-01-01T00:00:05Z"),
+        ),
+        (
+            waiting("ErrImageNeverPull", 'Container image "honed/x:1" is not present with pull policy of Never'),
+            PodProblem(
+                "ImageUnavailable",
+                'ErrImageNeverPull: Container image "honed/x:1" is not present with pull policy of Never',
+                CREATED,
+            ),
+        ),
+        (waiting("ImagePullBackOff"), PodProblem("ImageUnavailable", "ImagePullBackOff: image img:1", CREATED)),
+        (
+            waiting("CreateContainerConfigError", 'secret "models-s3" not found'),
+            PodProblem("ContainerConfigError", 'CreateContainerConfigError: secret "models-s3" not found', CREATED),
+        ),
+        (waiting("ContainerCreating"), None),
+    ],
+)
+def test_pod_problem(status: dict, expected: PodProblem | None) -> None:
+    assert pod_problem(pod_with(status)) == expected
+
+
+def test_crash_loops_and_oom_kills_name_the_last_exit() -> None:
+    container = {
+        "name": "triton",
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": "failed to load 'mlp'\n"}},
+    }
+    problem = pod_problem(pod_with({"containerStatuses": [container]}, phase="Running"))
+    assert problem == PodProblem(
+        "CrashLoopBackOff",
+        "container triton restarted 4 times; last exit: Error (exit code 1) failed to load 'mlp'",
+        CREATED,
     )
-    assert stalled.stalled == "slow" and stalled.total_replicas == 3
+    oom = {**container, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+    assert pod_problem(pod_with({"containerStatuses": [oom]}, phase="Running")) == PodProblem(
+        "OOMKilled", "container triton restarted 4 times; last exit: OOMKilled (exit code 137)", CREATED
+    )
+
+
+def test_job_pods_problem_prefers_the_live_attempt() -> None:
+    oom = {
+        "containerStatuses": [{"name": "optimizer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    }
+    first = pod_with(oom, phase="Failed", created="2026-01-01T00:00:00Z")
+    retry = pod_with(waiting("ImagePullBackOff"), created="2026-01-01T00:01:00Z")
+    assert job_pods_problem([first, retry]) == PodProblem(
+        "ImageUnavailable", "ImagePullBackOff: image img:1", "2026-01-01T00:01:00Z"
+    )
+    running = pod_with({}, phase="Running", created="2026-01-01T00:01:00Z")
+    earlier = job_pods_problem([first, running])
+    assert earlier is not None and earlier.reason == "OOMKilled"
+    assert earlier.message.startswith("an earlier attempt ended: container optimizer ran out of memory")
+    assert job_pods_problem([running]) is None
+
+
+def test_failed_create_takes_the_newest_event() -> None:
+    events = [
+        {"reason": "FailedCreate", "message": "old", "lastTimestamp": "2026-01-01T00:00:01Z"},
+        {
+            "reason": "FailedCreate",
+            "message": 'pods "j-x" is forbidden: violates PodSecurity',
+            "lastTimestamp": "2026-01-01T00:00:09Z",
+        },
+        {"reason": "SuccessfulCreate", "message": "later", "lastTimestamp": "2026-01-01T00:00:10Z"},
+    ]
+    assert failed_create(events, CREATED) == PodProblem(
+        "FailedCreate", 'pods "j-x" is forbidden: violates PodSecurity', CREATED
+    )
+    assert failed_create([], CREATED) is None
+
+
+def test_server_pod_state() -> None:
+    ready = pod_with(
+        {"conditions": [{"type": "Ready", "status": "True"}]},
+        phase="Running",
+        annotations={"honed.dev/model-version": "3", "honed.dev/serving-config": "abc"},
+    )
+    assert server_pod_state(ready) == PodState("p", 3, "abc", ready=True)
+    pulling = server_pod_state(pod_with(waiting("ErrImagePull", "not found")))
+    assert not pulling.ready and pulling.version is None
+    assert pulling.problem == PodProblem("ImageUnavailable", "ErrImagePull: not found", CREATED)
 
 
 def test_read_report_names_what_is_wrong(tmp_path: Path) -> None:

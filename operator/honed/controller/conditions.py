@@ -25,6 +25,13 @@ WARNING_REASONS = frozenset(
         "RepositoryWriteFailed",
         "RolloutStalled",
         "FallbackFromSLO",
+        # Pods that cannot run (observe.pod_problem): a node, an image, a Secret or memory is missing.
+        "Unschedulable",
+        "ImageUnavailable",
+        "ContainerConfigError",
+        "FailedCreate",
+        "CrashLoopBackOff",
+        "OOMKilled",
     }
 )
 

@@ -22,8 +22,7 @@ from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
 from honed.controller.deploy import repository_state
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES, KubeClient
-from honed.controller.reconcile import APPLIED
-from honed.controller.state import DeploymentState, JobState, Observed, ReportRead
+from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
 from honed.settings import HonedSettings
@@ -66,29 +65,133 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
+# Waiting reasons of a container, as the kubelet reports them, grouped by what fixes them.
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
+CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+def _terminated_text(terminated: dict[str, Any]) -> str:
+    parts = [str(terminated.get("reason") or "Error")]
+    if terminated.get("exitCode") is not None:
+        parts.append(f"(exit code {terminated['exitCode']})")
+    text = (terminated.get("message") or "").strip()
+    if text:
+        parts.append(f"{text.splitlines()[-1][:200]}")
+    return " ".join(parts)
+
+
+def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
+    """Why a pod does not run, from its conditions and container states; None when nothing is wrong.
+
+    ``since`` is when the wait started, so that reconcile can give up after a timeout.
+    """
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    created = meta.get("creationTimestamp")
+    for cond in status.get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            message = cond.get("message") or "no node can take the pod"
+            since = cond.get("lastTransitionTime") or created
+            return PodProblem(reason="Unschedulable", message=message, since=since)
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        why, text = waiting.get("reason"), (waiting.get("message") or "").strip()
+        if why in IMAGE_REASONS:
+            detail = text or f"image {container.get('image', '')}"
+            return PodProblem(reason="ImageUnavailable", message=f"{why}: {detail}", since=created)
+        if why in CONFIG_REASONS:
+            detail = text or "see the pod's events"
+            return PodProblem(reason="ContainerConfigError", message=f"{why}: {detail}", since=created)
+        if why == "CrashLoopBackOff":
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            restarts = container.get("restartCount", 0)
+            reason = "OOMKilled" if last.get("reason") == "OOMKilled" else "CrashLoopBackOff"
+            exit_text = f"; last exit: {_terminated_text(last)}" if last else ""
+            message = f"container {container.get('name')} restarted {restarts} times{exit_text}"
+            return PodProblem(reason=reason, message=message, since=created)
+    for container in containers:
+        for key in ("state", "lastState"):
+            terminated = (container.get(key) or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                message = f"container {container.get('name')} ran out of memory: {_terminated_text(terminated)}"
+                return PodProblem(reason="OOMKilled", message=message, since=created)
+    return None
+
+
+def job_pods_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
+    """Why a running Job's attempt is stuck, or how its earlier attempt ended (OOMKilled, say)."""
+    newest = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+    live = [p for p in newest if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    for pod in live:
+        problem = pod_problem(pod)
+        if problem is not None:
+            return problem
+    for pod in newest:
+        if pod in live:
+            continue
+        problem = pod_problem(pod)
+        if problem is not None:
+            # A finished attempt: the Job retries (backoffLimit), the next pod may do better.
+            return replace(problem, message=f"an earlier attempt ended: {problem.message}")
+    return None
+
+
+def failed_create(events: list[dict[str, Any]], since: str | None) -> PodProblem | None:
+    """The Job controller's FailedCreate Event: admission (Pod Security, quota) refused the pod."""
+
+    def stamp(event: dict[str, Any]) -> str:
+        return str(event.get("lastTimestamp") or event.get("eventTime") or "")
+
+    for event in sorted(events, key=stamp, reverse=True):
+        if event.get("reason") == "FailedCreate":
+            message = (event.get("message") or "the pod was refused").strip()
+            return PodProblem(reason="FailedCreate", message=message, since=since)
+    return None
+
+
+def server_pod_state(pod: dict[str, Any]) -> PodState:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    version = annotations.get(names.MODEL_VERSION)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return PodState(
+        name=str(meta.get("name", "")),
+        version=int(version) if version and version.isdigit() else None,
+        serving_config=annotations.get(names.SERVING_CONFIG),
+        ready=ready,
+        problem=None if ready else pod_problem(pod),
+    )
+
+
 def deployment_state(obj: dict[str, Any]) -> DeploymentState:
     meta = obj.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
     status = obj.get("status") or {}
     generation = meta.get("generation")
     observed = status.get("observedGeneration")
-    version = annotations.get(names.MODEL_VERSION)
     spec = obj.get("spec") or {}
-    template = (spec.get("template") or {}).get("spec") or {}
+    template = spec.get("template") or {}
+    template_meta = template.get("metadata") or {}
+    # The template is what the pods run; the Deployment's own annotation is the fallback.
+    template_annotations = template_meta.get("annotations") or {}
+    version = template_annotations.get(names.MODEL_VERSION) or (meta.get("annotations") or {}).get(names.MODEL_VERSION)
     stalled = None
+    problem = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             stalled = cond.get("message") or "the rollout exceeded its progress deadline"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            # The ReplicaSet cannot create pods (Pod Security admission, quota): no pod to look at.
+            message = cond.get("message") or cond.get("reason") or "the ReplicaSet cannot create pods"
+            problem = PodProblem(reason="FailedCreate", message=message, since=cond.get("lastTransitionTime"))
     return DeploymentState(
         version=int(version) if version and version.isdigit() else None,
-        applied=annotations.get(APPLIED),
         replicas=int(spec.get("replicas", 1)),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        total_replicas=int(status.get("replicas") or 0),
         rolled_out=observed is not None and (generation is None or observed >= generation),
-        node_selector=dict(template.get("nodeSelector") or {}),
+        serving_config=template_annotations.get(names.SERVING_CONFIG),
+        pool=(template_meta.get("labels") or {}).get(names.POOL),
+        node_selector=dict((template.get("spec") or {}).get("nodeSelector") or {}),
         stalled=stalled,
+        problem=problem,
     )
 
 
@@ -225,6 +328,13 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
             reports[pool] = await asyncio.to_thread(read_report, store, key)
 
     deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))
+    server_pods: tuple[PodState, ...] = ()
+    if deployment is not None:
+        # Which pods are ready, per version: the Deployment's own counters mix old and new pods.
+        listed = await client.list(PODS, namespace, {**labels, names.COMPONENT: "server"})
+        server_pods = tuple(
+            server_pod_state(p) for p in listed if not (p.get("metadata") or {}).get("deletionTimestamp")
+        )
     service = await client.get(SERVICES, namespace, names.server_name(name))
     used, ready = await asyncio.to_thread(repository_state, store, namespace, name)
     return replace(
@@ -236,5 +346,6 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         repository_versions=used,
         repository_ready=ready,
         deployment=None if deployment is None else deployment_state(deployment),
+        server_pods=server_pods,
         service=service is not None,
     )

@@ -26,8 +26,17 @@ from honed.controller import names
 from honed.controller.conditions import load_status, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
 from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
-from honed.controller.state import Delete, Observed, Patch, Plan, RepositoryWrite
-from honed.controller.triton import endpoint, triton_deployment, triton_service
+from honed.controller.state import (
+    Delete,
+    DeploymentState,
+    Observed,
+    Patch,
+    Plan,
+    PodProblem,
+    PodState,
+    RepositoryWrite,
+)
+from honed.controller.triton import endpoint, runs_serving_config, triton_deployment, triton_service
 from honed.controller.winner import apply_requests, build_winner, effective_serving, next_version, report_uri
 from honed.settings import HonedSettings
 
@@ -35,7 +44,6 @@ TOP_CANDIDATES = 8
 POLL_OPTIMIZING_S = 15.0
 POLL_DEPLOYING_S = 10.0
 RETRY_UNREACHABLE_S = 60.0
-APPLIED = "honed.dev/applied"
 
 SetCondition = Callable[[str, bool, str, str], None]
 
@@ -257,13 +265,15 @@ def _deploy(
             model_name=names.triton_model_name(obs.name),
             serving=serving.model_dump(mode="json"),
         )
-    desired = triton_deployment(owner, serving, pool, settings, winner.version)
-    applied = names.short_hash(desired)
-    desired["metadata"]["annotations"][APPLIED] = applied
+    replicas = spec.serving.replicas
     dep = obs.deployment
+    serves = dep is not None and _serves(dep, winner.version, serving, pool.name)
     if dep is None:
-        plan.create.append(desired)
-    elif dep.applied != applied:
+        plan.create.append(triton_deployment(owner, serving, pool, settings, winner.version))
+    elif not serves:
+        # A new version, serving config or pool: the pods restart anyway, so they get the
+        # operator's current settings (Triton image, security, mounts) as well.
+        desired = triton_deployment(owner, serving, pool, settings, winner.version)
         body = {"metadata": desired["metadata"], "spec": desired["spec"]}
         # A merge patch merges maps: selector keys of the previous pool must be removed explicitly.
         selector = desired["spec"]["template"]["spec"].get("nodeSelector", {})
@@ -271,47 +281,82 @@ def _deploy(
         if stale:
             body["spec"]["template"]["spec"]["nodeSelector"] = {**selector, **stale}
         plan.patch.append(Patch("apps/v1", "Deployment", desired["metadata"]["name"], body))
+    elif dep.replicas != replicas:
+        # Scaling adds or removes pods of the running template; it restarts none.
+        plan.patch.append(Patch("apps/v1", "Deployment", names.server_name(obs.name), {"spec": {"replicas": replicas}}))
+    # Otherwise the Deployment is left alone: a new operator (another Triton image, other settings)
+    # must not restart what serves; its settings apply with the next version.
     if not obs.service:
         plan.create.append(triton_service(owner))
 
-    replicas = spec.serving.replicas
-    current = dep is not None and dep.applied == applied and dep.rolled_out
-    # As `kubectl rollout status`: every pod is of the new template, and as many are ready.
-    rolled = (
-        current
-        and dep is not None
-        and dep.updated_replicas >= replicas
-        and dep.total_replicas <= dep.updated_replicas
-        and dep.ready_replicas >= replicas
-    )
-    ready = dep.ready_replicas if dep is not None else 0
+    current = serves and dep is not None and dep.rolled_out and dep.replicas == replicas
+    # Pods of the template that serves the winner, by the annotations the template gives them.
+    fresh = [
+        p
+        for p in obs.server_pods
+        if serves and dep is not None and (p.version, p.serving_config) == (dep.version, dep.serving_config)
+    ]
+    previous = [p for p in obs.server_pods if p not in fresh]
+    fresh_ready = sum(p.ready for p in fresh)
+    previous_ready = sum(p.ready for p in previous)
+    # As `kubectl rollout status`, counted on the pods: every pod is of the new template and ready.
+    rolled = current and fresh_ready >= replicas and not previous
     what = f"version {winner.version} ({winner.name} on {winner.pool})"
+    served_before = max((p.version for p in previous if p.ready and p.version), default=None)
+    keeps = f"; version {served_before} keeps serving" if previous_ready and served_before else ""
+    problem = None if rolled else _new_pods_problem(fresh, dep if serves else None)
     if rolled:
-        condition(DEPLOYED, True, "RolledOut", f"{what}: {ready}/{replicas} replicas ready")
+        condition(DEPLOYED, True, "RolledOut", f"{what}: {fresh_ready}/{replicas} replicas ready")
+    elif current and problem is not None:
+        # The new version's pods cannot run (no node, no image, a crash): the old pods keep serving
+        # (maxUnavailable 0) and the endpoint keeps naming their version.
+        condition(
+            DEPLOYED,
+            False,
+            problem.reason,
+            f"{what}: {fresh_ready}/{replicas} new pods ready; {problem.describe()}{keeps}",
+        )
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     elif current and dep is not None and dep.stalled:
-        # New pods never got ready (a version Triton refuses, no capacity): old pods keep serving.
-        keeps = f"; version {new.endpoint.version} keeps serving" if new.endpoint and ready else ""
         condition(DEPLOYED, False, "RolloutStalled", f"{what} did not become ready: {dep.stalled}{keeps}")
         plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     else:
-        condition(DEPLOYED, False, "RollingOut", f"{what}: {ready}/{replicas} replicas ready")
+        condition(DEPLOYED, False, "RollingOut", f"{what}: {fresh_ready}/{replicas} replicas ready{keeps}")
         plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
-    if ready > 0:
-        # During a rollout the ready pods may still be the previous version: keep announcing it.
-        if rolled or new.endpoint is None:
+    if fresh_ready + previous_ready > 0:
+        if fresh_ready and not previous_ready:
             new.endpoint = endpoint(owner, winner.version)
+        elif new.endpoint is None or (served_before and new.endpoint.version != served_before):
+            # Both versions answer while the rollout runs: announce the one that served before.
+            new.endpoint = endpoint(owner, served_before or winner.version)
         served = new.endpoint
         condition(READY, True, "Serving", f"model {served.model} version {served.version} at {served.http}")
     elif replicas == 0:
         new.endpoint = None
         condition(READY, False, "ScaledToZero", "spec.serving.replicas is 0")
     else:
+        why = f": {problem.describe()}" if problem is not None else ""
         condition(
             READY,
             False,
             "NotReady" if dep is not None else "Deploying",
-            f"no Triton pod of {what} is ready yet",
+            f"no Triton pod of {what} is ready yet{why}",
         )
+
+
+def _serves(dep: DeploymentState, version: int, serving: Serving, pool: str) -> bool:
+    """Whether the Deployment's pod template runs ``version`` with ``serving`` on ``pool``."""
+    return (
+        dep.version == version and dep.pool == pool and runs_serving_config(dep.serving_config, serving, dep.replicas)
+    )
+
+
+def _new_pods_problem(fresh: list[PodState], dep: DeploymentState | None) -> PodProblem | None:
+    """Why the new template's pods do not serve: the first such pod's problem, or the ReplicaSet's."""
+    for pod in sorted(fresh, key=lambda p: p.name):
+        if not pod.ready and pod.problem is not None:
+            return pod.problem
+    return dep.problem if dep is not None else None
 
 
 def _phase(new: OptimizedModelStatus, optimizing: bool) -> Phase:

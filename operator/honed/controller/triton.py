@@ -33,8 +33,21 @@ def repository_uri(settings: HonedSettings, namespace: str, owner: str) -> str:
 
 
 def serving_config_hash(serving: Serving) -> str:
-    """Changes of the serving section roll the pods (config.pbtxt and server flags are read at start)."""
-    return names.short_hash(serving.model_dump(mode="json"))
+    """What the pods read at start (config.pbtxt choices, server flags): a change rolls them.
+
+    The replica count is left out: scaling adds or removes pods, it must not restart them.
+    """
+    return names.short_hash(serving.model_dump(mode="json", exclude={"replicas"}))
+
+
+def runs_serving_config(recorded: str | None, serving: Serving, replicas: int) -> bool:
+    """Whether pods whose template records ``recorded`` run ``serving``.
+
+    Earlier operators hashed the replica count in too; their pods run the same config, and an
+    operator upgrade must not restart every served model to rewrite an annotation.
+    """
+    legacy = names.short_hash(serving.model_copy(update={"replicas": replicas}).model_dump(mode="json"))
+    return recorded in (serving_config_hash(serving), legacy)
 
 
 def triton_args(model: str, repository: str, serving: Serving, device: str) -> list[str]:
