@@ -12,12 +12,14 @@ from honed.artifacts import ArtifactStore
 from honed.controller import metrics
 from honed.controller.cli import run_operator, watch_scope
 from honed.controller.handlers import owner_name
+from honed.controller.kube import EVENTS, Resource
 from honed.controller.observe import (
     check_model_uri,
     deployment_state,
     failed_create,
     job_phase,
     job_pods_problem,
+    job_state,
     pod_message,
     pod_problem,
     read_report,
@@ -298,3 +300,74 @@ def test_metrics_follow_the_plan() -> None:
     assert value("honed_optimizer_jobs_created_total", {"pool": "gpu"}) == jobs_before + 1
     metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
+
+
+class ListingClient:
+    """Answers list() from fixed objects, filtering on labels and (for Events) on the field selector."""
+
+    def __init__(self, pods: list[dict], events: list[dict]) -> None:
+        self.pods, self.events, self.selectors = pods, events, []
+
+    async def list(
+        self, resource: Resource, namespace: str, labels: dict[str, str], *, field_selector: str | None = None
+    ) -> list[dict]:
+        if resource is EVENTS:
+            self.selectors.append(field_selector)
+            wanted = dict(part.split("=", 1) for part in (field_selector or "").split(",") if part)
+
+            def field(event: dict, path: str) -> object:
+                value: object = event
+                for key in path.split("."):
+                    value = value.get(key) if isinstance(value, dict) else None
+                return value
+
+            return [e for e in self.events if all(field(e, k) == v for k, v in wanted.items())]
+        return [p for p in self.pods if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+
+
+def job_manifest(**meta: object) -> dict:
+    labels = {"honed.dev/pool": "cpu", "honed.dev/optimization": "abc"}
+    return {"metadata": {"name": "m-opt-cpu-abc", "creationTimestamp": CREATED, "labels": labels, **meta}, "status": {}}
+
+
+async def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
+    refused = {
+        "reason": "FailedCreate",
+        "involvedObject": {"kind": "Job", "name": "m-opt-cpu-abc"},
+        "message": 'Error creating: pods "m-opt-cpu-abc-x" is forbidden: violates PodSecurity "restricted:latest"',
+    }
+    client = ListingClient(pods=[], events=[refused])
+    soon = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:00:10Z")  # type: ignore[arg-type]
+    assert soon.phase == "Pending" and soon.problem is None and client.selectors == []  # give the Job controller time
+    late = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:01:00Z")  # type: ignore[arg-type]
+    assert client.selectors == ["involvedObject.kind=Job,involvedObject.name=m-opt-cpu-abc,reason=FailedCreate"]
+    assert late.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+
+
+async def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
+    annotations = {"honed.dev/failed": "Unschedulable: 0/1 nodes are available (waited 10 min)"}
+    client = ListingClient(pods=[], events=[])
+    state = await job_state(
+        client, "ml", job_manifest(annotations=annotations), decided=False, current="abc", now=CREATED
+    )  # type: ignore[arg-type]
+    assert (state.phase, state.reason) == ("Failed", "Unschedulable") and state.message == annotations[
+        "honed.dev/failed"
+    ]
+
+
+async def test_a_running_jobs_pods_are_asked_why() -> None:
+    pod = pod_with(
+        waiting("CreateContainerConfigError", 'secret "models-s3" not found'), labels={"job-name": "m-opt-cpu-abc"}
+    )
+    state = await job_state(
+        ListingClient([pod], []),
+        "ml",
+        {**job_manifest(), "status": {"active": 1}},
+        decided=False,
+        current="abc",
+        now=CREATED,
+    )  # type: ignore[arg-type]
+    assert state.phase == "Running" and state.problem is not None and state.problem.reason == "ContainerConfigError"
+    # An older spec's Job is about to go: nobody asks.
+    other = await job_state(ListingClient([pod], []), "ml", job_manifest(), decided=False, current="new", now=CREATED)  # type: ignore[arg-type]
+    assert other.problem is None

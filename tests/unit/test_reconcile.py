@@ -505,3 +505,66 @@ def test_an_operator_upgrade_does_not_restart_serving() -> None:
     [patch] = plan.patch
     container = patch.body["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "nvcr.io/nvidia/tritonserver:99.01-py3"
+
+
+UNSCHEDULABLE = PodProblem("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.", since=T0)
+LATER = "2026-01-01T00:10:01+00:00"  # past the default HONED_PENDING_TIMEOUT_S (600 s) after T0
+
+
+def test_a_pod_that_cannot_run_is_named_in_the_pool_and_the_condition() -> None:
+    started = reconcile(SPEC, observed())
+    waiting = replace(job("cpu", "Running"), problem=UNSCHEDULABLE)
+    plan = reconcile(SPEC, observed(started.status, jobs=jobs(waiting, job("gpu", "Running")), now=T1))
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert pools["cpu"]["phase"] == "Running" and pools["cpu"]["reason"] == "Unschedulable"
+    assert pools["cpu"]["message"] == "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "Optimizing"
+    assert message.endswith("cpu running: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu., gpu running")
+    assert plan.patch == [] and plan.status["phase"] == "Optimizing"
+
+
+def test_a_pool_waiting_past_the_timeout_fails_with_the_reason_and_its_job_is_suspended() -> None:
+    started = reconcile(SPEC, observed())
+    pull = PodProblem("ImageUnavailable", 'ErrImageNeverPull: image "opt-gpu"', since=T0)
+    waiting = jobs(replace(job("cpu", "Running"), problem=UNSCHEDULABLE), replace(job("gpu", "Pending"), problem=pull))
+    plan = reconcile(SPEC, observed(started.status, jobs=waiting, now=LATER))
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert (pools["cpu"]["phase"], pools["cpu"]["reason"]) == ("Failed", "Unschedulable")
+    assert pools["gpu"]["message"].startswith('ImageUnavailable: ErrImageNeverPull: image "opt-gpu" (waited 10 min')
+    suspended = {p.name: p.body for p in plan.patch}
+    assert suspended[job("cpu", "").name]["spec"] == {"suspend": True}
+    annotation = suspended[job("gpu", "").name]["metadata"]["annotations"][names.FAILED]
+    assert annotation == pools["gpu"]["message"]
+    assert plan.status["phase"] == "Failed" and conditions(plan)["Optimized"][1] == "AllPoolsFailed"
+
+    # One cause on every pool is named as the reason.
+    same = jobs(*(replace(job(pool, "Running"), problem=UNSCHEDULABLE) for pool in ("cpu", "gpu")))
+    plan = reconcile(SPEC, observed(started.status, jobs=same, now=LATER))
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "Unschedulable" and "Insufficient cpu" in message
+    assert any(e.type == "Warning" and e.reason == "Unschedulable" for e in plan.events)
+
+
+def test_a_crash_or_an_earlier_oom_is_shown_but_never_times_out() -> None:
+    started = reconcile(SPEC, observed())
+    oom = PodProblem("OOMKilled", "an earlier attempt ended: container optimizer ran out of memory", since=T0)
+    plan = reconcile(
+        SPEC,
+        observed(
+            started.status, jobs=jobs(replace(job("cpu", "Running"), problem=oom), job("gpu", "Running")), now=LATER
+        ),
+    )
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert (pools["cpu"]["phase"], pools["cpu"]["reason"]) == ("Running", "OOMKilled") and plan.patch == []
+
+
+def test_feedback_without_prometheus_says_so() -> None:
+    status, deployment = serving_state()
+    watched = {**SPEC, "feedback": {"enabled": True, "p99LatencyMs": 50}}
+    plan = reconcile(watched, finished(status, deployment=deployment, service=True, **V1))
+    assert conditions(plan)["SLOMet"][:2] == ("Unknown", "PrometheusNotConfigured")
+    assert "HONED_PROMETHEUS_URL" in conditions(plan)["SLOMet"][2]
+    configured = SETTINGS.model_copy(update={"prometheus_url": "http://prometheus:9090"})
+    fixed = reconcile(watched, finished(plan.status, deployment=deployment, service=True, settings=configured, **V1))
+    assert "SLOMet" not in conditions(fixed)  # the loop writes its own verdict from now on

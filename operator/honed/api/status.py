@@ -61,7 +61,12 @@ class PoolStatus(StatusModel):
     pool: str
     job: str = Field(description="Job name")
     phase: PoolPhase
-    message: str = Field("", description="the pod's termination message or why the pool failed")
+    message: str = Field("", description="the pod's termination message, or why the pool failed or waits")
+    reason: str | None = Field(
+        None,
+        description="why the pool failed or waits, when known: Unschedulable, ImageUnavailable, "
+        "ContainerConfigError, FailedCreate, OOMKilled",
+    )
     report: str | None = Field(None, description="report.json location in the artifact store")
 
 

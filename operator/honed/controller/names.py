@@ -25,6 +25,8 @@ SERVING_CONFIG = "honed.dev/serving-config"
 # same spec; ``REASON:anything`` records REASON (SLOViolation, TrafficShift) as the cause.
 REOPTIMIZE = "honed.dev/reoptimize"
 REOPTIMIZE_REASONS = ("SLOViolation", "TrafficShift", "Requested")
+# On a Job the operator gave up on (its pod waited too long; the Job is suspended): ``REASON: message``.
+FAILED = "honed.dev/failed"
 # The feedback loop adds what live traffic looked like: ``SLOViolation:TIME batchSizes=1,8 ...``.
 _OBSERVED_BATCH_SIZES = re.compile(r"\bbatchSizes=([0-9,]+)")
 

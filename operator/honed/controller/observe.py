@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from honed.api.spec import SpecError, parse_spec
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
+from honed.controller.conditions import seconds_between
 from honed.controller.deploy import repository_state
-from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES, KubeClient
+from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, SERVICES, KubeClient
 from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
@@ -65,6 +66,8 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
+# The Job controller creates a Job's pod within seconds; one missing for longer was refused.
+FAILED_CREATE_GRACE_S = 30.0
 # Waiting reasons of a container, as the kubelet reports them, grouped by what fixes them.
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
@@ -250,6 +253,53 @@ def fallback_pools(status: dict[str, Any]) -> list[str]:
     return sorted(pool for pool in eligible if pool)
 
 
+async def job_state(
+    client: KubeClient, namespace: str, manifest: dict[str, Any], *, decided: bool, current: str, now: str
+) -> JobState:
+    """A Job's phase, with its pods' word on why it failed, what it found, or why it does not run."""
+    job_meta = manifest["metadata"]
+    name = job_meta["name"]
+    job_labels = job_meta.get("labels") or {}
+    state = JobState(
+        name=name,
+        pool=job_labels.get(names.POOL, ""),
+        optimization=job_labels.get(names.OPTIMIZATION, ""),
+        phase="Pending",
+    )
+    given_up = (job_meta.get("annotations") or {}).get(names.FAILED)
+    if given_up:
+        # The operator suspended it (its pod waited too long); the pod and its conditions are gone.
+        return replace(state, phase="Failed", message=given_up, reason=given_up.split(":", 1)[0])
+    phase, message = job_phase(manifest)
+    state = replace(state, phase=phase, message=message)  # type: ignore[arg-type]
+    if decided:
+        return state  # the status keeps what these Jobs said
+    if phase in ("Failed", "Succeeded"):
+        # The pod's termination message: why a Job failed, or the engine's summary of a search.
+        pods = await client.list(PODS, namespace, {"job-name": name})
+        detail = pod_message(pods)
+        if phase == "Succeeded":
+            return replace(state, message=detail)
+        oom = any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods)
+        return replace(
+            state, message=f"{message}; pod: {detail}" if detail else message, reason="OOMKilled" if oom else None
+        )
+    if state.optimization != current:
+        return state  # an older spec's Job, about to be deleted
+    # Pending, or Running (which counts a pod waiting for a node or an image too): ask the pods why.
+    pods = await client.list(PODS, namespace, {"job-name": name})
+    problem = job_pods_problem(pods)
+    created = job_meta.get("creationTimestamp")
+    age = seconds_between(created, now) if created else None
+    if problem is None and not pods and age is not None and age > FAILED_CREATE_GRACE_S:
+        # No pod at all: admission (Pod Security, a quota) refused it; only the Job's Events say so.
+        # The field selector needs KubeClient.list's field_selector (the kubernetes-package client).
+        selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
+        events = await client.list(EVENTS, namespace, {}, field_selector=selector)  # type: ignore[call-arg]
+        problem = failed_create(events, since=created)
+    return replace(state, problem=problem)
+
+
 async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
@@ -276,25 +326,8 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     decided = last.get("id") == optimization and bool(last.get("finishedAt"))
     jobs: dict[str, JobState] = {}
     for manifest in await client.list(JOBS, namespace, {**labels, names.COMPONENT: "optimizer"}):
-        job_meta = manifest["metadata"]
-        job_labels = job_meta.get("labels") or {}
-        phase, message = job_phase(manifest)
-        # The pod's termination message: why a Job failed, or the engine's summary of a search,
-        # read while the optimization is still being decided (then the status keeps it).
-        if not decided and phase in ("Failed", "Succeeded"):
-            pods = await client.list(PODS, namespace, {"job-name": job_meta["name"]})
-            detail = pod_message(pods)
-            if phase == "Succeeded":
-                message = detail
-            elif detail:
-                message = f"{message}; pod: {detail}"
-        jobs[job_meta["name"]] = JobState(
-            name=job_meta["name"],
-            pool=job_labels.get(names.POOL, ""),
-            optimization=job_labels.get(names.OPTIMIZATION, ""),
-            phase=phase,  # type: ignore[arg-type]
-            message=message,
-        )
+        job = await job_state(client, namespace, manifest, decided=decided, current=optimization, now=base.now)
+        jobs[job.name] = job
     configmaps = frozenset(
         cm["metadata"]["name"]
         for cm in await client.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})

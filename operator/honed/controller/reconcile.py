@@ -8,7 +8,6 @@ operator converges to the same plan and never repeats work that already happened
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from honed.api.spec import OptimizedModelSpec, Serving, SpecError, parse_spec
@@ -23,7 +22,7 @@ from honed.api.status import (
 )
 from honed.artifacts import join_uri
 from honed.controller import names
-from honed.controller.conditions import load_status, set_condition, transition_events
+from honed.controller.conditions import load_status, seconds_between, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
 from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
 from honed.controller.state import (
@@ -46,6 +45,10 @@ POLL_DEPLOYING_S = 10.0
 RETRY_UNREACHABLE_S = 60.0
 
 SetCondition = Callable[[str, bool, str, str], None]
+# Waits that end only when someone acts (a node, an image, a Secret, an admission rule): after
+# HONED_PENDING_TIMEOUT_S the pool fails with the reason instead of staying Pending for ever.
+GIVE_UP_REASONS = frozenset({"Unschedulable", "ImageUnavailable", "ContainerConfigError", "FailedCreate"})
+SLO_MET = "SLOMet"
 
 
 def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
@@ -67,13 +70,6 @@ def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
                 f"cost needs a pricePerHour for every target pool; {', '.join(unpriced)} has none "
                 "(use latency or throughput, or ask for the price in the chart's values)",
             )
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
-        return None
 
 
 def reconcile(spec_raw: Any, obs: Observed) -> Plan:
@@ -100,6 +96,7 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
     optimizing = _optimize(plan, new, obs, spec, optimization, condition)
     apply_requests(new, obs, spec.serving, optimizing, condition, plan.events)
     _deploy(plan, new, obs, spec, condition)
+    _feedback_configured(new, obs, spec)
     new.phase = _phase(new, optimizing)
     return _finish(plan, old, new)
 
@@ -174,7 +171,9 @@ def _optimize(
             plan.create.append(optimizer_job(owner, spec, pool, settings, optimization))
             pools.append(PoolStatus(pool=pool_name, job=job, phase="Pending", message="Job created"))
             continue
-        status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message)
+        status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message, reason=state.reason)
+        if state.phase in ("Pending", "Running") and state.problem is not None:
+            _pool_problem(plan, status, state.problem, obs)
         if state.phase == "Succeeded":
             read = obs.reports.get(pool_name)
             status.report = report_uri(obs, optimization, pool_name)
@@ -186,7 +185,7 @@ def _optimize(
     new.pools = pools
 
     if any(p.phase in ("Pending", "Running") for p in pools):
-        progress = ", ".join(f"{p.pool} {p.phase.lower()}" for p in pools)
+        progress = ", ".join(f"{p.pool} {p.phase.lower()}" + (f": {p.message}" if p.reason else "") for p in pools)
         condition(OPTIMIZED, False, "Optimizing", f"optimization {optimization}: {progress}")
         plan.requeue_after = POLL_OPTIMIZING_S
         return True
@@ -205,6 +204,24 @@ def _optimize(
     return False
 
 
+def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Observed) -> None:
+    """Say why the pool's pod does not run; past the timeout, give up on waits only a person can end."""
+    status.message = problem.describe()
+    status.reason = problem.reason
+    if problem.reason not in GIVE_UP_REASONS or problem.since is None:
+        return
+    waited = seconds_between(problem.since, obs.now)
+    timeout = obs.settings.pending_timeout_s
+    if waited is None or waited < timeout:
+        return
+    status.phase = "Failed"
+    status.message = f"{problem.describe()} (waited {waited / 60:.0f} min, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s)"
+    # Suspending deletes the pod, so it holds no node or image pull; the annotation keeps the
+    # failure for later passes and a restarted operator (the pod and its conditions are gone).
+    body = {"metadata": {"annotations": {names.FAILED: status.message}}, "spec": {"suspend": True}}
+    plan.patch.append(Patch("batch/v1", "Job", status.job, body))
+
+
 def _record_selection(
     plan: Plan,
     new: OptimizedModelStatus,
@@ -218,13 +235,18 @@ def _record_selection(
     assert last is not None
     last.finished_at = obs.now
     new.candidates = summaries(selection, TOP_CANDIDATES)
-    plan.optimization_seconds = _seconds_between(last.started_at, obs.now)
+    plan.optimization_seconds = seconds_between(last.started_at, obs.now)
     failed_pools = [p for p in new.pools if p.phase == "Failed"]
     if selection.winner is None:
         last.outcome = "Failed"
         plan.optimization_outcome = "failed"
         assert selection.failure is not None
-        condition(OPTIMIZED, False, selection.failure, selection.message)
+        reason: str = selection.failure
+        reasons = {p.reason for p in failed_pools}
+        if reason == "AllPoolsFailed" and len(reasons) == 1 and None not in reasons:
+            # One cause everywhere (no node fits, the image is missing): name it, not just the count.
+            reason = str(reasons.pop())
+        condition(OPTIMIZED, False, reason, selection.message)
         return
     win = selection.winner
     report = obs.reports[win.pool.name].report
@@ -357,6 +379,23 @@ def _new_pods_problem(fresh: list[PodState], dep: DeploymentState | None) -> Pod
         if not pod.ready and pod.problem is not None:
             return pod.problem
     return dep.problem if dep is not None else None
+
+
+def _feedback_configured(new: OptimizedModelStatus, obs: Observed, spec: OptimizedModelSpec) -> None:
+    """The feedback loop cannot run without Prometheus: say so where the owner looks (SLOMet)."""
+    if spec.feedback.enabled and not obs.settings.prometheus_url:
+        message = (
+            "spec.feedback.enabled is true but the operator has no Prometheus (HONED_PROMETHEUS_URL, the "
+            "chart's prometheus.url): live traffic is not watched"
+        )
+        set_condition(
+            new, SLO_MET, "Unknown", "PrometheusNotConfigured", message, now=obs.now, generation=obs.generation
+        )
+        return
+    slo = new.condition(SLO_MET)
+    if slo is not None and slo.reason == "PrometheusNotConfigured":
+        # Configured now (the loop writes its own verdict), or the loop is off: nothing to judge.
+        new.conditions = [c for c in new.conditions if c is not slo]
 
 
 def _phase(new: OptimizedModelStatus, optimizing: bool) -> Phase:
