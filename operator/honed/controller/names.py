@@ -61,6 +61,16 @@ def reoptimize_reason(annotations: dict[str, str]) -> str | None:
     return head if head in REOPTIMIZE_REASONS else "Requested"
 
 
+def reoptimize_pending(annotations: dict[str, str], status: dict[str, Any]) -> bool:
+    """Whether the reoptimize annotation asks for something the latest optimization did not start from.
+
+    Mirrors reconcile: a value (or its removal) unlike ``status.lastOptimization.request`` starts one.
+    """
+    requested = annotations.get(REOPTIMIZE) or None
+    started_from = (status.get("lastOptimization") or {}).get("request") or None
+    return requested != started_from
+
+
 def observed_batch_sizes(annotations: dict[str, str]) -> list[int] | None:
     """The batch sizes the feedback loop asked the next optimization to benchmark, if any."""
     match = _OBSERVED_BATCH_SIZES.search(annotations.get(REOPTIMIZE, ""))
