@@ -78,7 +78,8 @@ def test_job_limits_scale_with_the_budget() -> None:
 
 def test_optimizer_job() -> None:
     optimization = names.optimization_id(SPEC, {})
-    job = optimizer_job(OWNER, SPEC, CPU, SETTINGS, optimization)
+    run = names.run_id(optimization, "2026-01-01T00:00:00Z")
+    job = optimizer_job(OWNER, SPEC, CPU, SETTINGS, optimization, run)
     kubernetes_validate.validate(job, "1.33.0", strict=True)
     meta = job["metadata"]
     assert meta["name"] == names.job_name("resnet50", "cpu", optimization)
@@ -91,13 +92,15 @@ def test_optimizer_job() -> None:
         "blockOwnerDeletion": True,
     }
     assert meta["labels"][names.OPTIMIZATION] == optimization and meta["labels"][names.POOL] == "cpu"
+    assert meta["annotations"] == {names.RUN: run} and run == f"{optimization}-20260101000000"
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == job_limits(1200)
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "honed-optimizer"
     assert pod["nodeSelector"] == {"pool": "cpu"} and pod["tolerations"][0]["key"] == "dedicated"
     container = pod["containers"][0]
-    out = f"s3://honed/store/vision/resnet50/optimizations/{optimization}/cpu"
+    # The name follows the optimization, the output its run: a re-applied spec writes elsewhere.
+    out = f"s3://honed/store/vision/resnet50/optimizations/{run}/cpu"
     assert container["command"] == ["honed", "optimize", "--request", "/work/request.json", "--out", out]
     assert container["resources"] == {"limits": {"cpu": "8"}}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -122,7 +125,7 @@ def test_request_configmap_holds_the_request() -> None:
 
 def test_pvc_store_is_mounted_writable_and_passed_as_a_path() -> None:
     settings = SETTINGS.model_copy(update={"artifact_store": "pvc://honed-store/root"})
-    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123")
+    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123", "abcdef0123-20260101000000")
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][-1].startswith("file:///mnt/honed/honed-store/root/vision/resnet50/")
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -221,7 +224,7 @@ def test_the_restricted_check_can_fail() -> None:
 @pytest.mark.parametrize("uid", [10001, None])
 def test_pods_pass_the_restricted_pod_security_standard(uid: int | None) -> None:
     settings = SETTINGS.model_copy(update={"pod_uid": uid, "artifact_store": "pvc://honed-store/root"})
-    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123")
+    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123", "abcdef0123-20260101000000")
     deployment = triton_deployment(OWNER, SPEC.serving, CPU, settings, version=1)
     for pod in (job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]):
         assert restricted_violations(pod) == []

@@ -369,6 +369,10 @@ async def test_a_running_jobs_pods_are_asked_why() -> None:
         now=CREATED,
     )  # type: ignore[arg-type]
     assert state.phase == "Running" and state.problem is not None and state.problem.reason == "ContainerConfigError"
+    recorded = job_manifest(annotations={"honed.dev/run": "abc-20260101000000"})
+    assert (await job_state(ListingClient([], []), "ml", recorded, decided=True, current="abc", now=CREATED)).run == (  # type: ignore[arg-type]
+        "abc-20260101000000"
+    )
     # An older spec's Job is about to go: nobody asks.
     other = await job_state(ListingClient([pod], []), "ml", job_manifest(), decided=False, current="new", now=CREATED)  # type: ignore[arg-type]
     assert other.problem is None

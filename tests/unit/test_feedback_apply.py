@@ -197,7 +197,8 @@ def test_a_new_winner_clears_the_requests_about_the_previous_one() -> None:
         observed(started.status, annotations=annotations, jobs=done, reports=REPORTS, now=T3, **V2),
     )
     winner = chosen.status["winner"]
-    assert winner["reason"] == "WinnerSelected" and winner["optimization"] == opt and winner["version"] == 3
+    assert winner["reason"] == "WinnerSelected" and winner["optimization"] == names.run_id(opt, T2)
+    assert winner["version"] == 3
     assert "overrides" not in winner and "serving" not in chosen.status
 
 

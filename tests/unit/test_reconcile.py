@@ -112,7 +112,13 @@ def test_new_resource_starts_one_job_per_pool() -> None:
     ]
     status = plan.status
     assert status["phase"] == "Optimizing" and status["observedGeneration"] == 1
-    assert status["lastOptimization"] == {"id": opt, "reason": "Created", "startedAt": T0, "generation": 1}
+    assert status["lastOptimization"] == {
+        "id": opt,
+        "run": f"{opt}-20260101000000",
+        "reason": "Created",
+        "startedAt": T0,
+        "generation": 1,
+    }
     assert [p["phase"] for p in status["pools"]] == ["Pending", "Pending"]
     assert conditions(plan)["Optimized"][:2] == ("False", "Optimizing")
     assert conditions(plan)["Ready"][:2] == ("False", "AwaitingWinner")
@@ -159,7 +165,9 @@ def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
     plan = reconcile(SPEC, finished(started.status))
     winner = plan.status["winner"]
     assert (winner["pool"], winner["name"], winner["version"]) == ("gpu", "onnx-fp16.tensorrt", 1)
-    assert winner["artifact"].endswith(f"/optimizations/{optimization()}/gpu/artifacts/onnx-fp16.tensorrt")
+    run = f"{optimization()}-20260101000000"  # the run started at T0
+    assert winner["artifact"].endswith(f"/optimizations/{run}/gpu/artifacts/onnx-fp16.tensorrt")
+    assert winner["optimization"] == run and plan.status["pools"][1]["report"].endswith(f"/{run}/gpu/report.json")
     assert plan.status["lastOptimization"]["finishedAt"] == T1
     assert plan.status["lastOptimization"]["outcome"] == "Succeeded"
     assert [c["verdict"] for c in plan.status["candidates"]] == ["winner", "eligible", "eligible"]
@@ -568,3 +576,34 @@ def test_feedback_without_prometheus_says_so() -> None:
     configured = SETTINGS.model_copy(update={"prometheus_url": "http://prometheus:9090"})
     fixed = reconcile(watched, finished(plan.status, deployment=deployment, service=True, settings=configured, **V1))
     assert "SLOMet" not in conditions(fixed)  # the loop writes its own verdict from now on
+
+
+def test_the_same_spec_again_is_a_new_run_with_its_own_store_key_but_the_same_job_names() -> None:
+    status, deployment = serving_state()
+    first_run = status["lastOptimization"]["run"]
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    other = reconcile(changed, observed(status, deployment=deployment, service=True, now=T2, **V1))
+    # Back to the first spec (a revert in Git): the same optimization id, a new run.
+    back = reconcile(SPEC, observed(other.status, deployment=deployment, service=True, now=T3, **V1))
+    last = back.status["lastOptimization"]
+    assert last["id"] == status["lastOptimization"]["id"] and last["run"] != first_run
+    assert last["run"] == f"{optimization()}-20260101000300"
+    jobs_made = [m for m in back.create if m["kind"] == "Job"]
+    assert [m["metadata"]["name"] for m in jobs_made] == [
+        names.job_name("tiny", p, optimization()) for p in ("cpu", "gpu")
+    ]
+    assert all(
+        f"/optimizations/{last['run']}/" in m["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        for m in jobs_made
+    )
+
+
+def test_a_restart_that_lost_the_status_keeps_the_jobs_run() -> None:
+    existing = replace(job("cpu", "Running"), run=f"{optimization()}-20251231235900")
+    plan = reconcile(SPEC, observed(jobs=jobs(existing), now=T1))
+    assert plan.status["lastOptimization"]["run"] == existing.run
+    gpu_job = next(m for m in plan.create if m["kind"] == "Job")
+    assert gpu_job["metadata"]["annotations"][names.RUN] == existing.run  # the other pool joins that run
+    # A Job of an operator from before runs: its output is keyed by the id alone.
+    legacy = reconcile(SPEC, observed(jobs=jobs(job("cpu", "Running")), now=T1))
+    assert legacy.status["lastOptimization"]["run"] == optimization()

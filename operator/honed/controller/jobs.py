@@ -100,10 +100,10 @@ def build_request(
     )
 
 
-def output_uri(settings: HonedSettings, namespace: str, owner: str, optimization: str, pool: str) -> str:
+def output_uri(settings: HonedSettings, namespace: str, owner: str, run: str, pool: str) -> str:
     """Where the Job writes report.json and artifacts, as the Job sees it (pvc:// is mounted)."""
     store = mounted_uri(settings.artifact_store, settings)
-    return join_uri(store, names.optimization_key(namespace, owner, optimization, pool))
+    return join_uri(store, names.optimization_key(namespace, owner, run, pool))
 
 
 def pvc_volumes(uris: list[str], settings: HonedSettings, *, writable: set[str]) -> tuple[list, list]:
@@ -180,12 +180,17 @@ def optimizer_job(
     pool: Pool,
     settings: HonedSettings,
     optimization: str,
+    run: str,
 ) -> dict[str, Any]:
-    """The Job that runs ``honed optimize`` for one pool; its ConfigMap has the same name."""
+    """The Job that runs ``honed optimize`` for one pool; its ConfigMap has the same name.
+
+    The name follows the optimization (a restarted operator finds the Job instead of making a
+    twin); the output follows the run, recorded on the Job so that a restart keeps writing there.
+    """
     name = names.job_name(owner.name, pool.name, optimization)
     labels = {names.COMPONENT: "optimizer", names.POOL: pool.name, names.OPTIMIZATION: optimization}
     backoff_limit, deadline = job_limits(spec.search.time_budget_seconds())
-    out = output_uri(settings, owner.namespace, owner.name, optimization, pool.name)
+    out = output_uri(settings, owner.namespace, owner.name, run, pool.name)
     pvc_uris = [settings.artifact_store, spec.model.uri, spec.validation.data_uri or ""]
     store_claims = {parse_pvc(settings.artifact_store).claim} if settings.artifact_store.startswith("pvc://") else set()
     volumes, mounts = pvc_volumes(pvc_uris, settings, writable=store_claims)
@@ -230,7 +235,7 @@ def optimizer_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": owner.metadata(name, labels),
+        "metadata": owner.metadata(name, labels, {names.RUN: run}),
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,

@@ -265,6 +265,7 @@ async def job_state(
         pool=job_labels.get(names.POOL, ""),
         optimization=job_labels.get(names.OPTIMIZATION, ""),
         phase="Pending",
+        run=(job_meta.get("annotations") or {}).get(names.RUN, ""),
     )
     given_up = (job_meta.get("annotations") or {}).get(names.FAILED)
     if given_up:
@@ -340,7 +341,9 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         for job in current:
             if job.phase not in ("Succeeded", "Failed"):
                 continue
-            key = f"{names.optimization_key(namespace, name, optimization, job.pool)}/{REPORT_FILE}"
+            # The Job's own record of its run: the status may not have it yet (a lost write).
+            run = job.run or optimization
+            key = f"{names.optimization_key(namespace, name, run, job.pool)}/{REPORT_FILE}"
             if job.phase == "Failed" and not await asyncio.to_thread(store.exists, key):
                 continue
             read = await asyncio.to_thread(read_report, store, key)
@@ -355,9 +358,9 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
             model_error = await check_model_uri(spec.model.uri, settings)
     elif fallback_pools(status):
         # A fallback is pending: reconcile builds the runner-up's winner entry from its report.
-        optimization_of_winner = (status.get("winner") or {}).get("optimization", "")
+        run_of_winner = (status.get("winner") or {}).get("optimization", "")
         for pool in fallback_pools(status):
-            key = f"{names.optimization_key(namespace, name, optimization_of_winner, pool)}/{REPORT_FILE}"
+            key = f"{names.optimization_key(namespace, name, run_of_winner, pool)}/{REPORT_FILE}"
             reports[pool] = await asyncio.to_thread(read_report, store, key)
 
     deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))

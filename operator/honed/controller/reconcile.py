@@ -101,6 +101,15 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
     return _finish(plan, old, new)
 
 
+def _run_of(obs: Observed, optimization: str) -> str:
+    """A new run of ``optimization``, unless its Jobs exist already (the status write that recorded
+    their run was lost): then theirs, so that the reports are looked for where they are written."""
+    for job in sorted(obs.jobs.values(), key=lambda j: j.name):
+        if job.optimization == optimization:
+            return job.run or optimization  # no run: a Job of an earlier operator, keyed by the id
+    return names.run_id(optimization, obs.now)
+
+
 def _start_optimization_if_new(new: OptimizedModelStatus, obs: Observed, optimization: str) -> None:
     last = new.last_optimization
     if last is not None and last.id == optimization:
@@ -113,7 +122,12 @@ def _start_optimization_if_new(new: OptimizedModelStatus, obs: Observed, optimiz
     else:
         reason = "SpecChanged"
     new.last_optimization = LastOptimization(
-        id=optimization, reason=reason, started_at=obs.now, generation=obs.generation, request=request
+        id=optimization,
+        run=_run_of(obs, optimization),
+        reason=reason,
+        started_at=obs.now,
+        generation=obs.generation,
+        request=request,
     )
     new.pools = []
     new.candidates = []
@@ -144,6 +158,7 @@ def _optimize(
         return False
     settings = obs.settings
     owner = Owner(obs.name, obs.namespace, obs.uid)
+    run = last.run or optimization  # runs of earlier operators were keyed by the id alone
     jobs = {pool: names.job_name(obs.name, pool, optimization) for pool in spec.pools()}
     present = {pool: obs.jobs.get(name) for pool, name in jobs.items()}
     if all(state is None for state in present.values()) and obs.model_error:
@@ -168,7 +183,7 @@ def _optimize(
                         build_request(spec, pool, settings, batch_sizes=names.observed_batch_sizes(obs.annotations)),
                     )
                 )
-            plan.create.append(optimizer_job(owner, spec, pool, settings, optimization))
+            plan.create.append(optimizer_job(owner, spec, pool, settings, optimization, run))
             pools.append(PoolStatus(pool=pool_name, job=job, phase="Pending", message="Job created"))
             continue
         status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message, reason=state.reason)
@@ -176,7 +191,7 @@ def _optimize(
             _pool_problem(plan, status, state.problem, obs)
         if state.phase == "Succeeded":
             read = obs.reports.get(pool_name)
-            status.report = report_uri(obs, optimization, pool_name)
+            status.report = report_uri(obs, run, pool_name)
             if read is None or read.report is None:
                 status.phase = "Failed"
                 why = read.error if read is not None else "not read yet"
@@ -200,7 +215,7 @@ def _optimize(
     ]
     criteria = Criteria(spec.search.objective, spec.validation.max_metric_drop, spec.search.latency_budget_ms)
     selection = select(outcomes, criteria)
-    _record_selection(plan, new, obs, optimization, selection, spec.serving, condition)
+    _record_selection(plan, new, obs, run, selection, spec.serving, condition)
     return False
 
 
@@ -226,7 +241,7 @@ def _record_selection(
     plan: Plan,
     new: OptimizedModelStatus,
     obs: Observed,
-    optimization: str,
+    run: str,
     selection: Selection,
     spec_serving: Serving,
     condition: SetCondition,
@@ -251,7 +266,7 @@ def _record_selection(
     win = selection.winner
     report = obs.reports[win.pool.name].report
     assert report is not None  # only pools with a report have candidates
-    new.winner = build_winner(obs, optimization, win, report, spec_serving, next_version(new, obs))
+    new.winner = build_winner(obs, run, win, report, spec_serving, next_version(new, obs))
     new.serving = None  # retune overrides and fallback requests were about the previous winner
     last.outcome = "Succeeded"
     plan.optimization_outcome = "succeeded"
