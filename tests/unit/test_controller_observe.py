@@ -25,6 +25,7 @@ from honed.controller.observe import (
     pod_problem,
     read_report,
     server_pod_state,
+    serves_or_will,
 )
 from honed.controller.state import Plan, PodProblem, PodState
 from honed.errors import InputError
@@ -398,3 +399,10 @@ def test_a_reoptimize_annotation_runs_a_pass_at_once() -> None:
     assert reoptimize_requested(annotations={}, status=started)  # removing it re-optimizes too
     assert not reoptimize_requested(annotations={}, status={"lastOptimization": {"id": "x"}})
     assert not reoptimize_requested(annotations={}, status={})
+
+
+def test_evicted_and_terminating_pods_do_not_count_for_a_rollout() -> None:
+    assert serves_or_will(pod_with({}, phase="Running"))
+    assert serves_or_will(pod_with({}, phase="Pending"))
+    assert not serves_or_will(pod_with({"reason": "Evicted"}, phase="Failed"))
+    assert not serves_or_will(pod_with({}, phase="Running", deletionTimestamp="2026-01-01T00:01:00Z"))

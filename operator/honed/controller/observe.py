@@ -166,6 +166,13 @@ def server_pod_state(pod: dict[str, Any]) -> PodState:
     )
 
 
+def serves_or_will(pod: dict[str, Any]) -> bool:
+    """Pods that count for a rollout: not terminating, and not finished (an evicted pod stays
+    listed with phase Failed until it is garbage-collected, and must not hold a rollout open)."""
+    terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    return not terminating and (pod.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+
+
 def deployment_state(obj: dict[str, Any]) -> DeploymentState:
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
@@ -368,9 +375,7 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     if deployment is not None:
         # Which pods are ready, per version: the Deployment's own counters mix old and new pods.
         listed = await client.list(PODS, namespace, {**labels, names.COMPONENT: "server"})
-        server_pods = tuple(
-            server_pod_state(p) for p in listed if not (p.get("metadata") or {}).get("deletionTimestamp")
-        )
+        server_pods = tuple(server_pod_state(p) for p in listed if serves_or_will(p))
     service = await client.get(SERVICES, namespace, names.server_name(name))
     used, ready = await asyncio.to_thread(repository_state, store, namespace, name)
     return replace(
