@@ -112,6 +112,19 @@ class HonedSettings(BaseSettings):
         description="HONED_CLUSTER_SCANNING: follow namespaces and CRDs that appear while running (needs "
         "cluster-wide list/watch on namespaces and CRDs); false = resolve them once at start",
     )
+    pod_uid: int | None = Field(
+        10001,
+        ge=1,
+        description="HONED_POD_UID: uid, gid and fsGroup of the optimizer and Triton pods (honed's images run "
+        "as 10001; fsGroup makes writable claims writable); empty = the image's USER, which must then be "
+        "numeric and not root (the pods always run with runAsNonRoot)",
+    )
+    pending_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="HONED_PENDING_TIMEOUT_S: how long an optimizer pod may wait for a node, its image or its "
+        "configuration (Secrets) before its pool fails with the reason",
+    )
     pvc_mount_root: str = Field(
         "/mnt/honed",
         description="HONED_PVC_MOUNT_ROOT: where pvc:// claims are mounted (pvc://CLAIM/x -> ROOT/CLAIM/x), "
@@ -124,6 +137,12 @@ class HonedSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("pod_uid", mode="before")
+    @classmethod
+    def _empty_uid(cls, value: object) -> object:
+        # The chart renders an unset value as "": let the image decide.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

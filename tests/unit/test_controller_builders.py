@@ -78,7 +78,8 @@ def test_job_limits_scale_with_the_budget() -> None:
 
 def test_optimizer_job() -> None:
     optimization = names.optimization_id(SPEC, {})
-    job = optimizer_job(OWNER, SPEC, CPU, SETTINGS, optimization)
+    run = names.run_id(optimization, "2026-01-01T00:00:00Z")
+    job = optimizer_job(OWNER, SPEC, CPU, SETTINGS, optimization, run)
     kubernetes_validate.validate(job, "1.33.0", strict=True)
     meta = job["metadata"]
     assert meta["name"] == names.job_name("resnet50", "cpu", optimization)
@@ -91,13 +92,15 @@ def test_optimizer_job() -> None:
         "blockOwnerDeletion": True,
     }
     assert meta["labels"][names.OPTIMIZATION] == optimization and meta["labels"][names.POOL] == "cpu"
+    assert meta["annotations"] == {names.RUN: run} and run == f"{optimization}-20260101000000"
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == job_limits(1200)
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "honed-optimizer"
     assert pod["nodeSelector"] == {"pool": "cpu"} and pod["tolerations"][0]["key"] == "dedicated"
     container = pod["containers"][0]
-    out = f"s3://honed/store/vision/resnet50/optimizations/{optimization}/cpu"
+    # The name follows the optimization, the output its run: a re-applied spec writes elsewhere.
+    out = f"s3://honed/store/vision/resnet50/optimizations/{run}/cpu"
     assert container["command"] == ["honed", "optimize", "--request", "/work/request.json", "--out", out]
     assert container["resources"] == {"limits": {"cpu": "8"}}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -122,7 +125,7 @@ def test_request_configmap_holds_the_request() -> None:
 
 def test_pvc_store_is_mounted_writable_and_passed_as_a_path() -> None:
     settings = SETTINGS.model_copy(update={"artifact_store": "pvc://honed-store/root"})
-    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123")
+    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123", "abcdef0123-20260101000000")
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][-1].startswith("file:///mnt/honed/honed-store/root/vision/resnet50/")
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -159,3 +162,93 @@ def test_triton_service_and_endpoint() -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     point = endpoint(OWNER, 1)
     assert point.http == "http://resnet50-triton.vision.svc:8000" and point.grpc == "resnet50-triton.vision.svc:8001"
+
+
+# The checks of the `restricted` Pod Security Standard (kubernetes.io/docs/concepts/security/
+# pod-security-standards), as the API server's admission applies them to a pod template.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    found = []
+    pod_context = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(key)
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}: {kinds}")
+    for container in pod["containers"] + (pod.get("initContainers") or []):
+        context = container.get("securityContext") or {}
+        name = container["name"]
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile {seccomp}")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities not dropped")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: capabilities added")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            found.append(f"{name}: hostPort")
+    return found
+
+
+def test_the_restricted_check_can_fail() -> None:
+    assert restricted_violations({"containers": [{"name": "c"}]}) == [
+        "c: allowPrivilegeEscalation is not false",
+        "c: runAsNonRoot is not true",
+        "c: seccompProfile None",
+        "c: capabilities not dropped",
+    ]
+
+
+@pytest.mark.parametrize("uid", [10001, None])
+def test_pods_pass_the_restricted_pod_security_standard(uid: int | None) -> None:
+    settings = SETTINGS.model_copy(update={"pod_uid": uid, "artifact_store": "pvc://honed-store/root"})
+    job = optimizer_job(OWNER, SPEC, CPU, settings, "abcdef0123", "abcdef0123-20260101000000")
+    deployment = triton_deployment(OWNER, SPEC.serving, CPU, settings, version=1)
+    for pod in (job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]):
+        assert restricted_violations(pod) == []
+        # Neither the engine nor Triton calls the API: no token to steal.
+        assert pod["automountServiceAccountToken"] is False
+        container = pod["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # With a read-only root, HOME and /tmp are the scratch emptyDir.
+        assert {"name": "HOME", "value": "/tmp"} in container["env"]
+        scratch = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert {"name": scratch, "emptyDir": {}} in pod["volumes"]
+        context = pod["securityContext"]
+        if uid is None:
+            assert "runAsUser" not in context and "fsGroup" not in context  # the image's USER decides
+        else:
+            assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (uid, uid, uid)
+
+
+def test_pod_uid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert HonedSettings().pod_uid == 10001
+    monkeypatch.setenv("HONED_POD_UID", "1000")
+    assert HonedSettings().pod_uid == 1000
+    monkeypatch.setenv("HONED_POD_UID", "")
+    assert HonedSettings().pod_uid is None
+    monkeypatch.setenv("HONED_POD_UID", "0")
+    with pytest.raises(ValueError, match="pod_uid"):
+        HonedSettings()

@@ -5,15 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import kopf
 import pytest
 from aiohttp import web
 
 from honed.artifacts import ArtifactStore
-from honed.controller import metrics
+from honed.controller import metrics, names
 from honed.controller.cli import run_operator, watch_scope
-from honed.controller.handlers import owner_name
-from honed.controller.observe import check_model_uri, deployment_state, job_phase, pod_message, read_report
-from honed.controller.state import Plan
+from honed.controller.handlers import Operator, build_registry, configure, owner_name, reoptimize_requested
+from honed.controller.kube import EVENTS, Resource
+from honed.controller.observe import (
+    check_model_uri,
+    deployment_state,
+    failed_create,
+    job_phase,
+    job_pods_problem,
+    job_state,
+    pod_message,
+    pod_problem,
+    read_report,
+    server_pod_state,
+    serves_or_will,
+)
+from honed.controller.state import Plan, PodProblem, PodState
 from honed.errors import InputError
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
@@ -56,29 +70,152 @@ def test_pod_message_takes_the_newest_pods_termination_message() -> None:
     assert pod_message([]) == ""
 
 
-def test_deployment_rollout_needs_the_controller_to_have_seen_the_spec() -> None:
+def test_deployment_state_reads_the_pod_template() -> None:
     base = {
-        "metadata": {
-            "generation": 3,
-            "annotations": {"honed.dev/model-version": "2", "honed.dev/applied": "h"},
+        "metadata": {"generation": 3, "annotations": {"honed.dev/model-version": "1"}},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {
+                    "labels": {"honed.dev/pool": "cpu"},
+                    "annotations": {"honed.dev/model-version": "2", "honed.dev/serving-config": "abc"},
+                },
+                "spec": {"nodeSelector": {"pool": "cpu"}},
+            },
         },
-        "spec": {"replicas": 2, "template": {"spec": {"nodeSelector": {"pool": "cpu"}}}},
     }
-    stale = deployment_state({**base, "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}})
-    assert not stale.rolled_out and stale.version == 2 and stale.node_selector == {"pool": "cpu"}
-    fresh = deployment_state({**base, "status": {"observedGeneration": 3, "readyReplicas": 1}})
-    assert fresh.rolled_out and fresh.ready_replicas == 1 and fresh.updated_replicas == 0
+    stale = deployment_state({**base, "status": {"observedGeneration": 2}})
+    assert not stale.rolled_out and stale.node_selector == {"pool": "cpu"}
+    assert (stale.version, stale.serving_config, stale.pool, stale.replicas) == (2, "abc", "cpu", 2)
+    assert deployment_state({**base, "status": {"observedGeneration": 3}}).rolled_out
     assert not deployment_state({**base, "status": {}}).rolled_out
-    progressing = {
-        "type": "Progressing",
-        "status": "False",
-        "reason": "ProgressDeadlineExceeded",
-        "message": "slow",
+    progressing = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}
+    refused = {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": 'pods "x-1" is forbidden: violates PodSecurity "restricted:latest"',
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    stalled = deployment_state(
-        {**base, "status": {"observedGeneration": 3, "replicas": 3, "conditions": [progressing]}}
+    stalled = deployment_state({**base, "status": {"observedGeneration": 3, "conditions": [progressing, refused]}})
+    assert stalled.stalled == "slow"
+    assert stalled.problem == PodProblem("FailedCreate", refused["message"], "2026-01-01T00:00:00Z")
+
+
+CREATED = "2026-01-01T00:00:00Z"
+
+
+def pod_with(status: dict, phase: str = "Pending", created: str = CREATED, **meta: object) -> dict:
+    return {"metadata": {"name": "p", "creationTimestamp": created, **meta}, "status": {"phase": phase, **status}}
+
+
+def waiting(reason: str, message: str = "") -> dict:
+    return {
+        "containerStatuses": [
+            {"name": "triton", "image": "img:1", "state": {"waiting": {"reason": reason, "message": message}}}
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, None),
+        (
+            {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                        "lastTransitionTime": "2026-01-01T00:00:05Z",
+                    }
+                ]
+            },
+            PodProblem("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.", "2026-01-01T00:00:05Z"),
+        ),
+        (
+            waiting("ErrImageNeverPull", 'Container image "honed/x:1" is not present with pull policy of Never'),
+            PodProblem(
+                "ImageUnavailable",
+                'ErrImageNeverPull: Container image "honed/x:1" is not present with pull policy of Never',
+                CREATED,
+            ),
+        ),
+        (waiting("ImagePullBackOff"), PodProblem("ImageUnavailable", "ImagePullBackOff: image img:1", CREATED)),
+        (
+            waiting("CreateContainerConfigError", 'secret "models-s3" not found'),
+            PodProblem("ContainerConfigError", 'CreateContainerConfigError: secret "models-s3" not found', CREATED),
+        ),
+        (waiting("ContainerCreating"), None),
+    ],
+)
+def test_pod_problem(status: dict, expected: PodProblem | None) -> None:
+    assert pod_problem(pod_with(status)) == expected
+
+
+def test_crash_loops_and_oom_kills_name_the_last_exit() -> None:
+    container = {
+        "name": "triton",
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": "failed to load 'mlp'\n"}},
+    }
+    problem = pod_problem(pod_with({"containerStatuses": [container]}, phase="Running"))
+    assert problem == PodProblem(
+        "CrashLoopBackOff",
+        "container triton restarted 4 times; last exit: Error (exit code 1) failed to load 'mlp'",
+        CREATED,
     )
-    assert stalled.stalled == "slow" and stalled.total_replicas == 3
+    oom = {**container, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+    assert pod_problem(pod_with({"containerStatuses": [oom]}, phase="Running")) == PodProblem(
+        "OOMKilled", "container triton restarted 4 times; last exit: OOMKilled (exit code 137)", CREATED
+    )
+
+
+def test_job_pods_problem_prefers_the_live_attempt() -> None:
+    oom = {
+        "containerStatuses": [{"name": "optimizer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    }
+    first = pod_with(oom, phase="Failed", created="2026-01-01T00:00:00Z")
+    retry = pod_with(waiting("ImagePullBackOff"), created="2026-01-01T00:01:00Z")
+    assert job_pods_problem([first, retry]) == PodProblem(
+        "ImageUnavailable", "ImagePullBackOff: image img:1", "2026-01-01T00:01:00Z"
+    )
+    running = pod_with({}, phase="Running", created="2026-01-01T00:01:00Z")
+    earlier = job_pods_problem([first, running])
+    assert earlier is not None and earlier.reason == "OOMKilled"
+    assert earlier.message.startswith("an earlier attempt ended: container optimizer ran out of memory")
+    assert job_pods_problem([running]) is None
+
+
+def test_failed_create_takes_the_newest_event() -> None:
+    events = [
+        {"reason": "FailedCreate", "message": "old", "lastTimestamp": "2026-01-01T00:00:01Z"},
+        {
+            "reason": "FailedCreate",
+            "message": 'pods "j-x" is forbidden: violates PodSecurity',
+            "lastTimestamp": "2026-01-01T00:00:09Z",
+        },
+        {"reason": "SuccessfulCreate", "message": "later", "lastTimestamp": "2026-01-01T00:00:10Z"},
+    ]
+    assert failed_create(events, CREATED) == PodProblem(
+        "FailedCreate", 'pods "j-x" is forbidden: violates PodSecurity', CREATED
+    )
+    assert failed_create([], CREATED) is None
+
+
+def test_server_pod_state() -> None:
+    ready = pod_with(
+        {"conditions": [{"type": "Ready", "status": "True"}]},
+        phase="Running",
+        annotations={"honed.dev/model-version": "3", "honed.dev/serving-config": "abc"},
+    )
+    assert server_pod_state(ready) == PodState("p", 3, "abc", ready=True)
+    pulling = server_pod_state(pod_with(waiting("ErrImagePull", "not found")))
+    assert not pulling.ready and pulling.version is None
+    assert pulling.problem == PodProblem("ImageUnavailable", "ErrImagePull: not found", CREATED)
 
 
 def test_read_report_names_what_is_wrong(tmp_path: Path) -> None:
@@ -165,3 +302,107 @@ def test_metrics_follow_the_plan() -> None:
     assert value("honed_optimizer_jobs_created_total", {"pool": "gpu"}) == jobs_before + 1
     metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
+
+
+class ListingClient:
+    """Answers list() from fixed objects, filtering on labels and (for Events) on the field selector."""
+
+    def __init__(self, pods: list[dict], events: list[dict]) -> None:
+        self.pods, self.events, self.selectors = pods, events, []
+
+    async def list(
+        self, resource: Resource, namespace: str, labels: dict[str, str], *, field_selector: str | None = None
+    ) -> list[dict]:
+        if resource is EVENTS:
+            self.selectors.append(field_selector)
+            wanted = dict(part.split("=", 1) for part in (field_selector or "").split(",") if part)
+
+            def field(event: dict, path: str) -> object:
+                value: object = event
+                for key in path.split("."):
+                    value = value.get(key) if isinstance(value, dict) else None
+                return value
+
+            return [e for e in self.events if all(field(e, k) == v for k, v in wanted.items())]
+        return [p for p in self.pods if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+
+
+def job_manifest(**meta: object) -> dict:
+    labels = {"honed.dev/pool": "cpu", "honed.dev/optimization": "abc"}
+    return {"metadata": {"name": "m-opt-cpu-abc", "creationTimestamp": CREATED, "labels": labels, **meta}, "status": {}}
+
+
+async def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
+    refused = {
+        "reason": "FailedCreate",
+        "involvedObject": {"kind": "Job", "name": "m-opt-cpu-abc"},
+        "message": 'Error creating: pods "m-opt-cpu-abc-x" is forbidden: violates PodSecurity "restricted:latest"',
+    }
+    client = ListingClient(pods=[], events=[refused])
+    soon = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:00:10Z")  # type: ignore[arg-type]
+    assert soon.phase == "Pending" and soon.problem is None and client.selectors == []  # give the Job controller time
+    late = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:01:00Z")  # type: ignore[arg-type]
+    assert client.selectors == ["involvedObject.kind=Job,involvedObject.name=m-opt-cpu-abc,reason=FailedCreate"]
+    assert late.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+
+
+async def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
+    annotations = {"honed.dev/failed": "Unschedulable: 0/1 nodes are available (waited 10 min)"}
+    client = ListingClient(pods=[], events=[])
+    state = await job_state(
+        client, "ml", job_manifest(annotations=annotations), decided=False, current="abc", now=CREATED
+    )  # type: ignore[arg-type]
+    assert (state.phase, state.reason) == ("Failed", "Unschedulable") and state.message == annotations[
+        "honed.dev/failed"
+    ]
+
+
+async def test_a_running_jobs_pods_are_asked_why() -> None:
+    pod = pod_with(
+        waiting("CreateContainerConfigError", 'secret "models-s3" not found'), labels={"job-name": "m-opt-cpu-abc"}
+    )
+    state = await job_state(
+        ListingClient([pod], []),
+        "ml",
+        {**job_manifest(), "status": {"active": 1}},
+        decided=False,
+        current="abc",
+        now=CREATED,
+    )  # type: ignore[arg-type]
+    assert state.phase == "Running" and state.problem is not None and state.problem.reason == "ContainerConfigError"
+    recorded = job_manifest(annotations={"honed.dev/run": "abc-20260101000000"})
+    assert (await job_state(ListingClient([], []), "ml", recorded, decided=True, current="abc", now=CREATED)).run == (  # type: ignore[arg-type]
+        "abc-20260101000000"
+    )
+    # An older spec's Job is about to go: nobody asks.
+    other = await job_state(ListingClient([pod], []), "ml", job_manifest(), decided=False, current="new", now=CREATED)  # type: ignore[arg-type]
+    assert other.problem is None
+
+
+def test_kopf_leaves_honed_annotations_out_of_its_diff() -> None:
+    """Why on.update never saw honed.dev/reoptimize: kopf drops its storage prefix's annotations."""
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    annotations = {"honed.dev/kopf-managed": "yes", names.REOPTIMIZE: "Requested:1"}
+    body = kopf.Body({"metadata": {"name": "m", "annotations": annotations}, "spec": {}})
+    essence = settings.persistence.diffbase_storage.build(body=body)
+    assert names.REOPTIMIZE not in essence.get("metadata", {}).get("annotations", {})
+
+
+def test_a_reoptimize_annotation_runs_a_pass_at_once() -> None:
+    registry = build_registry(Operator(HonedSettings(), login=lambda: None, write_repository=lambda *_: None))  # type: ignore[arg-type,return-value]
+    [handler] = [h for h in registry._watching.get_all_handlers() if h.selector.any_name == "optimizedmodels"]
+    assert handler.when is reoptimize_requested
+    started = {"lastOptimization": {"request": "Requested:1"}}
+    assert reoptimize_requested(annotations={names.REOPTIMIZE: "Requested:2"}, status=started)
+    assert not reoptimize_requested(annotations={names.REOPTIMIZE: "Requested:1"}, status=started)
+    assert reoptimize_requested(annotations={}, status=started)  # removing it re-optimizes too
+    assert not reoptimize_requested(annotations={}, status={"lastOptimization": {"id": "x"}})
+    assert not reoptimize_requested(annotations={}, status={})
+
+
+def test_evicted_and_terminating_pods_do_not_count_for_a_rollout() -> None:
+    assert serves_or_will(pod_with({}, phase="Running"))
+    assert serves_or_will(pod_with({}, phase="Pending"))
+    assert not serves_or_will(pod_with({"reason": "Evicted"}, phase="Failed"))
+    assert not serves_or_will(pod_with({}, phase="Running", deletionTimestamp="2026-01-01T00:01:00Z"))

@@ -15,7 +15,7 @@ from honed.controller.state import DeploymentState, JobState, Plan
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
 from honed.settings import Pool
 from tests.unit.test_feedback_controller import NOW, WITH_PROMETHEUS, served_body
-from tests.unit.test_reconcile import CPU_REPORT, GPU_REPORT, SPEC, T2, T3, conditions, observed, rolled
+from tests.unit.test_reconcile import CPU_REPORT, GPU_REPORT, SPEC, T2, T3, conditions, observed, pods, rolled
 
 V1: dict[str, Any] = {"repository_versions": frozenset({1}), "repository_ready": frozenset({1})}
 V2: dict[str, Any] = {"repository_versions": frozenset({1, 2}), "repository_ready": frozenset({1, 2})}
@@ -91,7 +91,10 @@ def test_a_retune_becomes_a_new_version_of_the_same_artifact_and_survives_a_rest
     again = replace(observed(plan.status, deployment=deployment, service=True, now=T3, **V2))
     replay = reconcile(body["spec"], again)
     assert replay.status["winner"]["version"] == 2 and replay.repository is None
-    done = reconcile(body["spec"], replace(again, status=replay.status, deployment=rolled(plan, 2)))
+    version_2 = rolled(plan, 2)
+    done = reconcile(
+        body["spec"], replace(again, status=replay.status, deployment=version_2, server_pods=pods(version_2, 1))
+    )
     assert done.status["endpoint"]["version"] == 2 and conditions(done)["Deployed"][:2] == ("True", "RolledOut")
 
     # Inputs of the next evaluation see the retuned config, and the same deployment key.
@@ -194,7 +197,8 @@ def test_a_new_winner_clears_the_requests_about_the_previous_one() -> None:
         observed(started.status, annotations=annotations, jobs=done, reports=REPORTS, now=T3, **V2),
     )
     winner = chosen.status["winner"]
-    assert winner["reason"] == "WinnerSelected" and winner["optimization"] == opt and winner["version"] == 3
+    assert winner["reason"] == "WinnerSelected" and winner["optimization"] == names.run_id(opt, T2)
+    assert winner["version"] == 3
     assert "overrides" not in winner and "serving" not in chosen.status
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from honed.api.spec import parse_spec
 from honed.controller import names
-from honed.controller.reconcile import APPLIED, reconcile
-from honed.controller.state import DeploymentState, JobState, Observed, Plan, ReportRead
+from honed.controller.reconcile import reconcile
+from honed.controller.state import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
 from honed.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 
@@ -31,6 +31,10 @@ T0, T1, T2, T3 = (f"2026-01-01T00:0{i}:00+00:00" for i in range(4))
 
 
 def observed(status: dict | None = None, **fields: Any) -> Observed:
+    """An observation; a Deployment comes with ready pods of its template unless ``server_pods`` says otherwise."""
+    deployment = fields.get("deployment")
+    if deployment is not None and "server_pods" not in fields:
+        fields["server_pods"] = pods(deployment, ready=deployment.replicas)
     base = Observed(
         name="tiny",
         namespace="ml",
@@ -74,18 +78,26 @@ GPU_REPORT = ReportRead(
 )
 
 
-def rolled(plan: Plan, version: int, ready: int = 1) -> DeploymentState:
+def rolled(plan: Plan, version: int) -> DeploymentState:
     """The Deployment the plan created or patched, as the cluster reports it once rolled out."""
     manifest = next((m for m in plan.create if m["kind"] == "Deployment"), None)
-    annotations = manifest["metadata"]["annotations"] if manifest else plan.patch[0].body["metadata"]["annotations"]
+    body = manifest if manifest else plan.patch[0].body
+    template = body["spec"]["template"]["metadata"]
+    assert template["annotations"][names.MODEL_VERSION] == str(version)
     return DeploymentState(
         version=version,
-        applied=annotations[APPLIED],
-        replicas=1,
-        ready_replicas=ready,
-        updated_replicas=ready,
-        total_replicas=ready,
+        replicas=body["spec"]["replicas"],
         rolled_out=True,
+        serving_config=template["annotations"][names.SERVING_CONFIG],
+        pool=template["labels"][names.POOL],
+    )
+
+
+def pods(deployment: DeploymentState, ready: int, count: int | None = None, prefix: str = "p") -> tuple:
+    """``count`` pods of the Deployment's template (default: ``ready``), the first ``ready`` of them ready."""
+    return tuple(
+        PodState(f"{prefix}{i}", deployment.version, deployment.serving_config, ready=i < ready)
+        for i in range(ready if count is None else count)
     )
 
 
@@ -100,7 +112,13 @@ def test_new_resource_starts_one_job_per_pool() -> None:
     ]
     status = plan.status
     assert status["phase"] == "Optimizing" and status["observedGeneration"] == 1
-    assert status["lastOptimization"] == {"id": opt, "reason": "Created", "startedAt": T0, "generation": 1}
+    assert status["lastOptimization"] == {
+        "id": opt,
+        "run": f"{opt}-20260101000000",
+        "reason": "Created",
+        "startedAt": T0,
+        "generation": 1,
+    }
     assert [p["phase"] for p in status["pools"]] == ["Pending", "Pending"]
     assert conditions(plan)["Optimized"][:2] == ("False", "Optimizing")
     assert conditions(plan)["Ready"][:2] == ("False", "AwaitingWinner")
@@ -147,7 +165,9 @@ def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
     plan = reconcile(SPEC, finished(started.status))
     winner = plan.status["winner"]
     assert (winner["pool"], winner["name"], winner["version"]) == ("gpu", "onnx-fp16.tensorrt", 1)
-    assert winner["artifact"].endswith(f"/optimizations/{optimization()}/gpu/artifacts/onnx-fp16.tensorrt")
+    run = f"{optimization()}-20260101000000"  # the run started at T0
+    assert winner["artifact"].endswith(f"/optimizations/{run}/gpu/artifacts/onnx-fp16.tensorrt")
+    assert winner["optimization"] == run and plan.status["pools"][1]["report"].endswith(f"/{run}/gpu/report.json")
     assert plan.status["lastOptimization"]["finishedAt"] == T1
     assert plan.status["lastOptimization"]["outcome"] == "Succeeded"
     assert [c["verdict"] for c in plan.status["candidates"]] == ["winner", "eligible", "eligible"]
@@ -371,51 +391,219 @@ def test_serving_change_patches_the_deployment_without_reoptimizing() -> None:
     status, deployment = serving_state()
     scaled = {**SPEC, "serving": {"replicas": 3}}
     plan = reconcile(scaled, finished(status, deployment=deployment, service=True, **V1))
-    assert [p.kind for p in plan.patch] == ["Deployment"] and plan.patch[0].body["spec"]["replicas"] == 3
+    # Scaling touches only the replica count: the running pods are not restarted.
+    assert [p.kind for p in plan.patch] == ["Deployment"] and plan.patch[0].body == {"spec": {"replicas": 3}}
     assert plan.create == [] and plan.repository is None
     assert conditions(plan)["Deployed"][:2] == ("False", "RollingOut")
 
 
-def test_a_stalled_rollout_is_reported_while_the_old_version_serves() -> None:
+def rolling_to_version_2() -> tuple[dict, DeploymentState, DeploymentState, dict[str, Any]]:
+    """A served version 1, and a new winner whose version 2 the Deployment's template now runs."""
     status, deployment = serving_state()
     changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
     new_jobs = jobs(job("cpu", "Succeeded", spec=changed), job("gpu", "Succeeded", spec=changed))
+    cpu_fast = ReportRead("r", report([candidate("onnx-int8.openvino", p50=2.0, throughput=90000.0)]))
     chosen = reconcile(
         changed,
         observed(
             status,
             jobs=new_jobs,
-            reports={"cpu": CPU_REPORT, "gpu": GPU_REPORT},
+            reports={"cpu": cpu_fast, "gpu": GPU_REPORT},
             deployment=deployment,
             service=True,
             now=T2,
             **V1,
         ),
     )
-    applied = chosen.patch[0].body["metadata"]["annotations"][APPLIED]
-    stuck = replace(
-        deployment,
-        total_replicas=2,
-        version=2,
-        applied=applied,
-        updated_replicas=1,
-        ready_replicas=1,
-        stalled='ReplicaSet "mlp-triton-7d9" has timed out progressing.',
+    fields = {
+        "jobs": new_jobs,
+        "service": True,
+        "now": T3,
+        "repository_versions": frozenset({1, 2}),
+        "repository_ready": frozenset({1, 2}),
+    }
+    return chosen.status | {"_spec": changed}, deployment, rolled(chosen, 2), fields
+
+
+def test_ready_counts_only_the_new_versions_pods() -> None:
+    status, old, new, fields = rolling_to_version_2()
+    spec = status.pop("_spec")
+    # The Deployment's readyReplicas would say 1/1: the ready pod is version 1's.
+    plan = reconcile(spec, observed(status, deployment=new, server_pods=pods(old, 1) + pods(new, 0, 1, "n"), **fields))
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "RollingOut" and "0/1 replicas ready; version 1 keeps serving" in message
+    assert plan.status["endpoint"]["version"] == 1 and conditions(plan)["Ready"][:2] == ("True", "Serving")
+    assert plan.patch == [] and plan.create == []
+
+    # Both ready: the rollout is not over until the old pod is gone.
+    both = reconcile(spec, observed(status, deployment=new, server_pods=pods(old, 1) + pods(new, 1, 1, "n"), **fields))
+    assert conditions(both)["Deployed"][1] == "RollingOut" and both.status["endpoint"]["version"] == 1
+    done = reconcile(spec, observed(status, deployment=new, server_pods=pods(new, 1, 1, "n"), **fields))
+    assert conditions(done)["Deployed"][:2] == ("True", "RolledOut") and done.status["endpoint"]["version"] == 2
+
+
+def test_a_crash_looping_new_version_keeps_the_old_one_serving_and_says_why() -> None:
+    status, old, new, fields = rolling_to_version_2()
+    spec = status.pop("_spec")
+    crash = PodProblem("CrashLoopBackOff", "container triton restarted 4 times; last exit: Error (exit code 1)")
+    crashing = (PodState("n0", 2, new.serving_config, ready=False, problem=crash),)
+    plan = reconcile(spec, observed(status, deployment=new, server_pods=pods(old, 1) + crashing, **fields))
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "CrashLoopBackOff"
+    assert "0/1 new pods ready; CrashLoopBackOff: container triton restarted 4 times" in message
+    assert message.endswith("; version 1 keeps serving")
+    assert conditions(plan)["Ready"][:2] == ("True", "Serving") and plan.status["endpoint"]["version"] == 1
+    assert plan.patch == []  # the Deployment is left to keep retrying; the old pods stay (maxUnavailable 0)
+    assert any(e.type == "Warning" and e.reason == "CrashLoopBackOff" for e in plan.events)
+
+    # Nothing serves at all (a first version that cannot pull its image): Ready says why too.
+    pull = PodProblem("ImageUnavailable", 'ImagePullBackOff: Back-off pulling image "triton:nope"')
+    stuck = (PodState("n0", 2, new.serving_config, ready=False, problem=pull),)
+    alone = reconcile(spec, observed(status, deployment=new, server_pods=stuck, **fields))
+    assert conditions(alone)["Deployed"][1] == "ImageUnavailable"
+    assert conditions(alone)["Ready"][1:] == (
+        "NotReady",
+        "no Triton pod of version 2 (onnx-int8.openvino on cpu) is ready yet: "
+        'ImageUnavailable: ImagePullBackOff: Back-off pulling image "triton:nope"',
     )
+
+
+def test_a_refused_replicaset_is_reported() -> None:
+    status, old, new, fields = rolling_to_version_2()
+    spec = status.pop("_spec")
+    refused = replace(new, problem=PodProblem("FailedCreate", 'pods "x" is forbidden: violates PodSecurity'))
+    plan = reconcile(spec, observed(status, deployment=refused, server_pods=pods(old, 1), **fields))
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "FailedCreate" and "violates PodSecurity" in message and "version 1 keeps serving" in message
+
+
+def test_a_stalled_rollout_is_reported_while_the_old_version_serves() -> None:
+    status, old, new, fields = rolling_to_version_2()
+    spec = status.pop("_spec")
+    stuck = replace(new, stalled='ReplicaSet "mlp-triton-7d9" has timed out progressing.')
     plan = reconcile(
-        changed,
-        observed(
-            chosen.status,
-            jobs=new_jobs,
-            deployment=stuck,
-            service=True,
-            now=T3,
-            repository_versions=frozenset({1, 2}),
-            repository_ready=frozenset({1, 2}),
-        ),
+        spec, observed(status, deployment=stuck, server_pods=pods(old, 1) + pods(new, 0, 1, "n"), **fields)
     )
     _, reason, message = conditions(plan)["Deployed"]
     assert reason == "RolloutStalled" and "timed out progressing" in message
     assert "version 1 keeps serving" in message
     assert conditions(plan)["Ready"][:2] == ("True", "Serving") and plan.status["endpoint"]["version"] == 1
     assert any(e.type == "Warning" and e.reason == "RolloutStalled" for e in plan.events)
+
+
+def test_an_operator_upgrade_does_not_restart_serving() -> None:
+    status, deployment = serving_state()
+    # A new operator: another Triton image, another uid, another mount root; same spec and winner.
+    upgraded = SETTINGS.model_copy(
+        update={"triton_image": "nvcr.io/nvidia/tritonserver:99.01-py3", "pod_uid": 2000, "pvc_mount_root": "/m"}
+    )
+    plan = reconcile(SPEC, finished(status, deployment=deployment, service=True, settings=upgraded, **V1))
+    assert plan.patch == [] and plan.create == [] and plan.repository is None
+    assert conditions(plan)["Deployed"][:2] == ("True", "RolledOut")
+
+    # Deployments written by operators that hashed the replica count into the serving config stay too.
+    legacy = names.short_hash(parse_spec(SPEC).serving.model_dump(mode="json"))
+    old_style = replace(deployment, serving_config=legacy)
+    plan = reconcile(SPEC, finished(status, deployment=old_style, service=True, settings=upgraded, **V1))
+    assert plan.patch == [] and conditions(plan)["Deployed"][:2] == ("True", "RolledOut")
+
+    # The next version takes the new settings along.
+    changed = {**SPEC, "serving": {"responseCache": False}}
+    plan = reconcile(changed, finished(status, deployment=deployment, service=True, settings=upgraded, **V1))
+    [patch] = plan.patch
+    container = patch.body["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "nvcr.io/nvidia/tritonserver:99.01-py3"
+
+
+UNSCHEDULABLE = PodProblem("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.", since=T0)
+LATER = "2026-01-01T00:10:01+00:00"  # past the default HONED_PENDING_TIMEOUT_S (600 s) after T0
+
+
+def test_a_pod_that_cannot_run_is_named_in_the_pool_and_the_condition() -> None:
+    started = reconcile(SPEC, observed())
+    waiting = replace(job("cpu", "Running"), problem=UNSCHEDULABLE)
+    plan = reconcile(SPEC, observed(started.status, jobs=jobs(waiting, job("gpu", "Running")), now=T1))
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert pools["cpu"]["phase"] == "Running" and pools["cpu"]["reason"] == "Unschedulable"
+    assert pools["cpu"]["message"] == "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "Optimizing"
+    assert message.endswith("cpu running: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu., gpu running")
+    assert plan.patch == [] and plan.status["phase"] == "Optimizing"
+
+
+def test_a_pool_waiting_past_the_timeout_fails_with_the_reason_and_its_job_is_suspended() -> None:
+    started = reconcile(SPEC, observed())
+    pull = PodProblem("ImageUnavailable", 'ErrImageNeverPull: image "opt-gpu"', since=T0)
+    waiting = jobs(replace(job("cpu", "Running"), problem=UNSCHEDULABLE), replace(job("gpu", "Pending"), problem=pull))
+    plan = reconcile(SPEC, observed(started.status, jobs=waiting, now=LATER))
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert (pools["cpu"]["phase"], pools["cpu"]["reason"]) == ("Failed", "Unschedulable")
+    assert pools["gpu"]["message"].startswith('ImageUnavailable: ErrImageNeverPull: image "opt-gpu" (waited 10 min')
+    suspended = {p.name: p.body for p in plan.patch}
+    assert suspended[job("cpu", "").name]["spec"] == {"suspend": True}
+    annotation = suspended[job("gpu", "").name]["metadata"]["annotations"][names.FAILED]
+    assert annotation == pools["gpu"]["message"]
+    assert plan.status["phase"] == "Failed" and conditions(plan)["Optimized"][1] == "AllPoolsFailed"
+
+    # One cause on every pool is named as the reason.
+    same = jobs(*(replace(job(pool, "Running"), problem=UNSCHEDULABLE) for pool in ("cpu", "gpu")))
+    plan = reconcile(SPEC, observed(started.status, jobs=same, now=LATER))
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == "Unschedulable" and "Insufficient cpu" in message
+    assert any(e.type == "Warning" and e.reason == "Unschedulable" for e in plan.events)
+
+
+def test_a_crash_or_an_earlier_oom_is_shown_but_never_times_out() -> None:
+    started = reconcile(SPEC, observed())
+    oom = PodProblem("OOMKilled", "an earlier attempt ended: container optimizer ran out of memory", since=T0)
+    plan = reconcile(
+        SPEC,
+        observed(
+            started.status, jobs=jobs(replace(job("cpu", "Running"), problem=oom), job("gpu", "Running")), now=LATER
+        ),
+    )
+    pools = {p["pool"]: p for p in plan.status["pools"]}
+    assert (pools["cpu"]["phase"], pools["cpu"]["reason"]) == ("Running", "OOMKilled") and plan.patch == []
+
+
+def test_feedback_without_prometheus_says_so() -> None:
+    status, deployment = serving_state()
+    watched = {**SPEC, "feedback": {"enabled": True, "p99LatencyMs": 50}}
+    plan = reconcile(watched, finished(status, deployment=deployment, service=True, **V1))
+    assert conditions(plan)["SLOMet"][:2] == ("Unknown", "PrometheusNotConfigured")
+    assert "HONED_PROMETHEUS_URL" in conditions(plan)["SLOMet"][2]
+    configured = SETTINGS.model_copy(update={"prometheus_url": "http://prometheus:9090"})
+    fixed = reconcile(watched, finished(plan.status, deployment=deployment, service=True, settings=configured, **V1))
+    assert "SLOMet" not in conditions(fixed)  # the loop writes its own verdict from now on
+
+
+def test_the_same_spec_again_is_a_new_run_with_its_own_store_key_but_the_same_job_names() -> None:
+    status, deployment = serving_state()
+    first_run = status["lastOptimization"]["run"]
+    changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
+    other = reconcile(changed, observed(status, deployment=deployment, service=True, now=T2, **V1))
+    # Back to the first spec (a revert in Git): the same optimization id, a new run.
+    back = reconcile(SPEC, observed(other.status, deployment=deployment, service=True, now=T3, **V1))
+    last = back.status["lastOptimization"]
+    assert last["id"] == status["lastOptimization"]["id"] and last["run"] != first_run
+    assert last["run"] == f"{optimization()}-20260101000300"
+    jobs_made = [m for m in back.create if m["kind"] == "Job"]
+    assert [m["metadata"]["name"] for m in jobs_made] == [
+        names.job_name("tiny", p, optimization()) for p in ("cpu", "gpu")
+    ]
+    assert all(
+        f"/optimizations/{last['run']}/" in m["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        for m in jobs_made
+    )
+
+
+def test_a_restart_that_lost_the_status_keeps_the_jobs_run() -> None:
+    existing = replace(job("cpu", "Running"), run=f"{optimization()}-20251231235900")
+    plan = reconcile(SPEC, observed(jobs=jobs(existing), now=T1))
+    assert plan.status["lastOptimization"]["run"] == existing.run
+    gpu_job = next(m for m in plan.create if m["kind"] == "Job")
+    assert gpu_job["metadata"]["annotations"][names.RUN] == existing.run  # the other pool joins that run
+    # A Job of an operator from before runs: its output is keyed by the id alone.
+    legacy = reconcile(SPEC, observed(jobs=jobs(job("cpu", "Running")), now=T1))
+    assert legacy.status["lastOptimization"]["run"] == optimization()

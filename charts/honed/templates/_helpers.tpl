@@ -129,7 +129,8 @@ credential Secrets by name, and the kubelet resolves them.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
-# Read-only: a failed Job's reason is in its pod's termination message.
+# Read-only: a failed Job's reason is in its pod's termination message, a waiting pod's in its
+# conditions; the Triton pods say which version is ready.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
@@ -140,10 +141,11 @@ credential Secrets by name, and the kubelet resolves them.
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [get, list, watch, create, update, patch, delete]
-# An Event at every transition (kopf posts through the core API; newer clients through events.k8s.io).
+# An Event at every transition (kopf posts through the core API; newer clients through events.k8s.io);
+# list: a Job without a pod is explained by its FailedCreate Event (Pod Security, quota).
 - apiGroups: ["", events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]
 {{- end }}
 
 {{/* The Secret the pods read the store's credentials from ("" when none). */}}

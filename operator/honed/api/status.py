@@ -61,7 +61,12 @@ class PoolStatus(StatusModel):
     pool: str
     job: str = Field(description="Job name")
     phase: PoolPhase
-    message: str = Field("", description="the pod's termination message or why the pool failed")
+    message: str = Field("", description="the pod's termination message, or why the pool failed or waits")
+    reason: str | None = Field(
+        None,
+        description="why the pool failed or waits, when known: Unschedulable, ImageUnavailable, "
+        "ContainerConfigError, FailedCreate, OOMKilled",
+    )
     report: str | None = Field(None, description="report.json location in the artifact store")
 
 
@@ -120,7 +125,9 @@ class Winner(StatusModel):
     backend: str
     precision: str
     device: str = "cpu"
-    optimization: str = Field(description="id of the optimization that produced it")
+    optimization: str = Field(
+        description="the optimization run that produced it: its reports and artifacts are under optimizations/RUN"
+    )
     version: int = Field(ge=1, description="Triton model version serving it")
     speedup: float | None = None
     p50_ms: float | None = None
@@ -150,6 +157,11 @@ class LastOptimization(StatusModel):
     """The latest optimization run: why it started and when it ended."""
 
     id: str = Field(description="hash of the spec fields that shape the search")
+    run: str | None = Field(
+        None,
+        description="this run's store key (optimizations/RUN/POOL): the id and its start time, so that "
+        "re-applying a spec never overwrites an earlier run's reports; empty for runs of earlier operators",
+    )
     reason: str = Field(description="Created | SpecChanged | Requested | SLOViolation | TrafficShift")
     started_at: str
     finished_at: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,8 +26,23 @@ WARNING_REASONS = frozenset(
         "RepositoryWriteFailed",
         "RolloutStalled",
         "FallbackFromSLO",
+        # Pods that cannot run (observe.pod_problem): a node, an image, a Secret or memory is missing.
+        "Unschedulable",
+        "ImageUnavailable",
+        "ContainerConfigError",
+        "FailedCreate",
+        "CrashLoopBackOff",
+        "OOMKilled",
     }
 )
+
+
+def seconds_between(start: str, end: str) -> float | None:
+    """Seconds from one RFC 3339 time to another; None when either does not parse."""
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 def load_status(raw: dict[str, Any] | None) -> OptimizedModelStatus:

@@ -1,8 +1,9 @@
 """kopf handlers: thin adapters that run one observe -> reconcile -> apply pass.
 
-Create, update and resume run a pass at once; a per-resource daemon repeats it (sooner while
-Jobs run or a rollout is under way); events of the Jobs and Deployments honed owns wake the
-owner's pass too. A lock per resource keeps passes of one resource from overlapping.
+Create, update and resume run a pass at once, and so does a new ``honed.dev/reoptimize``
+annotation; a per-resource daemon repeats it (sooner while Jobs run or a rollout is under way);
+events of the Jobs and Deployments honed owns wake the owner's pass too. A lock per resource
+keeps passes of one resource from overlapping.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def owner_name(body: Any) -> str | None:
     return None
 
 
+def reoptimize_requested(annotations: Any, status: Any, **_: Any) -> bool:
+    """kopf filter: the honed.dev/reoptimize annotation asks for an optimization not started yet."""
+    return names.reoptimize_pending(dict(annotations or {}), dict(status or {}))
+
+
 def build_registry(operator: Operator) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     interval = operator.settings.reconcile_interval_s
@@ -119,6 +125,15 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, backoff=10)
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, backoff=10)
     async def changed(name: str, namespace: str | None, **_: Any) -> None:
+        await operator.run_pass(namespace or "", name)
+
+    # kopf leaves every honed.dev/ annotation out of the diff on.update compares (its storage
+    # prefix is honed.dev, and it ignores annotations under a prefix marked as a kopf storage's),
+    # so a changed honed.dev/reoptimize waited for the daemon's next pass (up to the interval).
+    # Any watch event while a request is not yet started runs a pass now; once the pass records
+    # it in status.lastOptimization.request the filter is false and events pass by.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=reoptimize_requested)
+    async def reoptimize(name: str, namespace: str | None, **_: Any) -> None:
         await operator.run_pass(namespace or "", name)
 
     # A pass cut short by a stop is harmless: the next operator's first pass redoes it.

@@ -16,6 +16,9 @@ CONTAINER = "optimizer"
 REQUEST_PATH = "/work/request.json"
 REQUEST_KEY = "request.json"
 TERMINATION_LOG = "/dev/termination-log"
+# The root filesystem is read-only: everything written goes to this emptyDir (HOME included, for
+# the caches of fsspec, matplotlib and the runtimes).
+SCRATCH = "/tmp"
 # `honed optimize` exits 1 when its search found no accepted candidate (report.json is written)
 # and 2 on bad input (honed.errors.InputError): a retry would only repeat either.
 NO_WINNER_EXIT_CODE = 1
@@ -97,10 +100,10 @@ def build_request(
     )
 
 
-def output_uri(settings: HonedSettings, namespace: str, owner: str, optimization: str, pool: str) -> str:
+def output_uri(settings: HonedSettings, namespace: str, owner: str, run: str, pool: str) -> str:
     """Where the Job writes report.json and artifacts, as the Job sees it (pvc:// is mounted)."""
     store = mounted_uri(settings.artifact_store, settings)
-    return join_uri(store, names.optimization_key(namespace, owner, optimization, pool))
+    return join_uri(store, names.optimization_key(namespace, owner, run, pool))
 
 
 def pvc_volumes(uris: list[str], settings: HonedSettings, *, writable: set[str]) -> tuple[list, list]:
@@ -141,6 +144,26 @@ def pool_scheduling(pool: Pool) -> dict[str, Any]:
     return scheduling
 
 
+def pod_security(settings: HonedSettings) -> dict[str, Any]:
+    """Pod securityContext passing the ``restricted`` Pod Security Standard (namespaces may enforce it)."""
+    context: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.pod_uid is not None:
+        uid = settings.pod_uid
+        # fsGroup makes a writable claim (the pvc:// store) writable for the uid; OnRootMismatch
+        # skips the recursive chown of a large volume when its root already has the group.
+        context |= {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "fsGroupChangePolicy": "OnRootMismatch"}
+    return context
+
+
+def container_security() -> dict[str, Any]:
+    """Container securityContext of the ``restricted`` profile, with a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def request_configmap(owner: Owner, job: str, pool: str, optimization: str, request: OptimizeRequest) -> dict:
     labels = {names.COMPONENT: "optimizer", names.POOL: pool, names.OPTIMIZATION: optimization}
     return {
@@ -157,12 +180,17 @@ def optimizer_job(
     pool: Pool,
     settings: HonedSettings,
     optimization: str,
+    run: str,
 ) -> dict[str, Any]:
-    """The Job that runs ``honed optimize`` for one pool; its ConfigMap has the same name."""
+    """The Job that runs ``honed optimize`` for one pool; its ConfigMap has the same name.
+
+    The name follows the optimization (a restarted operator finds the Job instead of making a
+    twin); the output follows the run, recorded on the Job so that a restart keeps writing there.
+    """
     name = names.job_name(owner.name, pool.name, optimization)
     labels = {names.COMPONENT: "optimizer", names.POOL: pool.name, names.OPTIMIZATION: optimization}
     backoff_limit, deadline = job_limits(spec.search.time_budget_seconds())
-    out = output_uri(settings, owner.namespace, owner.name, optimization, pool.name)
+    out = output_uri(settings, owner.namespace, owner.name, run, pool.name)
     pvc_uris = [settings.artifact_store, spec.model.uri, spec.validation.data_uri or ""]
     store_claims = {parse_pvc(settings.artifact_store).claim} if settings.artifact_store.startswith("pvc://") else set()
     volumes, mounts = pvc_volumes(pvc_uris, settings, writable=store_claims)
@@ -173,14 +201,16 @@ def optimizer_job(
         "env": [
             {"name": "HONED_POOL", "value": pool.name},
             {"name": "HONED_TERMINATION_LOG", "value": TERMINATION_LOG},
+            {"name": "HOME", "value": SCRATCH},
         ],
         "resources": pool.pod_resources(),
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the engine writes its summary still leaves the log tail as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "request", "mountPath": REQUEST_PATH, "subPath": REQUEST_KEY, "readOnly": True},
-            {"name": "scratch", "mountPath": "/tmp"},
+            {"name": "scratch", "mountPath": SCRATCH},
             *mounts,
         ],
     }
@@ -191,6 +221,9 @@ def optimizer_job(
         container["imagePullPolicy"] = pool.image_pull_policy
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The engine never calls the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(settings),
         "containers": [container],
         "volumes": [
             {"name": "request", "configMap": {"name": name}},
@@ -204,7 +237,7 @@ def optimizer_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": owner.metadata(name, labels),
+        "metadata": owner.metadata(name, labels, {names.RUN: run}),
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from honed.api.spec import OptimizedModelSpec
@@ -25,6 +26,10 @@ SERVING_CONFIG = "honed.dev/serving-config"
 # same spec; ``REASON:anything`` records REASON (SLOViolation, TrafficShift) as the cause.
 REOPTIMIZE = "honed.dev/reoptimize"
 REOPTIMIZE_REASONS = ("SLOViolation", "TrafficShift", "Requested")
+# On an optimizer Job: the run (store key segment) it writes its report to.
+RUN = "honed.dev/run"
+# On a Job the operator gave up on (its pod waited too long; the Job is suspended): ``REASON: message``.
+FAILED = "honed.dev/failed"
 # The feedback loop adds what live traffic looked like: ``SLOViolation:TIME batchSizes=1,8 ...``.
 _OBSERVED_BATCH_SIZES = re.compile(r"\bbatchSizes=([0-9,]+)")
 
@@ -59,6 +64,16 @@ def reoptimize_reason(annotations: dict[str, str]) -> str | None:
     return head if head in REOPTIMIZE_REASONS else "Requested"
 
 
+def reoptimize_pending(annotations: dict[str, str], status: dict[str, Any]) -> bool:
+    """Whether the reoptimize annotation asks for something the latest optimization did not start from.
+
+    Mirrors reconcile: a value (or its removal) unlike ``status.lastOptimization.request`` starts one.
+    """
+    requested = annotations.get(REOPTIMIZE) or None
+    started_from = (status.get("lastOptimization") or {}).get("request") or None
+    return requested != started_from
+
+
 def observed_batch_sizes(annotations: dict[str, str]) -> list[int] | None:
     """The batch sizes the feedback loop asked the next optimization to benchmark, if any."""
     match = _OBSERVED_BATCH_SIZES.search(annotations.get(REOPTIMIZE, ""))
@@ -88,9 +103,19 @@ def resource_key(namespace: str, owner: str) -> str:
     return f"{namespace}/{owner}"
 
 
-def optimization_key(namespace: str, owner: str, optimization: str, pool: str) -> str:
-    """Store key of one pool's report and artifacts."""
-    return f"{resource_key(namespace, owner)}/optimizations/{optimization}/{pool}"
+def run_id(optimization: str, started_at: str) -> str:
+    """A run of ``optimization``: the same spec optimized again (re-applied, or reverted to) is a new
+    run, so its reports go to a new store key and never overwrite the earlier ones."""
+    try:
+        stamp = datetime.fromisoformat(started_at).astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    except ValueError:
+        stamp = re.sub(r"[^0-9]", "", started_at)[:14]
+    return f"{optimization}-{stamp}"
+
+
+def optimization_key(namespace: str, owner: str, run: str, pool: str) -> str:
+    """Store key of one pool's report and artifacts in one optimization run."""
+    return f"{resource_key(namespace, owner)}/optimizations/{run}/{pool}"
 
 
 def repository_key(namespace: str, owner: str) -> str:

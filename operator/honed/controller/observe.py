@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from honed.api.spec import SpecError, parse_spec
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
+from honed.controller.conditions import seconds_between
 from honed.controller.deploy import repository_state
-from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES, KubeClient
-from honed.controller.reconcile import APPLIED
-from honed.controller.state import DeploymentState, JobState, Observed, ReportRead
+from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, SERVICES, KubeClient
+from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
 from honed.settings import HonedSettings
@@ -66,29 +66,142 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
+# The Job controller creates a Job's pod within seconds; one missing for longer was refused.
+FAILED_CREATE_GRACE_S = 30.0
+# Waiting reasons of a container, as the kubelet reports them, grouped by what fixes them.
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
+CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+def _terminated_text(terminated: dict[str, Any]) -> str:
+    parts = [str(terminated.get("reason") or "Error")]
+    if terminated.get("exitCode") is not None:
+        parts.append(f"(exit code {terminated['exitCode']})")
+    text = (terminated.get("message") or "").strip()
+    if text:
+        parts.append(f"{text.splitlines()[-1][:200]}")
+    return " ".join(parts)
+
+
+def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
+    """Why a pod does not run, from its conditions and container states; None when nothing is wrong.
+
+    ``since`` is when the wait started, so that reconcile can give up after a timeout.
+    """
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    created = meta.get("creationTimestamp")
+    for cond in status.get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            message = cond.get("message") or "no node can take the pod"
+            since = cond.get("lastTransitionTime") or created
+            return PodProblem(reason="Unschedulable", message=message, since=since)
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        why, text = waiting.get("reason"), (waiting.get("message") or "").strip()
+        if why in IMAGE_REASONS:
+            detail = text or f"image {container.get('image', '')}"
+            return PodProblem(reason="ImageUnavailable", message=f"{why}: {detail}", since=created)
+        if why in CONFIG_REASONS:
+            detail = text or "see the pod's events"
+            return PodProblem(reason="ContainerConfigError", message=f"{why}: {detail}", since=created)
+        if why == "CrashLoopBackOff":
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            restarts = container.get("restartCount", 0)
+            reason = "OOMKilled" if last.get("reason") == "OOMKilled" else "CrashLoopBackOff"
+            exit_text = f"; last exit: {_terminated_text(last)}" if last else ""
+            message = f"container {container.get('name')} restarted {restarts} times{exit_text}"
+            return PodProblem(reason=reason, message=message, since=created)
+    for container in containers:
+        for key in ("state", "lastState"):
+            terminated = (container.get(key) or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                message = f"container {container.get('name')} ran out of memory: {_terminated_text(terminated)}"
+                return PodProblem(reason="OOMKilled", message=message, since=created)
+    return None
+
+
+def job_pods_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
+    """Why a running Job's attempt is stuck, or how its earlier attempt ended (OOMKilled, say)."""
+    newest = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+    live = [p for p in newest if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    for pod in live:
+        problem = pod_problem(pod)
+        if problem is not None:
+            return problem
+    for pod in newest:
+        if pod in live:
+            continue
+        problem = pod_problem(pod)
+        if problem is not None:
+            # A finished attempt: the Job retries (backoffLimit), the next pod may do better.
+            return replace(problem, message=f"an earlier attempt ended: {problem.message}")
+    return None
+
+
+def failed_create(events: list[dict[str, Any]], since: str | None) -> PodProblem | None:
+    """The Job controller's FailedCreate Event: admission (Pod Security, quota) refused the pod."""
+
+    def stamp(event: dict[str, Any]) -> str:
+        return str(event.get("lastTimestamp") or event.get("eventTime") or "")
+
+    for event in sorted(events, key=stamp, reverse=True):
+        if event.get("reason") == "FailedCreate":
+            message = (event.get("message") or "the pod was refused").strip()
+            return PodProblem(reason="FailedCreate", message=message, since=since)
+    return None
+
+
+def server_pod_state(pod: dict[str, Any]) -> PodState:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    version = annotations.get(names.MODEL_VERSION)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return PodState(
+        name=str(meta.get("name", "")),
+        version=int(version) if version and version.isdigit() else None,
+        serving_config=annotations.get(names.SERVING_CONFIG),
+        ready=ready,
+        problem=None if ready else pod_problem(pod),
+    )
+
+
+def serves_or_will(pod: dict[str, Any]) -> bool:
+    """Pods that count for a rollout: not terminating, and not finished (an evicted pod stays
+    listed with phase Failed until it is garbage-collected, and must not hold a rollout open)."""
+    terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    return not terminating and (pod.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+
+
 def deployment_state(obj: dict[str, Any]) -> DeploymentState:
     meta = obj.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
     status = obj.get("status") or {}
     generation = meta.get("generation")
     observed = status.get("observedGeneration")
-    version = annotations.get(names.MODEL_VERSION)
     spec = obj.get("spec") or {}
-    template = (spec.get("template") or {}).get("spec") or {}
+    template = spec.get("template") or {}
+    template_meta = template.get("metadata") or {}
+    # The template is what the pods run; the Deployment's own annotation is the fallback.
+    template_annotations = template_meta.get("annotations") or {}
+    version = template_annotations.get(names.MODEL_VERSION) or (meta.get("annotations") or {}).get(names.MODEL_VERSION)
     stalled = None
+    problem = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             stalled = cond.get("message") or "the rollout exceeded its progress deadline"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            # The ReplicaSet cannot create pods (Pod Security admission, quota): no pod to look at.
+            message = cond.get("message") or cond.get("reason") or "the ReplicaSet cannot create pods"
+            problem = PodProblem(reason="FailedCreate", message=message, since=cond.get("lastTransitionTime"))
     return DeploymentState(
         version=int(version) if version and version.isdigit() else None,
-        applied=annotations.get(APPLIED),
         replicas=int(spec.get("replicas", 1)),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        total_replicas=int(status.get("replicas") or 0),
         rolled_out=observed is not None and (generation is None or observed >= generation),
-        node_selector=dict(template.get("nodeSelector") or {}),
+        serving_config=template_annotations.get(names.SERVING_CONFIG),
+        pool=(template_meta.get("labels") or {}).get(names.POOL),
+        node_selector=dict((template.get("spec") or {}).get("nodeSelector") or {}),
         stalled=stalled,
+        problem=problem,
     )
 
 
@@ -147,6 +260,54 @@ def fallback_pools(status: dict[str, Any]) -> list[str]:
     return sorted(pool for pool in eligible if pool)
 
 
+async def job_state(
+    client: KubeClient, namespace: str, manifest: dict[str, Any], *, decided: bool, current: str, now: str
+) -> JobState:
+    """A Job's phase, with its pods' word on why it failed, what it found, or why it does not run."""
+    job_meta = manifest["metadata"]
+    name = job_meta["name"]
+    job_labels = job_meta.get("labels") or {}
+    state = JobState(
+        name=name,
+        pool=job_labels.get(names.POOL, ""),
+        optimization=job_labels.get(names.OPTIMIZATION, ""),
+        phase="Pending",
+        run=(job_meta.get("annotations") or {}).get(names.RUN, ""),
+    )
+    given_up = (job_meta.get("annotations") or {}).get(names.FAILED)
+    if given_up:
+        # The operator suspended it (its pod waited too long); the pod and its conditions are gone.
+        return replace(state, phase="Failed", message=given_up, reason=given_up.split(":", 1)[0])
+    phase, message = job_phase(manifest)
+    state = replace(state, phase=phase, message=message)  # type: ignore[arg-type]
+    if decided:
+        return state  # the status keeps what these Jobs said
+    if phase in ("Failed", "Succeeded"):
+        # The pod's termination message: why a Job failed, or the engine's summary of a search.
+        pods = await client.list(PODS, namespace, {"job-name": name})
+        detail = pod_message(pods)
+        if phase == "Succeeded":
+            return replace(state, message=detail)
+        oom = any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods)
+        return replace(
+            state, message=f"{message}; pod: {detail}" if detail else message, reason="OOMKilled" if oom else None
+        )
+    if state.optimization != current:
+        return state  # an older spec's Job, about to be deleted
+    # Pending, or Running (which counts a pod waiting for a node or an image too): ask the pods why.
+    pods = await client.list(PODS, namespace, {"job-name": name})
+    problem = job_pods_problem(pods)
+    created = job_meta.get("creationTimestamp")
+    age = seconds_between(created, now) if created else None
+    if problem is None and not pods and age is not None and age > FAILED_CREATE_GRACE_S:
+        # No pod at all: admission (Pod Security, a quota) refused it; only the Job's Events say so.
+        # The field selector needs KubeClient.list's field_selector (the kubernetes-package client).
+        selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
+        events = await client.list(EVENTS, namespace, {}, field_selector=selector)  # type: ignore[call-arg]
+        problem = failed_create(events, since=created)
+    return replace(state, problem=problem)
+
+
 async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
@@ -173,25 +334,8 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     decided = last.get("id") == optimization and bool(last.get("finishedAt"))
     jobs: dict[str, JobState] = {}
     for manifest in await client.list(JOBS, namespace, {**labels, names.COMPONENT: "optimizer"}):
-        job_meta = manifest["metadata"]
-        job_labels = job_meta.get("labels") or {}
-        phase, message = job_phase(manifest)
-        # The pod's termination message: why a Job failed, or the engine's summary of a search,
-        # read while the optimization is still being decided (then the status keeps it).
-        if not decided and phase in ("Failed", "Succeeded"):
-            pods = await client.list(PODS, namespace, {"job-name": job_meta["name"]})
-            detail = pod_message(pods)
-            if phase == "Succeeded":
-                message = detail
-            elif detail:
-                message = f"{message}; pod: {detail}"
-        jobs[job_meta["name"]] = JobState(
-            name=job_meta["name"],
-            pool=job_labels.get(names.POOL, ""),
-            optimization=job_labels.get(names.OPTIMIZATION, ""),
-            phase=phase,  # type: ignore[arg-type]
-            message=message,
-        )
+        job = await job_state(client, namespace, manifest, decided=decided, current=optimization, now=base.now)
+        jobs[job.name] = job
     configmaps = frozenset(
         cm["metadata"]["name"]
         for cm in await client.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})
@@ -204,7 +348,9 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         for job in current:
             if job.phase not in ("Succeeded", "Failed"):
                 continue
-            key = f"{names.optimization_key(namespace, name, optimization, job.pool)}/{REPORT_FILE}"
+            # The Job's own record of its run: the status may not have it yet (a lost write).
+            run = job.run or optimization
+            key = f"{names.optimization_key(namespace, name, run, job.pool)}/{REPORT_FILE}"
             if job.phase == "Failed" and not await asyncio.to_thread(store.exists, key):
                 continue
             read = await asyncio.to_thread(read_report, store, key)
@@ -219,12 +365,17 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
             model_error = await check_model_uri(spec.model.uri, settings)
     elif fallback_pools(status):
         # A fallback is pending: reconcile builds the runner-up's winner entry from its report.
-        optimization_of_winner = (status.get("winner") or {}).get("optimization", "")
+        run_of_winner = (status.get("winner") or {}).get("optimization", "")
         for pool in fallback_pools(status):
-            key = f"{names.optimization_key(namespace, name, optimization_of_winner, pool)}/{REPORT_FILE}"
+            key = f"{names.optimization_key(namespace, name, run_of_winner, pool)}/{REPORT_FILE}"
             reports[pool] = await asyncio.to_thread(read_report, store, key)
 
     deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))
+    server_pods: tuple[PodState, ...] = ()
+    if deployment is not None:
+        # Which pods are ready, per version: the Deployment's own counters mix old and new pods.
+        listed = await client.list(PODS, namespace, {**labels, names.COMPONENT: "server"})
+        server_pods = tuple(server_pod_state(p) for p in listed if serves_or_will(p))
     service = await client.get(SERVICES, namespace, names.server_name(name))
     used, ready = await asyncio.to_thread(repository_state, store, namespace, name)
     return replace(
@@ -236,5 +387,6 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         repository_versions=used,
         repository_ready=ready,
         deployment=None if deployment is None else deployment_state(deployment),
+        server_pods=server_pods,
         service=service is not None,
     )

@@ -8,7 +8,6 @@ operator converges to the same plan and never repeats work that already happened
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from honed.api.spec import OptimizedModelSpec, Serving, SpecError, parse_spec
@@ -23,11 +22,20 @@ from honed.api.status import (
 )
 from honed.artifacts import join_uri
 from honed.controller import names
-from honed.controller.conditions import load_status, set_condition, transition_events
+from honed.controller.conditions import load_status, seconds_between, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
 from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
-from honed.controller.state import Delete, Observed, Patch, Plan, RepositoryWrite
-from honed.controller.triton import endpoint, triton_deployment, triton_service
+from honed.controller.state import (
+    Delete,
+    DeploymentState,
+    Observed,
+    Patch,
+    Plan,
+    PodProblem,
+    PodState,
+    RepositoryWrite,
+)
+from honed.controller.triton import endpoint, runs_serving_config, triton_deployment, triton_service
 from honed.controller.winner import apply_requests, build_winner, effective_serving, next_version, report_uri
 from honed.settings import HonedSettings
 
@@ -35,9 +43,12 @@ TOP_CANDIDATES = 8
 POLL_OPTIMIZING_S = 15.0
 POLL_DEPLOYING_S = 10.0
 RETRY_UNREACHABLE_S = 60.0
-APPLIED = "honed.dev/applied"
 
 SetCondition = Callable[[str, bool, str, str], None]
+# Waits that end only when someone acts (a node, an image, a Secret, an admission rule): after
+# HONED_PENDING_TIMEOUT_S the pool fails with the reason instead of staying Pending for ever.
+GIVE_UP_REASONS = frozenset({"Unschedulable", "ImageUnavailable", "ContainerConfigError", "FailedCreate"})
+SLO_MET = "SLOMet"
 
 
 def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
@@ -59,13 +70,6 @@ def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
                 f"cost needs a pricePerHour for every target pool; {', '.join(unpriced)} has none "
                 "(use latency or throughput, or ask for the price in the chart's values)",
             )
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
-        return None
 
 
 def reconcile(spec_raw: Any, obs: Observed) -> Plan:
@@ -92,8 +96,18 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
     optimizing = _optimize(plan, new, obs, spec, optimization, condition)
     apply_requests(new, obs, spec.serving, optimizing, condition, plan.events)
     _deploy(plan, new, obs, spec, condition)
+    _feedback_configured(new, obs, spec)
     new.phase = _phase(new, optimizing)
     return _finish(plan, old, new)
+
+
+def _run_of(obs: Observed, optimization: str) -> str:
+    """A new run of ``optimization``, unless its Jobs exist already (the status write that recorded
+    their run was lost): then theirs, so that the reports are looked for where they are written."""
+    for job in sorted(obs.jobs.values(), key=lambda j: j.name):
+        if job.optimization == optimization:
+            return job.run or optimization  # no run: a Job of an earlier operator, keyed by the id
+    return names.run_id(optimization, obs.now)
 
 
 def _start_optimization_if_new(new: OptimizedModelStatus, obs: Observed, optimization: str) -> None:
@@ -108,7 +122,12 @@ def _start_optimization_if_new(new: OptimizedModelStatus, obs: Observed, optimiz
     else:
         reason = "SpecChanged"
     new.last_optimization = LastOptimization(
-        id=optimization, reason=reason, started_at=obs.now, generation=obs.generation, request=request
+        id=optimization,
+        run=_run_of(obs, optimization),
+        reason=reason,
+        started_at=obs.now,
+        generation=obs.generation,
+        request=request,
     )
     new.pools = []
     new.candidates = []
@@ -139,6 +158,7 @@ def _optimize(
         return False
     settings = obs.settings
     owner = Owner(obs.name, obs.namespace, obs.uid)
+    run = last.run or optimization  # runs of earlier operators were keyed by the id alone
     jobs = {pool: names.job_name(obs.name, pool, optimization) for pool in spec.pools()}
     present = {pool: obs.jobs.get(name) for pool, name in jobs.items()}
     if all(state is None for state in present.values()) and obs.model_error:
@@ -163,13 +183,15 @@ def _optimize(
                         build_request(spec, pool, settings, batch_sizes=names.observed_batch_sizes(obs.annotations)),
                     )
                 )
-            plan.create.append(optimizer_job(owner, spec, pool, settings, optimization))
+            plan.create.append(optimizer_job(owner, spec, pool, settings, optimization, run))
             pools.append(PoolStatus(pool=pool_name, job=job, phase="Pending", message="Job created"))
             continue
-        status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message)
+        status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message, reason=state.reason)
+        if state.phase in ("Pending", "Running") and state.problem is not None:
+            _pool_problem(plan, status, state.problem, obs)
         if state.phase == "Succeeded":
             read = obs.reports.get(pool_name)
-            status.report = report_uri(obs, optimization, pool_name)
+            status.report = report_uri(obs, run, pool_name)
             if read is None or read.report is None:
                 status.phase = "Failed"
                 why = read.error if read is not None else "not read yet"
@@ -178,7 +200,7 @@ def _optimize(
     new.pools = pools
 
     if any(p.phase in ("Pending", "Running") for p in pools):
-        progress = ", ".join(f"{p.pool} {p.phase.lower()}" for p in pools)
+        progress = ", ".join(f"{p.pool} {p.phase.lower()}" + (f": {p.message}" if p.reason else "") for p in pools)
         condition(OPTIMIZED, False, "Optimizing", f"optimization {optimization}: {progress}")
         plan.requeue_after = POLL_OPTIMIZING_S
         return True
@@ -193,15 +215,33 @@ def _optimize(
     ]
     criteria = Criteria(spec.search.objective, spec.validation.max_metric_drop, spec.search.latency_budget_ms)
     selection = select(outcomes, criteria)
-    _record_selection(plan, new, obs, optimization, selection, spec.serving, condition)
+    _record_selection(plan, new, obs, run, selection, spec.serving, condition)
     return False
+
+
+def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Observed) -> None:
+    """Say why the pool's pod does not run; past the timeout, give up on waits only a person can end."""
+    status.message = problem.describe()
+    status.reason = problem.reason
+    if problem.reason not in GIVE_UP_REASONS or problem.since is None:
+        return
+    waited = seconds_between(problem.since, obs.now)
+    timeout = obs.settings.pending_timeout_s
+    if waited is None or waited < timeout:
+        return
+    status.phase = "Failed"
+    status.message = f"{problem.describe()} (waited {waited / 60:.0f} min, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s)"
+    # Suspending deletes the pod, so it holds no node or image pull; the annotation keeps the
+    # failure for later passes and a restarted operator (the pod and its conditions are gone).
+    body = {"metadata": {"annotations": {names.FAILED: status.message}}, "spec": {"suspend": True}}
+    plan.patch.append(Patch("batch/v1", "Job", status.job, body))
 
 
 def _record_selection(
     plan: Plan,
     new: OptimizedModelStatus,
     obs: Observed,
-    optimization: str,
+    run: str,
     selection: Selection,
     spec_serving: Serving,
     condition: SetCondition,
@@ -210,18 +250,23 @@ def _record_selection(
     assert last is not None
     last.finished_at = obs.now
     new.candidates = summaries(selection, TOP_CANDIDATES)
-    plan.optimization_seconds = _seconds_between(last.started_at, obs.now)
+    plan.optimization_seconds = seconds_between(last.started_at, obs.now)
     failed_pools = [p for p in new.pools if p.phase == "Failed"]
     if selection.winner is None:
         last.outcome = "Failed"
         plan.optimization_outcome = "failed"
         assert selection.failure is not None
-        condition(OPTIMIZED, False, selection.failure, selection.message)
+        reason: str = selection.failure
+        reasons = {p.reason for p in failed_pools}
+        if reason == "AllPoolsFailed" and len(reasons) == 1 and None not in reasons:
+            # One cause everywhere (no node fits, the image is missing): name it, not just the count.
+            reason = str(reasons.pop())
+        condition(OPTIMIZED, False, reason, selection.message)
         return
     win = selection.winner
     report = obs.reports[win.pool.name].report
     assert report is not None  # only pools with a report have candidates
-    new.winner = build_winner(obs, optimization, win, report, spec_serving, next_version(new, obs))
+    new.winner = build_winner(obs, run, win, report, spec_serving, next_version(new, obs))
     new.serving = None  # retune overrides and fallback requests were about the previous winner
     last.outcome = "Succeeded"
     plan.optimization_outcome = "succeeded"
@@ -257,13 +302,15 @@ def _deploy(
             model_name=names.triton_model_name(obs.name),
             serving=serving.model_dump(mode="json"),
         )
-    desired = triton_deployment(owner, serving, pool, settings, winner.version)
-    applied = names.short_hash(desired)
-    desired["metadata"]["annotations"][APPLIED] = applied
+    replicas = spec.serving.replicas
     dep = obs.deployment
+    serves = dep is not None and _serves(dep, winner.version, serving, pool.name)
     if dep is None:
-        plan.create.append(desired)
-    elif dep.applied != applied:
+        plan.create.append(triton_deployment(owner, serving, pool, settings, winner.version))
+    elif not serves:
+        # A new version, serving config or pool: the pods restart anyway, so they get the
+        # operator's current settings (Triton image, security, mounts) as well.
+        desired = triton_deployment(owner, serving, pool, settings, winner.version)
         body = {"metadata": desired["metadata"], "spec": desired["spec"]}
         # A merge patch merges maps: selector keys of the previous pool must be removed explicitly.
         selector = desired["spec"]["template"]["spec"].get("nodeSelector", {})
@@ -271,47 +318,99 @@ def _deploy(
         if stale:
             body["spec"]["template"]["spec"]["nodeSelector"] = {**selector, **stale}
         plan.patch.append(Patch("apps/v1", "Deployment", desired["metadata"]["name"], body))
+    elif dep.replicas != replicas:
+        # Scaling adds or removes pods of the running template; it restarts none.
+        plan.patch.append(Patch("apps/v1", "Deployment", names.server_name(obs.name), {"spec": {"replicas": replicas}}))
+    # Otherwise the Deployment is left alone: a new operator (another Triton image, other settings)
+    # must not restart what serves; its settings apply with the next version.
     if not obs.service:
         plan.create.append(triton_service(owner))
 
-    replicas = spec.serving.replicas
-    current = dep is not None and dep.applied == applied and dep.rolled_out
-    # As `kubectl rollout status`: every pod is of the new template, and as many are ready.
-    rolled = (
-        current
-        and dep is not None
-        and dep.updated_replicas >= replicas
-        and dep.total_replicas <= dep.updated_replicas
-        and dep.ready_replicas >= replicas
-    )
-    ready = dep.ready_replicas if dep is not None else 0
+    current = serves and dep is not None and dep.rolled_out and dep.replicas == replicas
+    # Pods of the template that serves the winner, by the annotations the template gives them.
+    fresh = [
+        p
+        for p in obs.server_pods
+        if serves and dep is not None and (p.version, p.serving_config) == (dep.version, dep.serving_config)
+    ]
+    previous = [p for p in obs.server_pods if p not in fresh]
+    fresh_ready = sum(p.ready for p in fresh)
+    previous_ready = sum(p.ready for p in previous)
+    # As `kubectl rollout status`, counted on the pods: every pod is of the new template and ready.
+    rolled = current and fresh_ready >= replicas and not previous
     what = f"version {winner.version} ({winner.name} on {winner.pool})"
+    served_before = max((p.version for p in previous if p.ready and p.version), default=None)
+    keeps = f"; version {served_before} keeps serving" if previous_ready and served_before else ""
+    problem = None if rolled else _new_pods_problem(fresh, dep if serves else None)
     if rolled:
-        condition(DEPLOYED, True, "RolledOut", f"{what}: {ready}/{replicas} replicas ready")
+        condition(DEPLOYED, True, "RolledOut", f"{what}: {fresh_ready}/{replicas} replicas ready")
+    elif current and problem is not None:
+        # The new version's pods cannot run (no node, no image, a crash): the old pods keep serving
+        # (maxUnavailable 0) and the endpoint keeps naming their version.
+        condition(
+            DEPLOYED,
+            False,
+            problem.reason,
+            f"{what}: {fresh_ready}/{replicas} new pods ready; {problem.describe()}{keeps}",
+        )
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     elif current and dep is not None and dep.stalled:
-        # New pods never got ready (a version Triton refuses, no capacity): old pods keep serving.
-        keeps = f"; version {new.endpoint.version} keeps serving" if new.endpoint and ready else ""
         condition(DEPLOYED, False, "RolloutStalled", f"{what} did not become ready: {dep.stalled}{keeps}")
         plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     else:
-        condition(DEPLOYED, False, "RollingOut", f"{what}: {ready}/{replicas} replicas ready")
+        condition(DEPLOYED, False, "RollingOut", f"{what}: {fresh_ready}/{replicas} replicas ready{keeps}")
         plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
-    if ready > 0:
-        # During a rollout the ready pods may still be the previous version: keep announcing it.
-        if rolled or new.endpoint is None:
+    if fresh_ready + previous_ready > 0:
+        if fresh_ready and not previous_ready:
             new.endpoint = endpoint(owner, winner.version)
+        elif new.endpoint is None or (served_before and new.endpoint.version != served_before):
+            # Both versions answer while the rollout runs: announce the one that served before.
+            new.endpoint = endpoint(owner, served_before or winner.version)
         served = new.endpoint
         condition(READY, True, "Serving", f"model {served.model} version {served.version} at {served.http}")
     elif replicas == 0:
         new.endpoint = None
         condition(READY, False, "ScaledToZero", "spec.serving.replicas is 0")
     else:
+        why = f": {problem.describe()}" if problem is not None else ""
         condition(
             READY,
             False,
             "NotReady" if dep is not None else "Deploying",
-            f"no Triton pod of {what} is ready yet",
+            f"no Triton pod of {what} is ready yet{why}",
         )
+
+
+def _serves(dep: DeploymentState, version: int, serving: Serving, pool: str) -> bool:
+    """Whether the Deployment's pod template runs ``version`` with ``serving`` on ``pool``."""
+    return (
+        dep.version == version and dep.pool == pool and runs_serving_config(dep.serving_config, serving, dep.replicas)
+    )
+
+
+def _new_pods_problem(fresh: list[PodState], dep: DeploymentState | None) -> PodProblem | None:
+    """Why the new template's pods do not serve: the first such pod's problem, or the ReplicaSet's."""
+    for pod in sorted(fresh, key=lambda p: p.name):
+        if not pod.ready and pod.problem is not None:
+            return pod.problem
+    return dep.problem if dep is not None else None
+
+
+def _feedback_configured(new: OptimizedModelStatus, obs: Observed, spec: OptimizedModelSpec) -> None:
+    """The feedback loop cannot run without Prometheus: say so where the owner looks (SLOMet)."""
+    if spec.feedback.enabled and not obs.settings.prometheus_url:
+        message = (
+            "spec.feedback.enabled is true but the operator has no Prometheus (HONED_PROMETHEUS_URL, the "
+            "chart's prometheus.url): live traffic is not watched"
+        )
+        set_condition(
+            new, SLO_MET, "Unknown", "PrometheusNotConfigured", message, now=obs.now, generation=obs.generation
+        )
+        return
+    slo = new.condition(SLO_MET)
+    if slo is not None and slo.reason == "PrometheusNotConfigured":
+        # Configured now (the loop writes its own verdict), or the loop is off: nothing to judge.
+        new.conditions = [c for c in new.conditions if c is not slo]
 
 
 def _phase(new: OptimizedModelStatus, optimizing: bool) -> Phase:

@@ -11,6 +11,18 @@ from honed.settings import HonedSettings
 
 
 @dataclass(frozen=True)
+class PodProblem:
+    """Why a pod does not run, or why an earlier one stopped: a status reason and the kubelet's words."""
+
+    reason: str  # Unschedulable, ImageUnavailable, ContainerConfigError, FailedCreate, CrashLoopBackOff, OOMKilled
+    message: str
+    since: str | None = None  # RFC 3339: when the pod (or the Job, for FailedCreate) started waiting
+
+    def describe(self) -> str:
+        return f"{self.reason}: {self.message}" if self.message else self.reason
+
+
+@dataclass(frozen=True)
 class JobState:
     """One optimizer Job as the API server reports it (and its pod's termination message)."""
 
@@ -19,19 +31,33 @@ class JobState:
     optimization: str
     phase: PoolPhase
     message: str = ""
+    reason: str | None = None  # a specific failure reason (OOMKilled, Unschedulable...), when known
+    problem: PodProblem | None = None  # why a Pending or Running Job's pod does not run (or ran out)
+    run: str = ""  # the store key segment its report goes to; "" for Jobs of operators before runs
 
 
 @dataclass(frozen=True)
 class DeploymentState:
-    version: int | None
-    applied: str | None  # hash of the manifest honed last applied
-    replicas: int  # desired (spec)
-    ready_replicas: int
-    updated_replicas: int  # pods of the latest template
-    total_replicas: int  # pods of any template: old ones remain while a rollout is unfinished
+    version: int | None  # the model version of the pod template
+    replicas: int  # desired (spec); which pods are ready comes from the pods themselves (PodState):
+    # the Deployment's readyReplicas counts the previous version's pods during a rollout too
     rolled_out: bool  # the controller has seen the latest spec (observedGeneration >= generation)
+    serving_config: str | None = None  # the pod template's serving-config hash
+    pool: str | None = None  # the pod template's pool label
     node_selector: dict[str, str] = field(default_factory=dict)
     stalled: str | None = None  # why the rollout gave up (ProgressDeadlineExceeded), if it did
+    problem: PodProblem | None = None  # the ReplicaSet cannot create pods (ReplicaFailure), if so
+
+
+@dataclass(frozen=True)
+class PodState:
+    """One Triton pod: which version and serving config it runs, and whether it serves."""
+
+    name: str
+    version: int | None
+    serving_config: str | None
+    ready: bool
+    problem: PodProblem | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,7 @@ class Observed:
     repository_versions: frozenset[int] = frozenset()  # every model version number used so far
     repository_ready: frozenset[int] = frozenset()  # versions written completely to the store
     deployment: DeploymentState | None = None
+    server_pods: tuple[PodState, ...] = ()  # the Triton pods of every version, terminating ones left out
     service: bool = False
 
 

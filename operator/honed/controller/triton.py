@@ -8,7 +8,16 @@ from honed.api.spec import Serving
 from honed.api.status import Endpoint
 from honed.artifacts import join_uri
 from honed.controller import names
-from honed.controller.jobs import Owner, mounted_uri, pool_scheduling, pvc_volumes, secret_env
+from honed.controller.jobs import (
+    SCRATCH,
+    Owner,
+    container_security,
+    mounted_uri,
+    pod_security,
+    pool_scheduling,
+    pvc_volumes,
+    secret_env,
+)
 from honed.settings import HonedSettings, Pool
 
 HTTP_PORT = 8000
@@ -24,8 +33,21 @@ def repository_uri(settings: HonedSettings, namespace: str, owner: str) -> str:
 
 
 def serving_config_hash(serving: Serving) -> str:
-    """Changes of the serving section roll the pods (config.pbtxt and server flags are read at start)."""
-    return names.short_hash(serving.model_dump(mode="json"))
+    """What the pods read at start (config.pbtxt choices, server flags): a change rolls them.
+
+    The replica count is left out: scaling adds or removes pods, it must not restart them.
+    """
+    return names.short_hash(serving.model_dump(mode="json", exclude={"replicas"}))
+
+
+def runs_serving_config(recorded: str | None, serving: Serving, replicas: int) -> bool:
+    """Whether pods whose template records ``recorded`` run ``serving``.
+
+    Earlier operators hashed the replica count in too; their pods run the same config, and an
+    operator upgrade must not restart every served model to rewrite an annotation.
+    """
+    legacy = names.short_hash(serving.model_copy(update={"replicas": replicas}).model_dump(mode="json"))
+    return recorded in (serving_config_hash(serving), legacy)
 
 
 def triton_args(model: str, repository: str, serving: Serving, device: str) -> list[str]:
@@ -88,17 +110,25 @@ def triton_deployment(
         # Loading a large model (or building a TensorRT engine cache) can take minutes.
         "startupProbe": {**http_probe, "failureThreshold": 120},
         "resources": pool.pod_resources(serving=True),
+        # A read-only root: the python backend's environments, s3 downloads of the repository and
+        # HOME go to the scratch emptyDir.
+        "env": [{"name": "HOME", "value": SCRATCH}],
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}, *mounts],
     }
     env_from = secret_env([settings.artifact_secret])
     if env_from:
         container["envFrom"] = env_from
     if settings.triton_image_pull_policy:
         container["imagePullPolicy"] = settings.triton_image_pull_policy
-    if mounts:
-        container["volumeMounts"] = mounts
-    pod_spec: dict[str, Any] = {"containers": [container], **pool_scheduling(pool)}
-    if volumes:
-        pod_spec["volumes"] = volumes
+    pod_spec: dict[str, Any] = {
+        # Triton never calls the Kubernetes API; a token in a pod that serves requests is only a risk.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(settings),
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {}}, *volumes],
+        **pool_scheduling(pool),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

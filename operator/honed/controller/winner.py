@@ -39,8 +39,8 @@ SetCondition = Callable[[str, bool, str, str], None]
 FALLBACK_REASON = "FallbackFromSLO"
 
 
-def report_uri(obs: Observed, optimization: str, pool: str) -> str:
-    key = names.optimization_key(obs.namespace, obs.name, optimization, pool)
+def report_uri(obs: Observed, run: str, pool: str) -> str:
+    key = names.optimization_key(obs.namespace, obs.name, run, pool)
     return join_uri(obs.settings.artifact_store, key, REPORT_FILE)
 
 
@@ -86,11 +86,9 @@ def served_config(report: Report, scored: Scored, serving: Serving) -> ServedCon
     )
 
 
-def build_winner(
-    obs: Observed, optimization: str, scored: Scored, report: Report, serving: Serving, version: int
-) -> Winner:
+def build_winner(obs: Observed, run: str, scored: Scored, report: Report, serving: Serving, version: int) -> Winner:
     pool_root = join_uri(
-        obs.settings.artifact_store, names.optimization_key(obs.namespace, obs.name, optimization, scored.pool.name)
+        obs.settings.artifact_store, names.optimization_key(obs.namespace, obs.name, run, scored.pool.name)
     )
     return Winner(
         pool=scored.pool.name,
@@ -98,7 +96,7 @@ def build_winner(
         backend=scored.candidate.backend,
         precision=scored.candidate.precision,
         device=scored.candidate.device,
-        optimization=optimization,
+        optimization=run,
         version=version,
         speedup=significant(scored.candidate.speedup),
         p50_ms=significant(scored.p50),
@@ -106,7 +104,7 @@ def build_winner(
         throughput=significant(scored.throughput or None),
         metric_drop=significant(scored.drop),
         cost_per_million=significant(scored.cost),
-        report=report_uri(obs, optimization, scored.pool.name),
+        report=report_uri(obs, run, scored.pool.name),
         artifact=join_uri(pool_root, scored.candidate.artifact or scored.candidate.name),
         config=served_config(report, scored, serving),
     )
