@@ -611,7 +611,7 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
     assert pool is not None and pool.image_pull_policy == "Never"
     spec = parse_spec(yaml.safe_load((EXAMPLES / "local-cluster" / "optimizedmodel.yaml").read_text())["spec"])
     owner = Owner("digits", "models", "uid-1")
-    job = optimizer_job(owner, spec, pool, settings, "abc123")
+    job = optimizer_job(owner, spec, pool, settings, "abc123", "abc123-20261130000000")
     assert job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
     deployment = triton_deployment(owner, spec.serving, pool, settings, 1)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
