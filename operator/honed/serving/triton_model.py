@@ -24,6 +24,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
 
 from honed.optimizer.artifact import load_runner, read_meta
+from honed.optimizer.homedir import use_writable_home
 from honed.optimizer.machine import effective_cpus
 from honed.serving.tuning import instance_threads
 
@@ -54,6 +55,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         artifact = Path(args["model_repository"]) / args["model_version"] / params.get("artifact", "artifact")
+        # Triton pods often run with a read-only root filesystem; the runtime imported next
+        # would otherwise try (and warn about) its cache directories under HOME.
+        use_writable_home(cleanup=False)
         meta = read_meta(artifact)
         self.runner = load_runner(artifact, threads=_threads(config, params))
         self.batching = int(config.get("max_batch_size", 0)) > 0
