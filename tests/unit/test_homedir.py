@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from honed.optimizer import homedir
 from honed.optimizer.homedir import use_writable_home, writable
+
+
+@pytest.fixture(autouse=True)
+def private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The private directories go under this test's tmp_path, which pytest cleans up."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
 
 def read_only_dir(tmp_path: Path) -> Path:
