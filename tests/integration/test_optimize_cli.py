@@ -12,15 +12,21 @@ import numpy as np
 import pytest
 
 from honed.optimizer.artifact import load_runner
+from honed.optimizer.homedir import writable
 from honed.optimizer.report import load_report
 from tests.fixtures.models import token_classifier_onnx
+from tests.fixtures.serving_artifacts import mlp_onnx
 
 pytestmark = pytest.mark.slow
 FAST = ["--measure-seconds", "0.3", "--time-budget", "5m", "--quiet", "--no-plot"]
 
 
-def honed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def honed(*args: str | Path, cwd: Path | None = None, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if home is not None:
+        env["HOME"] = str(home)
+        for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+            env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "honed", *map(str, args)],
         capture_output=True,
@@ -119,6 +125,31 @@ def test_fixed_batch_model_is_measured_at_its_own_batch(tmp_path: Path) -> None:
     report = load_report(out)
     assert report.model.batch == "fixed" and report.settings.batch_sizes == [1]
     assert set(report.baseline.throughput) == {"1"}
+
+
+def test_a_read_only_home_gives_no_warnings_and_nothing_is_written_beside_out(tmp_path: Path) -> None:
+    """As in a container with a read-only root filesystem: ONNX Runtime, OpenVINO + NNCF and
+    matplotlib all want directories under HOME; none may warn, and the run writes only to --out."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o555)
+    if writable(home):  # mode bits do not stop root; sysfs does
+        home = Path("/sys")
+        if not home.is_dir() or writable(home):
+            pytest.skip("no read-only directory available to this user")
+    model = mlp_onnx(tmp_path / "mlp.onnx")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = honed(
+        "optimize", model, "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8",
+        "--batch-sizes", "1", "--measure-seconds", "0.2", "--out", "out", cwd=cwd, home=home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (cwd / "out" / "latency-throughput.png").is_file()  # matplotlib ran
+    assert {c.backend for c in load_report(cwd / "out").candidates} == {"onnxruntime", "openvino"}
+    for noise in ("WARNING", "Warning", "Failed to", "[W:onnxruntime", "not writable", "Permission denied"):
+        assert noise not in result.stderr + result.stdout, result.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["out"]
 
 
 def _error(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from honed.errors import EnvironmentProblem
 from honed.optimizer.artifact import load_runner
 from honed.serving.deploy import VersionRejected, ready_versions, roll_out, serve_report
 from honed.serving.load import exercise
 from honed.serving.metrics import model_traffic
-from honed.serving.repository import CONFIG_FILE, write_version
+from honed.serving.repository import CONFIG_FILE, served_version, version_config_name, write_version
 from honed.serving.server import TritonServer, leftover_segments
+from honed.serving.tuning import ServingOptions
 from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, INPUTS, mlp_report
 from tests.fixtures.traffic import Load, infer
 from tests.fixtures.triton import Served, StartTriton
@@ -136,6 +138,74 @@ def test_a_broken_version_leaves_the_old_one_answering(start_triton: StartTriton
     # Version numbers only grow: the next good deployment is 3.
     third = write_version(mlp_report(tmp_path / "good-again", seed=2), repository)
     assert roll_out(server, third).version == 3
+
+
+def served_config(server: TritonServer) -> dict:
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    return dict(client.get_model_config("mlp", as_json=True)["config"])
+
+
+def test_a_broken_newest_version_does_not_take_a_restarted_server_down(
+    start_triton: StartTriton, tmp_path: Path
+) -> None:
+    """A version written without a load check (as the operator or --write-only writes) is never
+    what a restarted server loads: config.pbtxt names only the version that loaded."""
+    repository = tmp_path / "repository"
+    first = write_version(mlp_report(tmp_path / "good", seed=0), repository)
+    server = start_triton(repository)
+    roll_out(server, first)
+    # The broken version also comes with another config (retuned batching, no cache).
+    broken = write_version(
+        mlp_report(tmp_path / "broken", broken=True),
+        repository,
+        options=ServingOptions(response_cache=False, max_batch_size=8),
+    )
+    assert not broken.promoted
+    server.stop()
+    # The pod's way of starting: load the model at start, and die when it fails to load.
+    restarted = start_triton(repository, extra_args=["--load-model=mlp", "--exit-on-error=true"])
+    assert ready_versions(restarted, "mlp") == [1]
+    x = np.ones((1, FEATURES), np.float32)
+    client = grpcclient.InferenceServerClient(restarted.endpoints.grpc)
+    assert infer(client, "mlp", x)[1] == "1"
+    # ... with version 1's own settings, not the newer version's.
+    config = served_config(restarted)
+    assert config["max_batch_size"] == 32 and config["response_cache"]["enable"] is True
+    # Version 2 fails where it is tried, on its own, and is then moved aside.
+    with pytest.raises(VersionRejected, match="version 2 of model 'mlp' failed to load; version 1 keeps serving"):
+        roll_out(restarted, broken)
+    assert (repository / "mlp" / "failed-2" / CONFIG_FILE).read_text() == broken.config_text
+    assert infer(client, "mlp", x)[1] == "1"
+
+
+def test_a_server_pinned_to_its_version_survives_a_broken_newer_one(start_triton: StartTriton, tmp_path: Path) -> None:
+    """What a Triton pod started with --model-config-name=version-N does: it loads exactly version
+    N with N's own config, even when config.pbtxt already points at a newer version that fails."""
+    repository = tmp_path / "repository"
+    first = write_version(mlp_report(tmp_path / "good", seed=0), repository)
+    broken = write_version(
+        mlp_report(tmp_path / "broken", broken=True),
+        repository,
+        options=ServingOptions(response_cache=False, max_batch_size=8),
+        promote=True,  # the operator's write: its pods are the load check
+    )
+    assert served_version(repository / "mlp") == broken.version == 2
+    with pytest.raises(EnvironmentProblem, match="exited with code"):
+        start_triton(
+            repository,
+            extra_args=["--load-model=mlp", "--exit-on-error=true", f"--model-config-name={version_config_name(2)}"],
+        )
+    pinned = start_triton(
+        repository,
+        extra_args=["--load-model=mlp", "--exit-on-error=true", f"--model-config-name={version_config_name(1)}"],
+    )
+    assert ready_versions(pinned, "mlp") == [1]
+    config = served_config(pinned)
+    assert config["max_batch_size"] == 32 and config["response_cache"]["enable"] is True
+    assert config["version_policy"] == {"specific": {"versions": ["1"]}}  # int64s are JSON strings
+    assert first.version == 1
+    client = grpcclient.InferenceServerClient(pinned.endpoints.grpc)
+    assert infer(client, "mlp", np.ones((1, FEATURES), np.float32))[1] == "1"
 
 
 def test_stopping_ends_the_server_and_its_stubs_and_frees_shared_memory(

@@ -11,6 +11,7 @@ from honed.artifacts import ArtifactStore
 from honed.controller.deploy import repository_state, serving_options, write_repository
 from honed.controller.state import RepositoryWrite
 from honed.errors import HonedError
+from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
@@ -59,6 +60,9 @@ def test_versions_are_written_once_numbered_and_pruned(store: ArtifactStore, tmp
     assert store.exists(f"ml/mlp/repository/mlp/1/{DEPLOYMENT_FILE}")
     assert "max_batch_size: 8" in store.read_text(f"ml/mlp/repository/mlp/{CONFIG_FILE}")
     assert store.exists("ml/mlp/repository/mlp/1/model.py")  # the runtime packaging
+    # Version 1's own config, which a Triton pod pinned with --model-config-name=version-1 loads.
+    own = store.read_text("ml/mlp/repository/mlp/configs/version-1.pbtxt")
+    assert list(parse_config(own).version_policy.specific.versions) == [1]
 
     write_repository(store, write_for(store, report_uri, 1), SETTINGS)  # a repeated pass: nothing new
     assert repository_state(store, "ml", "mlp") == ({1}, {1})
@@ -66,6 +70,10 @@ def test_versions_are_written_once_numbered_and_pruned(store: ArtifactStore, tmp
     for version in (2, 3):
         write_repository(store, write_for(store, report_uri, version, "onnx-fp32.onnxruntime"), SETTINGS)
     assert repository_state(store, "ml", "mlp") == ({2, 3}, {2, 3})  # the oldest pruned, two kept
+    assert store.listdir("ml/mlp/repository/mlp/configs") == ["version-2.pbtxt", "version-3.pbtxt"]
+    # The operator has no Triton to try a version on: its pods are the check, so it points config.pbtxt at it.
+    served = parse_config(store.read_text(f"ml/mlp/repository/mlp/{CONFIG_FILE}"))
+    assert list(served.version_policy.specific.versions) == [3]
 
 
 def test_a_partial_upload_is_replaced(store: ArtifactStore, tmp_path: Path) -> None:

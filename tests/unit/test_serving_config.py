@@ -26,6 +26,7 @@ def config(**changes: object) -> ModelConfigData:
         "inputs": (X,),
         "outputs": (Y,),
         "max_batch_size": 8,
+        "versions": (3,),
         "backend": "python",
         "dynamic_batching": DynamicBatching(500, (4,)),
         "instance_group": InstanceGroup("KIND_CPU", 2),
@@ -47,7 +48,7 @@ def test_rendered_config_parses_into_the_values_it_was_built_from() -> None:
     assert list(message.dynamic_batching.preferred_batch_size) == [4]
     assert message.instance_group[0].count == 2
     assert message.response_cache.enable is True
-    assert message.version_policy.latest.num_versions == 1
+    assert list(message.version_policy.specific.versions) == [3]
     assert message.parameters["threads"].string_value == "2"
     assert message.model_warmup[0].inputs["x"].zero_data is True
     assert "# why: because" in text
@@ -86,6 +87,8 @@ def test_an_unservable_dtype_is_named() -> None:
         ({"warmup": (Warmup("w", 64, (X,)),)}, "exceeds max_batch_size"),
         ({"warmup": (Warmup("w", 1, (TensorConfig("x", "TYPE_FP32", (-1,)),)),)}, "concrete dims"),
         ({"warmup": (Warmup("w", 1, ()),)}, "exactly the inputs"),
+        ({"versions": ()}, "version_policy specific"),
+        ({"versions": (0,)}, "all positive"),
     ],
 )
 def test_configs_triton_would_refuse_are_refused_here(changes: dict[str, object], message: str) -> None:

@@ -15,7 +15,11 @@ from honed.serving.repository import (
     DEPLOYMENT_FILE,
     discard_version,
     live_versions,
+    promote_version,
     prune_versions,
+    served_version,
+    version_config_name,
+    version_config_path,
     versions,
     write_version,
 )
@@ -53,28 +57,68 @@ def test_native_packaging_hands_the_onnx_file_to_tritons_onnxruntime(report_dir:
 def test_every_deployment_is_a_new_version_and_failed_numbers_are_never_reused(
     report_dir: Path, tmp_path: Path
 ) -> None:
+    model_dir = tmp_path / "mlp"
     first = write_version(report_dir, tmp_path)
     second = write_version(report_dir, tmp_path, options=ServingOptions(response_cache=False))
     assert (first.version, second.version) == (1, 2)
-    assert second.previous_config == first.config_text
+    assert not second.promoted and second.previous_config is None
     aside = discard_version(second, "Triton said no")
     assert aside.name == "failed-2" and (aside / "failure.txt").read_text() == "Triton said no\n"
-    assert (tmp_path / "mlp" / "config.pbtxt").read_text() == first.config_text
-    assert live_versions(tmp_path / "mlp") == [1] and versions(tmp_path / "mlp") == [1, 2]
+    # The refused version's config went with it: no server can be pinned to version 2 any more.
+    assert (aside / "config.pbtxt").read_text() == second.config_text
+    assert not version_config_path(model_dir, 2).exists()
+    assert (model_dir / "config.pbtxt").read_text() == first.config_text
+    assert live_versions(model_dir) == [1] and versions(model_dir) == [1, 2]
     assert write_version(report_dir, tmp_path).version == 3
+
+
+def test_each_version_has_its_own_config_and_config_pbtxt_names_only_the_one_known_to_load(
+    report_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "mlp"
+    first = write_version(report_dir, tmp_path)
+    assert first.promoted, "the first version is all there is to serve"
+    retuned = write_version(report_dir, tmp_path, options=ServingOptions(response_cache=False, max_batch_size=8))
+    # config.pbtxt still serves version 1 with version 1's settings ...
+    served = parse_config((model_dir / "config.pbtxt").read_text())
+    assert list(served.version_policy.specific.versions) == [1] and served.response_cache.enable
+    assert served_version(model_dir) == 1
+    # ... and version 2 has its own, which names version 2 only, under the name Triton selects it by.
+    own = parse_config(version_config_path(model_dir, 2).read_text())
+    assert list(own.version_policy.specific.versions) == [2]
+    assert not own.response_cache.enable and own.max_batch_size == 8
+    assert version_config_path(model_dir, 2).name == f"{version_config_name(2)}.pbtxt" == "version-2.pbtxt"
+    assert version_config_path(model_dir, 1).read_text() == first.config_text
+    promote_version(retuned)
+    assert served_version(model_dir) == 2
+    assert (model_dir / "config.pbtxt").read_text() == retuned.config_text
+
+
+def test_a_promoted_write_replaces_config_pbtxt_and_its_discard_restores_it(report_dir: Path, tmp_path: Path) -> None:
+    first = write_version(report_dir, tmp_path)
+    second = write_version(report_dir, tmp_path, promote=True)
+    assert second.promoted and second.previous_config == first.config_text
+    assert served_version(tmp_path / "mlp") == 2
+    discard_version(second, "no")
+    assert served_version(tmp_path / "mlp") == 1
 
 
 def test_discarding_the_first_version_leaves_no_config(report_dir: Path, tmp_path: Path) -> None:
     written = write_version(report_dir, tmp_path)
     discard_version(written, "no")
     assert not (tmp_path / "mlp" / "config.pbtxt").exists()
+    assert served_version(tmp_path / "mlp") is None
 
 
-def test_pruning_keeps_the_newest_versions(report_dir: Path, tmp_path: Path) -> None:
+def test_pruning_keeps_the_newest_versions_and_the_served_one(report_dir: Path, tmp_path: Path) -> None:
     for _ in range(4):
         write_version(report_dir, tmp_path)
-    assert prune_versions(tmp_path / "mlp", keep=2) == [1, 2]
-    assert live_versions(tmp_path / "mlp") == [3, 4]
+    model_dir = tmp_path / "mlp"
+    # Versions 2-4 were written but never loaded: version 1 is what config.pbtxt serves.
+    assert prune_versions(model_dir, keep=2) == [2]
+    assert live_versions(model_dir) == [1, 3, 4]
+    assert not version_config_path(model_dir, 2).exists() and version_config_path(model_dir, 3).exists()
+    assert prune_versions(model_dir, keep=1, protect=[3]) == []
 
 
 def test_a_report_without_winner_is_refused_with_the_verdicts(tmp_path: Path) -> None:

@@ -5,6 +5,14 @@ local store (file://, mounted pvc://) that is the store itself, for s3:// it is 
 whose new version is uploaded with its ``honed-deployment.json`` record last, so a version
 directory counts as written only once complete. Version numbers only grow and are decided by
 reconcile from what the repository holds, so a repeated write is recognised, never doubled.
+
+Each version carries its own config (``configs/version-N.pbtxt``, serving version N only).
+The operator has no Triton of its own to try a version on: the Triton pods are the load check,
+and they read config.pbtxt, so the operator points config.pbtxt at the version it writes
+(``promote=True``). A pod started with ``--model-config-name=version-N``
+(``honed.serving.repository.version_config_name``) instead loads exactly version N with its own
+config, whatever config.pbtxt says: pods pinned that way keep serving their version across
+restarts while a newer version that fails to load never gets past its own new pods.
 """
 
 from __future__ import annotations
@@ -18,7 +26,14 @@ from honed.controller import names
 from honed.controller.state import RepositoryWrite
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, load_report
-from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE, versions, write_version
+from honed.serving.repository import (
+    CONFIG_FILE,
+    CONFIGS_DIR,
+    DEPLOYMENT_FILE,
+    version_config_name,
+    versions,
+    write_version,
+)
 from honed.serving.tuning import ServingOptions
 from honed.settings import HonedSettings
 
@@ -97,9 +112,10 @@ def write_repository(store: ArtifactStore, write: RepositoryWrite, settings: Hon
             packaging=settings.triton_packaging,
             candidate=write.candidate,
             options=serving_options(write.serving),
+            promote=True,
         )
         if remote:
-            _upload_version(repository, model, written.version, written.path)
+            _upload_version(repository, model, written.version, written.path, written.config_path)
             repository.write_text(f"{model}/{CONFIG_FILE}", written.config_text)
         _prune(repository, model, keep=KEEP_VERSIONS)
     log.info("wrote %s version %d (%s on %s)", write.repository_uri, write.version, write.candidate, write.pool)
@@ -113,9 +129,11 @@ def _mirror_numbers(repository: ArtifactStore, model: str, mirror: Path) -> None
             (mirror / entry).mkdir(exist_ok=True)
 
 
-def _upload_version(repository: ArtifactStore, model: str, version: int, local: Path) -> None:
+def _upload_version(repository: ArtifactStore, model: str, version: int, local: Path, config: Path) -> None:
     for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != DEPLOYMENT_FILE):
         repository.upload(path, f"{model}/{version}/{path.relative_to(local).as_posix()}")
+    # The version's own config before its record: a version that counts as written can be loaded.
+    repository.upload(config, f"{model}/{CONFIGS_DIR}/{config.name}")
     repository.upload(local / DEPLOYMENT_FILE, f"{model}/{version}/{DEPLOYMENT_FILE}")
 
 
@@ -123,3 +141,4 @@ def _prune(repository: ArtifactStore, model: str, keep: int) -> None:
     live = sorted(int(e) for e in repository.listdir(model) if e.isdigit())
     for version in live[:-keep]:
         repository.delete(f"{model}/{version}")
+        repository.delete(f"{model}/{CONFIGS_DIR}/{version_config_name(version)}.pbtxt")

@@ -98,7 +98,10 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
 
 def run_optimize(args: argparse.Namespace) -> int:
     from honed.optimizer import remote
+    from honed.optimizer.homedir import use_writable_home
 
+    # Before any runtime is imported: they pick their cache and settings directories on import.
+    use_writable_home()
     try:
         return _optimize(args)
     except InputError as exc:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
 from honed.errors import InputError
+from honed.optimizer.machine import default_threads
 from honed.optimizer.tensors import TensorSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OBJECTIVES = ("latency", "throughput")
-
-
-def default_threads() -> int:
-    """Physical cores available to this process (hyperthreads slow inference runtimes down)."""
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or 0
-    except ImportError:
-        physical = 0
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(available, physical) if physical else available)
 
 
 def parse_duration(text: str | float | int) -> float:

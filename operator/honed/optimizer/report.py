@@ -75,6 +75,8 @@ class DeviceInfo(BaseModel):
     cpu: str
     flags: list[str] = Field(default_factory=list)
     threads: int
+    cpus: int | None = Field(default=None, description="CPUs the run may use: affinity mask capped by the cgroup quota")
+    cpu_limit: str | None = Field(default=None, description="where that count comes from")
     gpu: str | None = None
     load_average: list[float] = Field(default_factory=list)
 

@@ -30,8 +30,9 @@ from honed.serving.repository import (
     PACKAGINGS,
     WrittenVersion,
     discard_version,
-    live_versions,
     select_candidate,
+    served_version,
+    version_config_name,
     write_version,
 )
 from honed.serving.server import DEFAULT_CACHE_BYTES, TritonServer
@@ -142,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         for note in written.notes:
             _say(f"  {note}")
         if args.write_only:
+            if not written.promoted:
+                _say(
+                    f"  not loaded yet, so config.pbtxt keeps serving version {served_version(written.model_dir)}; "
+                    f"a Triton started with --model-config-name={version_config_name(written.version)} "
+                    f"tries version {written.version} with its own config"
+                )
             return 0
         if running is not None:
             result = roll_out(running, written)
@@ -201,11 +208,11 @@ def _first_roll_out(server: TritonServer, written: WrittenVersion) -> bool:
         roll_out(server, written)
         return False
     except VersionRejected as exc:
-        if not live_versions(written.model_dir):
+        if served_version(written.model_dir) is None:
             raise
         _say(f"error: {exc}")
         try:
-            server.load_model(written.model)  # the restored config picks the newest remaining version
+            server.load_model(written.model)  # config.pbtxt names the last version known to load
         except HonedError:
             raise exc from None
         _say(f"serving the previous version of {written.model} instead")

@@ -61,6 +61,9 @@ class ModelConfigData:
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
     max_batch_size: int
+    # The versions this config serves (version_policy specific): a config describes the version it
+    # was written for, so a restart never loads a version with another version's settings.
+    versions: tuple[int, ...]
     platform: str = ""
     backend: str = ""
     default_model_filename: str = ""
@@ -69,8 +72,6 @@ class ModelConfigData:
     response_cache: bool = True
     warmup: tuple[Warmup, ...] = ()
     parameters: dict[str, str] = field(default_factory=dict)
-    # Only the newest version serves; Triton keeps the previous one until the newest is ready.
-    latest_versions: int = 1
     notes: tuple[str, ...] = ()  # why each derived value was chosen; rendered as comments
 
 
@@ -89,7 +90,7 @@ def render(config: ModelConfigData) -> str:
     if config.default_model_filename:
         lines.append(f"default_model_filename: {_q(config.default_model_filename)}")
     lines.append(f"max_batch_size: {config.max_batch_size}")
-    lines.append(f"version_policy: {{ latest: {{ num_versions: {config.latest_versions} }} }}")
+    lines.append(f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, config.versions))} ] }} }}")
     lines += _tensors("input", config.inputs)
     lines += _tensors("output", config.outputs)
     if config.dynamic_batching is not None:
@@ -156,11 +157,24 @@ def parse_config(text: str) -> Any:
     return message
 
 
+def config_json(text: str) -> str:
+    """config.pbtxt text as the JSON that Triton's load API takes in place of the file."""
+    from google.protobuf import json_format
+
+    return str(json_format.MessageToJson(parse_config(text), preserving_proto_field_name=True, indent=None))
+
+
 def _check(message: Any) -> None:
     if not message.name:
         raise InputError("config.pbtxt has no model name")
     if not (message.platform or message.backend):
         raise InputError(f"model {message.name}: set a platform or a backend")
+    policy = message.version_policy
+    if policy.HasField("specific") and (not policy.specific.versions or any(v <= 0 for v in policy.specific.versions)):
+        raise InputError(
+            f"model {message.name}: version_policy specific names versions {list(policy.specific.versions)}",
+            hint="name at least one version, all positive",
+        )
     if message.max_batch_size < 0:
         raise InputError(f"model {message.name}: max_batch_size must be >= 0")
     for kind, tensors in (("input", message.input), ("output", message.output)):

@@ -1,10 +1,11 @@
 """Roll a freshly written version out on a running Triton, keeping the old one if it fails.
 
-Triton's reload keeps the loaded versions serving until the new set is ready and leaves them
-untouched when the reload fails; with ``version_policy { latest { num_versions: 1 } }`` a reload
-after writing version N+1 therefore loads N+1, swaps traffic to it once it is READY (its warmup
-requests passed) and only then unloads N. When the load fails, the version is moved aside and
-the previous config restored, so the repository again describes what is serving.
+The new version is loaded with its OWN config (Triton's load API takes a config in place of
+config.pbtxt), which names only that version: Triton loads it, swaps traffic to it once it is
+READY (its warmup requests passed) and only then unloads the previous version; a failed load
+leaves the previous version serving untouched. Only then is config.pbtxt pointed at the new
+version, so a restarted server never loads a version that did not load here. A version that
+fails is moved aside with its config, and config.pbtxt still names the version that serves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import HonedError
-from honed.serving.repository import WrittenVersion, discard_version, prune_versions, write_version
+from honed.serving.repository import (
+    WrittenVersion,
+    discard_version,
+    promote_version,
+    prune_versions,
+    write_version,
+)
 from honed.serving.server import Endpoints, ModelLoadError, TritonControl, TritonServer
 from honed.serving.tuning import ServingOptions
 
@@ -45,7 +52,7 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
     """Load ``written`` on the server; on failure restore the repository and raise VersionRejected."""
     before = ready_versions(control, written.model)
     try:
-        control.load_model(written.model)
+        control.load_model(written.model, config=written.config_text)
         if not control.is_model_ready(written.model, written.version):
             raise ModelLoadError(f"version {written.version} is not ready after loading")
     except ModelLoadError as exc:
@@ -59,8 +66,10 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
             f"version {written.version} of model {written.model!r} failed to load; {keeps}. Triton said: {reason}",
             hint=f"the refused files are in {written.model_dir / f'failed-{written.version}'}",
         ) from None
+    promote_version(written)
     retired = tuple(v for v in before if v != written.version)
-    pruned = tuple(prune_versions(written.model_dir, keep_versions))
+    # The versions that served until now loaded here: keep them, a rollback can reload them.
+    pruned = tuple(prune_versions(written.model_dir, keep_versions, protect=before))
     return RollOut(written.model, written.version, retired, pruned)
 
 

@@ -1,10 +1,24 @@
 """Write a report's winner into a Triton model repository as a NEW version directory.
 
-Layout: ``REPO/MODEL/config.pbtxt`` and ``REPO/MODEL/<version>/...``. Versions only grow:
-Triton's response cache keeps answers per model version across a reload of that version, so
-reusing a number would serve stale answers. A version that failed to load is moved aside to
-``MODEL/failed-<version>/`` (Triton skips non-numeric directories) and its number is never
-reused either.
+Layout::
+
+    REPO/MODEL/<version>/...                   the version's files (model.py + artifact/, or the model file)
+    REPO/MODEL/configs/version-<N>.pbtxt       version N's own config, serving version N only
+    REPO/MODEL/config.pbtxt                    a copy of the config of the newest version KNOWN TO LOAD
+    REPO/MODEL/failed-<N>/                     a version Triton refused, with its config and failure.txt
+
+Versions only grow: Triton's response cache keeps answers per model version across a reload of
+that version, so reusing a number would serve stale answers; failed numbers are never reused.
+
+Every config names the versions it serves (``version_policy { specific }``), because one config
+cannot describe two versions that differ in more than their files: a retuned batching or cache
+config, or a fallback to another backend's artifact, is written as a new version with its own
+config, and the version before it keeps its own. A Triton started plainly (``--load-model=MODEL``)
+reads config.pbtxt and so loads the last version known to load, never one that was merely
+written; ``--model-config-name=version-<N>`` (``version_config_name``) loads version N with its
+own config, which is how a new version is tried and how a server is pinned to one version.
+A version becomes known to load (config.pbtxt is pointed at it, ``promote``) once a Triton
+loaded it: ``serving.deploy.roll_out`` loads it on a running server with its own config first.
 
 Packagings:
 - ``runtime``: Triton's python backend with honed's generic ``model.py`` running the artifact
@@ -19,6 +33,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +43,14 @@ from honed import __version__ as honed_version
 from honed.errors import InputError
 from honed.optimizer.artifact import META_FILE, ArtifactMeta, read_meta
 from honed.optimizer.report import REPORT_FILE, Candidate, Report, load_report
-from honed.serving.config import ModelConfigData, TensorConfig, Warmup, render
+from honed.serving.config import ModelConfigData, TensorConfig, Warmup, parse_config, render
 from honed.serving.tuning import ServingOptions, choose_batching, choose_instances
 
 Packaging = Literal["runtime", "native"]
 PACKAGINGS: tuple[Packaging, ...] = ("runtime", "native")
 CONFIG_FILE = "config.pbtxt"
+CONFIGS_DIR = "configs"  # Triton's directory of named configs, chosen by --model-config-name
+FAILURE_FILE = "failure.txt"
 ARTIFACT_DIR = "artifact"
 DEPLOYMENT_FILE = "honed-deployment.json"
 MODEL_PY = Path(__file__).with_name("triton_model.py")
@@ -50,7 +67,9 @@ class WrittenVersion:
     candidate: str
     packaging: Packaging
     config_text: str
+    # config.pbtxt before this write, when the write replaced it (promoted, or the first version).
     previous_config: str | None
+    promoted: bool
     notes: tuple[str, ...]
 
     @property
@@ -60,6 +79,31 @@ class WrittenVersion:
     @property
     def path(self) -> Path:
         return self.model_dir / str(self.version)
+
+    @property
+    def config_path(self) -> Path:
+        return version_config_path(self.model_dir, self.version)
+
+
+def version_config_name(version: int) -> str:
+    """What ``tritonserver --model-config-name`` takes to load exactly ``version`` with its own config."""
+    return f"version-{version}"
+
+
+def version_config_path(model_dir: Path, version: int) -> Path:
+    return model_dir / CONFIGS_DIR / f"{version_config_name(version)}.pbtxt"
+
+
+def served_version(model_dir: Path) -> int | None:
+    """The version config.pbtxt serves: the newest one known to load (None without a config)."""
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    policy = parse_config(path.read_text()).version_policy
+    if policy.HasField("specific"):
+        return max(policy.specific.versions)
+    # A config written before configs named their versions serves the newest directory.
+    return max(live_versions(model_dir), default=None)
 
 
 def select_candidate(report: Report, report_dir: Path, name: str | None = None) -> tuple[Candidate, Path]:
@@ -123,6 +167,7 @@ def build_config(
     model: str,
     packaging: Packaging,
     options: ServingOptions,
+    version: int,
 ) -> ModelConfigData:
     batching = choose_batching(report, candidate, options)
     instances = choose_instances(report, candidate, options)
@@ -145,6 +190,7 @@ def build_config(
         inputs=inputs,
         outputs=outputs,
         max_batch_size=batching.max_batch_size,
+        versions=(version,),
         platform=platform,
         backend=backend,
         default_model_filename=filename,
@@ -212,11 +258,14 @@ def write_version(
     packaging: Packaging = "runtime",
     candidate: str | None = None,
     options: ServingOptions | None = None,
+    promote: bool = False,
 ) -> WrittenVersion:
     """Write the next version of ``model`` from the report at ``report_path`` (file or directory).
 
-    config.pbtxt is replaced atomically; the previous text is kept in the result so a version
-    that Triton refuses can be undone with ``discard_version``.
+    The version gets its own config in ``configs/``. config.pbtxt changes only when ``promote``
+    is asked for (the caller has no way to try the version first) or when there is none yet
+    (nothing else could serve); otherwise it keeps serving the last version known to load until
+    ``promote`` after a successful load. ``discard_version`` undoes a write.
     """
     options = options or ServingOptions()
     report_dir = report_path if report_path.is_dir() else report_path.parent
@@ -231,12 +280,12 @@ def write_version(
         )
     if packaging not in PACKAGINGS:
         raise InputError(f"unknown packaging {packaging!r}", hint=f"use one of {', '.join(PACKAGINGS)}")
-    config = build_config(report, chosen, meta, model=name, packaging=packaging, options=options)
+    model_dir = repository / name
+    version = max(versions(model_dir), default=0) + 1
+    config = build_config(report, chosen, meta, model=name, packaging=packaging, options=options, version=version)
     text = render(config)
 
-    model_dir = repository / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = max(versions(model_dir), default=0) + 1
     target = model_dir / str(version)
     staging = model_dir / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -262,12 +311,18 @@ def write_version(
         "notes": list(config.notes),
     }
     (staging / DEPLOYMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    # The version's config exists before its directory does: whoever sees version N can load it.
+    version_config = version_config_path(model_dir, version)
+    version_config.parent.mkdir(exist_ok=True)
+    _atomic_write(version_config, text)
     # The version directory appears complete or not at all, so a reload never sees half of it.
     staging.rename(target)
 
     config_path = model_dir / CONFIG_FILE
     previous = config_path.read_text() if config_path.is_file() else None
-    _atomic_write(config_path, text)
+    replace = promote or previous is None
+    if replace:
+        _atomic_write(config_path, text)
     return WrittenVersion(
         repository=repository,
         model=name,
@@ -275,30 +330,48 @@ def write_version(
         candidate=chosen.name,
         packaging=packaging,
         config_text=text,
-        previous_config=previous,
+        previous_config=previous if replace else None,
+        promoted=replace,
         notes=config.notes,
     )
 
 
+def promote_version(written: WrittenVersion) -> None:
+    """Make ``written`` what a plainly started Triton serves: it loaded, so it is known good."""
+    _atomic_write(written.model_dir / CONFIG_FILE, written.config_text)
+
+
 def discard_version(written: WrittenVersion, reason: str) -> Path:
-    """Undo ``write_version``: restore the previous config and move the version aside."""
+    """Undo ``write_version``: move the version and its config aside, restore config.pbtxt if it changed."""
     config_path = written.model_dir / CONFIG_FILE
-    if written.previous_config is None:
-        config_path.unlink(missing_ok=True)
-    else:
-        _atomic_write(config_path, written.previous_config)
+    if written.promoted:
+        if written.previous_config is None:
+            config_path.unlink(missing_ok=True)
+        else:
+            _atomic_write(config_path, written.previous_config)
     aside = written.model_dir / f"failed-{written.version}"
     if written.path.is_dir():
         written.path.rename(aside)
-        (aside / "failure.txt").write_text(reason.rstrip() + "\n")
+        (aside / FAILURE_FILE).write_text(reason.rstrip() + "\n")
+    if aside.is_dir() and written.config_path.is_file():
+        # Kept beside the files it failed with, out of configs/ where a server could be pinned to it.
+        written.config_path.rename(aside / CONFIG_FILE)
+    else:
+        written.config_path.unlink(missing_ok=True)
     return aside
 
 
-def prune_versions(model_dir: Path, keep: int = 2) -> list[int]:
-    """Delete all but the newest ``keep`` live version directories; returns the removed numbers."""
-    removed = live_versions(model_dir)[:-keep] if keep > 0 else live_versions(model_dir)
+def prune_versions(model_dir: Path, keep: int = 2, protect: Iterable[int] = ()) -> list[int]:
+    """Delete live versions (and their configs) but the newest ``keep``, ``protect`` and the served one."""
+    live = live_versions(model_dir)
+    kept = set(live[-keep:] if keep > 0 else []) | set(protect)
+    served = served_version(model_dir)
+    if served is not None:
+        kept.add(served)
+    removed = [v for v in live if v not in kept]
     for version in removed:
         shutil.rmtree(model_dir / str(version))
+        version_config_path(model_dir, version).unlink(missing_ok=True)
     return removed
 
 

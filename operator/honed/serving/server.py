@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from honed.errors import EnvironmentProblem, HonedError
+from honed.serving.config import config_json
 from honed.serving.install import TritonInstall, find_triton, prepare_backends
 from honed.serving.ports import claim_ports
 
@@ -107,9 +108,13 @@ class TritonControl:
     def is_live(self) -> bool:
         return self._get("/v2/health/live", quiet=True) == 200
 
-    def load_model(self, name: str) -> None:
-        """Load (or reload) ``name``; Triton keeps the loaded model serving if the reload fails."""
-        status, body = self._post(f"/v2/repository/models/{name}/load", {}, self.load_timeout_s)
+    def load_model(self, name: str, config: str | None = None) -> None:
+        """Load (or reload) ``name``; Triton keeps the loaded model serving if the reload fails.
+
+        ``config`` (config.pbtxt text) is used instead of the repository's config.pbtxt.
+        """
+        payload = {"parameters": {"config": config_json(config)}} if config is not None else {}
+        status, body = self._post(f"/v2/repository/models/{name}/load", payload, self.load_timeout_s)
         if status != 200:
             raise ModelLoadError(f"Triton could not load model {name!r}: {_error_text(body)}")
 

@@ -24,6 +24,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
 
 from honed.optimizer.artifact import load_runner, read_meta
+from honed.optimizer.homedir import use_writable_home
+from honed.optimizer.machine import effective_cpus
+from honed.serving.tuning import instance_threads
 
 # Triton renames a consumed capsule "used_dlpack", which NumPy's capsule destructor does not
 # recognise (it then prints a ValueError per response). Triton has already taken ownership, so
@@ -41,14 +44,22 @@ def to_triton(name: str, array: np.ndarray) -> Any:
     return tensor
 
 
+def _threads(config: dict[str, Any], params: dict[str, str]) -> int:
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    configured = int(params["threads"]) if params.get("threads") else None
+    return instance_threads(configured, instances, effective_cpus())
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         artifact = Path(args["model_repository"]) / args["model_version"] / params.get("artifact", "artifact")
-        threads = int(params["threads"]) if params.get("threads") else None
+        # Triton pods often run with a read-only root filesystem; the runtime imported next
+        # would otherwise try (and warn about) its cache directories under HOME.
+        use_writable_home(cleanup=False)
         meta = read_meta(artifact)
-        self.runner = load_runner(artifact, threads=threads)
+        self.runner = load_runner(artifact, threads=_threads(config, params))
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.inputs = [spec.name for spec in meta.inputs]
         self.outputs = [spec.name for spec in meta.outputs]

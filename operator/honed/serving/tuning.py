@@ -186,3 +186,13 @@ def choose_instances(report: Report, candidate: Candidate, options: ServingOptio
         threads,
         (f"{count} CPU instance{'s' if count > 1 else ''} x {threads} threads: {why}",),
     )
+
+
+def instance_threads(configured: int | None, instances: int, cpus: int) -> int:
+    """Threads for one model instance in the serving container: its share of the CPUs there.
+
+    config.pbtxt carries the count derived from the benchmark machine; the serving container may
+    run under a smaller CPU limit, and every instance of the group is its own process sharing it.
+    """
+    share = max(1, cpus // max(1, instances))
+    return max(1, min(configured, share) if configured else share)

@@ -10,6 +10,7 @@ import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
 
@@ -191,8 +192,8 @@ class OrtRunner:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
+        # ORT's default is one thread per host core, blind to the container's CPU quota.
+        options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -10,6 +10,7 @@ import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 
 NAME = "openvino"
@@ -128,13 +129,15 @@ class OpenVinoRunner:
 
         self.core = ov.Core()
         self.model = self.core.read_model(str(directory / meta.model_file))
+        # OpenVINO sizes its pools from the host's cores, blind to the container's CPU quota;
+        # more streams than threads would only split the same threads further.
+        threads = threads or default_threads()
         self.config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": meta.options.get("inference_precision", "f32"),
             "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": str(meta.options.get("num_streams", 1)),
+            "NUM_STREAMS": str(min(int(meta.options.get("num_streams", 1)), threads)),
+            "INFERENCE_NUM_THREADS": threads,
         }
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = threads
         self.input_names = [spec.name for spec in meta.inputs]
         self.n_outputs = len(meta.outputs)
         self.compiled: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()

@@ -16,6 +16,7 @@ import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 
 NAME = "torch"
@@ -92,8 +93,8 @@ class TorchRunner:
     def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        # torch's default is one thread per host core, blind to the container's CPU quota.
+        torch.set_num_threads(threads or default_threads())
         self.torch = torch
         self.input_names = [spec.name for spec in meta.inputs]
         self.module = self._load(meta, directory)
