@@ -148,6 +148,8 @@ def test_triton_deployment(cache: bool) -> None:
     args = container["args"]
     assert "--model-control-mode=explicit" in args and "--load-model=resnet50" in args
     assert "--model-repository=s3://honed/store/vision/resnet50/repository" in args
+    # The pod loads the version its template serves, with that version's own config.
+    assert "--model-config-name=version-3" in args
     assert any(a.startswith("--cache-config=local,size=") for a in args) == cache
     assert "--allow-gpu-metrics=true" in args
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"

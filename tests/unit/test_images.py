@@ -254,5 +254,5 @@ def test_images_start_the_way_they_are_run() -> None:
     assert "args: [operator]" in deployment
     # The operator gives Triton pods `tritonserver ...` as args: the image must not set its own
     # ENTRYPOINT over NGC's, which runs its arguments.
-    assert triton_args("m", "/repo", Serving(), "cpu")[0] == "tritonserver"
+    assert triton_args("m", "/repo", Serving(), "cpu", 1)[0] == "tritonserver"
     assert entrypoint("triton") == entrypoint("triton-cpu") == []

@@ -18,6 +18,7 @@ from honed.controller.jobs import (
     pvc_volumes,
     secret_env,
 )
+from honed.serving.repository import version_config_name
 from honed.settings import HonedSettings, Pool
 
 HTTP_PORT = 8000
@@ -50,10 +51,14 @@ def runs_serving_config(recorded: str | None, serving: Serving, replicas: int) -
     return recorded in (serving_config_hash(serving), legacy)
 
 
-def triton_args(model: str, repository: str, serving: Serving, device: str) -> list[str]:
+def triton_args(model: str, repository: str, serving: Serving, device: str, version: int) -> list[str]:
     args = [
         "tritonserver",
         f"--model-repository={repository}",
+        # Pinned to the version this pod template serves, with that version's own config: a pod of
+        # the serving version that restarts while a newer (maybe broken) version is being written
+        # or rolled out still loads its own version (config.pbtxt follows the newest written one).
+        f"--model-config-name={version_config_name(version)}",
         # Explicit control: only this model loads, and a version that fails to load never
         # replaces a serving one; the rollout keeps old pods until new ones are ready.
         "--model-control-mode=explicit",
@@ -95,7 +100,7 @@ def triton_deployment(
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.triton_image,
-        "args": triton_args(model, repository, serving, pool.device),
+        "args": triton_args(model, repository, serving, pool.device, version),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT},
             {"name": "grpc", "containerPort": GRPC_PORT},
