@@ -1,4 +1,4 @@
-"""The operator's feedback pass against kmock (the API), a real Prometheus and a real Triton.
+"""The operator's feedback pass against a real API server (envtest), a real Prometheus and a real Triton.
 
 The resource is put in the state reconcile leaves a served winner in; the test then runs the
 pass the feedback daemon runs every interval and reads what it wrote through the API.
@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 
 from honed.controller import handlers, names
@@ -20,10 +19,10 @@ from honed.controller.feedback import feedback_pass
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
 from honed.settings import HonedSettings
 from tests.fixtures.feedback import MODEL, Bench, Traffic
-from tests.integration.operator.harness import NAMESPACE, Cluster, api, cluster, manifest, pools
+from tests.integration.operator.harness import Login, api, login, manifest, pools
 
 pytestmark = pytest.mark.slow
-__all__ = ["api", "cluster"]  # fixtures used by the tests below
+__all__ = ["api", "login"]  # fixtures used by the tests below
 
 NAME = "mlp-om"
 INTERVAL_S = 3.0
@@ -60,8 +59,8 @@ def served(bench: Bench) -> dict[str, Any]:
     }
 
 
-async def _om(api: KubeClient) -> dict[str, Any]:
-    body = await api.get(OPTIMIZED_MODELS, NAMESPACE, NAME)
+async def _om(api: KubeClient, namespace: str) -> dict[str, Any]:
+    body = await api.get(OPTIMIZED_MODELS, namespace, NAME)
     assert body is not None
     return body
 
@@ -71,31 +70,30 @@ def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, bench: Bench, tmp_path: Path) -> handlers.Operator:
+def operator(login: Login, bench: Bench, tmp_path: Path) -> handlers.Operator:
     settings = HonedSettings(
         pools=pools(), artifact_store=f"file://{tmp_path}/store", prometheus_url=bench.prometheus.url
     )
-    return handlers.Operator(settings, lambda: kopf.ConnectionInfo(server=str(cluster.url)), write_repository)
+    return handlers.Operator(settings, login, write_repository)
 
 
 async def test_a_breach_is_recorded_and_reoptimizes_then_a_blind_prometheus_is_reported(
-    bench: Bench, api: KubeClient, operator: handlers.Operator
+    bench: Bench, api: KubeClient, namespace: str, operator: handlers.Operator
 ) -> None:
     # Series carry the pod's namespace in a cluster; the file_sd target gets it as a label.
-    bench.prometheus.set_targets([f"127.0.0.1:{bench.triton.endpoints.metrics_port}"], {"namespace": NAMESPACE})
-    bench.prometheus.wait_for(f'nv_inference_count{{model="{MODEL}",namespace="{NAMESPACE}"}}')
+    bench.prometheus.set_targets([f"127.0.0.1:{bench.triton.endpoints.metrics_port}"], {"namespace": namespace})
+    bench.prometheus.wait_for(f'nv_inference_count{{model="{MODEL}",namespace="{namespace}"}}')
     body = manifest(NAME, spec(p99_ms=1.0))  # a budget no request on this machine meets
-    body["metadata"]["resourceVersion"] = "1"
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, body)
-    await api.patch(OPTIMIZED_MODELS, NAMESPACE, NAME, {"status": served(bench)}, subresource="status")
+    await api.create(OPTIMIZED_MODELS, namespace, body)
+    await api.patch(OPTIMIZED_MODELS, namespace, NAME, {"status": served(bench)}, subresource="status")
 
     with Traffic(bench.grpc, concurrency=4) as traffic:
         await asyncio.sleep(INTERVAL_S)
         delays = []
         for _ in range(3):
             started = time.monotonic()
-            delays.append(await feedback_pass(operator, NAMESPACE, NAME))
-            om = await _om(api)
+            delays.append(await feedback_pass(operator, namespace, NAME))
+            om = await _om(api, namespace)
             if names.REOPTIMIZE in (om["metadata"].get("annotations") or {}):
                 break
             await asyncio.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
@@ -112,15 +110,15 @@ async def test_a_breach_is_recorded_and_reoptimizes_then_a_blind_prometheus_is_r
     assert _condition(om, "Deployed")["reason"] == "RolledOut", "the operator's conditions are left alone"
 
     bench.prometheus.stop()
-    assert await feedback_pass(operator, NAMESPACE, NAME) == INTERVAL_S
-    om = await _om(api)
+    assert await feedback_pass(operator, namespace, NAME) == INTERVAL_S
+    om = await _om(api, namespace)
     blind = _condition(om, "MetricsUnavailable")
     assert (blind["status"], blind["reason"]) == ("True", "PrometheusUnreachable")
     assert bench.prometheus.url.removeprefix("http://") in blind["message"]
     assert _condition(om, "SLOMet")["status"] == "Unknown"
     assert om["metadata"]["annotations"][names.REOPTIMIZE] == requested, "no action without metrics"
 
-    events = await operator.client.list(EVENTS, NAMESPACE, {})
+    events = await operator.client.list(EVENTS, namespace, {})
     reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == NAME]
     assert {"SLOViolated", "Reoptimize", "MetricsUnavailable"} <= set(reasons), reasons
     await operator.client.close()

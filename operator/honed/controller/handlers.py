@@ -33,9 +33,13 @@ Login = Callable[[], kopf.ConnectionInfo]
 
 
 def default_login() -> kopf.ConnectionInfo:
-    """In a pod: the service account; elsewhere: the kubeconfig (as kopf itself would)."""
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    """In a pod: the service account; elsewhere: the kubeconfig, both read by the kubernetes client.
+
+    kopf's documented piggybacking on that client (``login_via_client``): it understands every
+    kubeconfig the client does (exec plugins, auth providers) and, in a pod, reaches the API
+    server at KUBERNETES_SERVICE_HOST rather than by a DNS name.
+    """
+    info = kopf.login_via_client(logger=log, settings=kopf.OperatorSettings())
     if info is None:
         raise kopf.LoginError("no service account token and no kubeconfig found")
     return info

@@ -1,24 +1,39 @@
 """The only place the operator talks to the Kubernetes API (besides kopf's own watching).
 
-A thin aiohttp client over kopf's login result: a 409 on create and a 404 on delete count as
-success (someone, maybe our previous life, already did it), updates are JSON merge patches,
-lists filter labels on the client too (label selectors are a server-side optimization only).
+Built on the official ``kubernetes`` client, logged in with the same ``kopf.ConnectionInfo`` kopf
+uses (kopf's documented piggybacking: one login for both, redone after a 401). A 409 on create
+and a 404 on delete count as success (someone, maybe our previous life, already did it); updates
+are JSON merge patches; lists use the server's label selector.
+
+Requests go through the client's ``ApiClient`` with the resource's own path and come back as the
+API's JSON (as the client's own ``CustomObjectsApi`` does): the reconcile code works on plain
+dicts, and the typed models would drop fields they do not know and turn timestamps into datetimes.
+The client is synchronous, so every call runs in a worker thread and the event loop stays free.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
 import logging
+import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-import aiohttp
 import kopf
+import urllib3
+from kubernetes import client as k8s
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "honed-operator"
 
 
 @dataclass(frozen=True)
@@ -54,89 +69,180 @@ def resource_of(api_version: str, kind: str) -> Resource:
 
 
 class KubeError(Exception):
+    """A request the API server refused (``status`` is its HTTP status; 0 when it did not answer)."""
+
     def __init__(self, status: int, method: str, path: str, message: str) -> None:
         self.status = status
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
 
-def _labels_match(obj: dict[str, Any], labels: dict[str, str]) -> bool:
-    have = obj.get("metadata", {}).get("labels") or {}
-    return all(have.get(key) == value for key, value in labels.items())
+_METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
+
+
+def _message(exc: k8s.ApiException) -> str:
+    """The Status message of a refusal (its ``message`` field), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or exc.body or "no message")
+
+
+def _pem(data: str | bytes) -> bytes:
+    """kubeconfig's ``*-data`` fields are base64 of PEM; login handlers may also give PEM itself."""
+    raw = data.encode() if isinstance(data, str) else data
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return raw
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        return raw
+
+
+def _path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
+    return None if path is None else os.fsdecode(path)
 
 
 class KubeClient:
-    """Async Kubernetes client; ``login`` returns fresh credentials (called again after a 401)."""
+    """Async facade over the kubernetes client; ``login`` returns fresh credentials (called again after a 401)."""
 
     def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, timeout_s: float = 30.0) -> None:
         self._login = login
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._server = ""
+        self._timeout = timeout_s
+        self._lock = threading.Lock()
+        self._api: k8s.ApiClient | None = None
+        self._files: str | None = None  # a private directory for certificate data given inline
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            info = self._login()
-            self._server = info.server.rstrip("/")
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
-                headers={**info.as_http_headers(), "User-Agent": "honed-operator"},
-                timeout=self._timeout,
-            )
-        return self._session
+    def _configuration(self, info: kopf.ConnectionInfo) -> k8s.Configuration:
+        config = k8s.Configuration(host=info.server.rstrip("/"))
+        config.verify_ssl = not info.insecure
+        config.ssl_ca_cert = _path(info.ca_path)
+        if info.ca_data:
+            config.ca_cert_data = _pem(info.ca_data).decode()
+        # urllib3 takes a client certificate only from files.
+        config.cert_file = _path(info.certificate_path) or self._file("client.crt", info.certificate_data)
+        config.key_file = _path(info.private_key_path) or self._file("client.key", info.private_key_data)
+        if info.token:
+            config.api_key = {"BearerToken": info.token}
+            config.api_key_prefix = {"BearerToken": info.scheme or "Bearer"}
+        elif info.username and info.password:
+            basic = urllib3.util.make_headers(basic_auth=f"{info.username}:{info.password}")
+            config.api_key = {"BearerToken": basic["authorization"]}
+        if info.proxy_url or not info.trust_env:
+            # As kopf's own connection: the login's proxy, and the environment's only when trusted.
+            config.proxy = info.proxy_url
+        return config
+
+    def _file(self, name: str, data: str | bytes | None) -> str | None:
+        if not data:
+            return None
+        if self._files is None:
+            self._files = tempfile.mkdtemp(prefix="honed-kube-")  # mode 0700
+        path = os.path.join(self._files, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_pem(data))
+        return path
+
+    def _client(self) -> k8s.ApiClient:
+        with self._lock:
+            if self._api is None:
+                api = k8s.ApiClient(self._configuration(self._login()))
+                api.user_agent = USER_AGENT
+                self._api = api
+            return self._api
+
+    def _logout(self, stale: k8s.ApiClient) -> None:
+        with self._lock:
+            if self._api is stale:
+                self._api = None
+        stale.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        with self._lock:
+            api, self._api = self._api, None
+            files, self._files = self._files, None
+        if api is not None:
+            await asyncio.to_thread(api.close)
+        if files is not None:
+            shutil.rmtree(files, ignore_errors=True)
+
+    def _call(self, verb: str, path: str, query: list[tuple[str, str]], body: Any, content_type: str) -> Any:
+        """One request, in a worker thread; a 401 logs in again once (an expired or rotated token)."""
+        method = _METHODS[verb]
+        for attempt in (1, 2):
+            api = self._client()
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            request = api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query or None,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            try:
+                response = api.call_api(*request, _request_timeout=self._timeout)
+                response.read()
+                return api.response_deserialize(response, {"2XX": "object"}).data
+            except k8s.ApiException as exc:
+                if exc.status == 401 and attempt == 1:
+                    log.info("the API server refused our credentials (401); logging in again")
+                    self._logout(api)
+                    continue
+                if exc.status == 403:
+                    # RBAC says "User ... cannot <verb> resource ..."; a namespace being deleted
+                    # refuses new objects with a 403 too, which no role change would fix.
+                    hint = "; grant it in the operator's RBAC role" if " cannot " in _message(exc) else ""
+                    log.error("forbidden: the operator may not %s %s: %s%s", verb, path, _message(exc), hint)
+                raise KubeError(int(exc.status or 0), method, path, _message(exc)) from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise KubeError(0, method, path, f"no answer from the API server: {exc}") from exc
+        raise AssertionError("unreachable")  # the loop returns, raises, or retries once
 
     async def _request(
-        self, method: str, path: str, *, body: Any = None, content_type: str = "application/json"
-    ) -> tuple[int, Any]:
-        for attempt in (1, 2):
-            session = self._open()
-            headers = {"Content-Type": content_type} if body is not None else {}
-            async with session.request(method, self._server + path, json=body, headers=headers) as response:
-                if response.status == 401 and attempt == 1:
-                    await self.close()  # expired token: log in again once
-                    continue
-                try:
-                    payload = await response.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError):
-                    payload = None
-                return response.status, payload
-        raise AssertionError("unreachable")  # the loop returns or retries once
-
-    @staticmethod
-    def _check(status: int, method: str, path: str, payload: Any) -> None:
-        if status >= 400:
-            message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
-            raise KubeError(status, method, path, message)
+        self,
+        verb: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
-        path = resource.path(namespace, name)
-        status, payload = await self._request("GET", path)
-        if status == 404:
-            return None
-        self._check(status, "GET", path, payload)
-        return dict(payload)
+        try:
+            return dict(await self._request("get", resource.path(namespace, name)))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def list(self, resource: Resource, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        path = resource.path(namespace) + "?" + urlencode({"labelSelector": selector})
-        status, payload = await self._request("GET", path)
-        if status == 404:
-            return []
-        self._check(status, "GET", path, payload)
-        items = payload.get("items") or [] if isinstance(payload, dict) else []
-        return [item for item in items if _labels_match(item, labels)]
+        query = [("labelSelector", selector)] if selector else []
+        try:
+            payload = await self._request("list", resource.path(namespace), query=query)
+        except KubeError as exc:
+            if exc.status == 404:  # the kind is not served (e.g. the CRD is not installed yet)
+                return []
+            raise
+        items = payload.get("items") if isinstance(payload, dict) else None
+        return [dict(item) for item in items or []]
 
     async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> bool:
         """Create ``body``; False when it already exists (409), which callers treat as done."""
-        path = resource.path(namespace)
-        status, payload = await self._request("POST", path, body=body)
-        if status == 409:
-            return False
-        self._check(status, "POST", path, payload)
+        try:
+            await self._request("create", resource.path(namespace), body=body)
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
         return True
 
     async def patch(
@@ -148,19 +254,31 @@ class KubeClient:
         *,
         subresource: str | None = None,
     ) -> dict[str, Any] | None:
-        """JSON merge patch; None when the object is gone (404)."""
+        """JSON merge patch; None when the object is gone (404) or changed under us (409).
+
+        A merge patch only conflicts when it carries a resourceVersion that is no longer current;
+        the level-based loop then recomputes the patch from the fresh object on its next pass, so
+        a conflict is logged and left to that pass instead of failing this one.
+        """
         path = resource.path(namespace, name, subresource)
-        status, payload = await self._request("PATCH", path, body=body, content_type=MERGE_PATCH)
-        if status == 404:
-            return None
-        self._check(status, "PATCH", path, payload)
+        try:
+            payload = await self._request("patch", path, body=body, content_type=MERGE_PATCH)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 409:
+                log.warning("%s; the next pass patches the fresh object", exc)
+                return None
+            raise
         return dict(payload) if isinstance(payload, dict) else {}
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete with background propagation (a Job takes its pods along); False when already gone."""
-        path = resource.path(namespace, name) + "?" + urlencode({"propagationPolicy": "Background"})
-        status, payload = await self._request("DELETE", path)
-        if status == 404:
-            return False
-        self._check(status, "DELETE", path, payload)
+        query = [("propagationPolicy", "Background")]
+        try:
+            await self._request("delete", resource.path(namespace, name), query=query)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
         return True

@@ -1,12 +1,14 @@
-"""A kubelet (and Job/Deployment controllers) for kmock: it runs what the operator asks for, here.
+"""A kubelet for envtest (real API server and controllers, no node): it runs what the operator asks for, here.
 
-- A Job: its container command runs as a local process, the real ``honed optimize``; the request
-  ConfigMap is materialised where the pod would mount it; the termination message is what the
-  container wrote to its termination log (else the log tail, as FallbackToLogsOnError does);
-  the Job is then marked complete or failed, with a Pod carrying that message.
+- A Job's pod (created by the real Job controller): its container command runs as a local process,
+  the real ``honed optimize``; the request ConfigMap is materialised where the pod would mount it;
+  the termination message is what the container wrote to its termination log (else the log tail,
+  as FallbackToLogsOnError does). The pod's status then says how it ended, and the Job controller
+  completes or fails the Job (or starts another pod, which runs again).
 - A Deployment: a real local Triton starts on the model repository its arguments name, loads
-  the model with explicit control, and once the model is ready the Deployment reports its
-  replicas ready. A changed Deployment replaces the server, as a rollout replaces pods.
+  the model with explicit control, and once the model is ready the Deployment's pods are made
+  ready, so its controllers count the replicas ready. A changed Deployment replaces the server,
+  as a rollout replaces pods.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any
 
 from honed.controller import names
 from honed.controller.jobs import REQUEST_KEY, REQUEST_PATH, TERMINATION_LOG
-from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, KubeClient
+from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeClient
 from honed.controller.reconcile import APPLIED
 from honed.serving.server import TritonServer
-from tests.integration.operator.harness import NAMESPACE, fail_job, finish_job, roll_out
+from tests.integration.operator.harness import roll_out, terminate_pod
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -34,6 +36,7 @@ def flag(args: list[str], name: str) -> str | None:
 @dataclass
 class Kubelet:
     api: KubeClient
+    namespace: str
     work: Path
     start_triton: Any  # tests.fixtures.triton.StartTriton
     handled: set[str] = field(default_factory=set)
@@ -47,26 +50,27 @@ class Kubelet:
             await asyncio.sleep(0.2)
 
     async def step(self) -> None:
-        for job in await self.api.list(JOBS, NAMESPACE, {names.MANAGED_BY: "honed"}):
-            if job["metadata"]["name"] not in self.handled:
-                self.handled.add(job["metadata"]["name"])
-                await self.run_job(job)
-        for deployment in await self.api.list(DEPLOYMENTS, NAMESPACE, {names.MANAGED_BY: "honed"}):
+        for job in await self.api.list(JOBS, self.namespace, {names.MANAGED_BY: "honed"}):
+            for pod in await self.api.list(PODS, self.namespace, {"job-name": job["metadata"]["name"]}):
+                if pod["metadata"]["uid"] not in self.handled and pod.get("status", {}).get("phase") == "Pending":
+                    self.handled.add(pod["metadata"]["uid"])
+                    await self.run_pod(job, pod)
+        for deployment in await self.api.list(DEPLOYMENTS, self.namespace, {names.MANAGED_BY: "honed"}):
             applied = deployment["metadata"]["annotations"][APPLIED]
             if applied != self.serving:
                 await self.serve(deployment)
                 self.serving = applied
 
-    async def run_job(self, job: dict[str, Any]) -> None:
+    async def run_pod(self, job: dict[str, Any], manifest: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
-        pod = self.work / name
+        pod = self.work / manifest["metadata"]["name"]
         pod.mkdir(parents=True)
-        configmap = await self.api.get(CONFIGMAPS, NAMESPACE, name)
+        configmap = await self.api.get(CONFIGMAPS, self.namespace, name)
         assert configmap is not None, f"Job {name} has no request ConfigMap"
         request = pod / REQUEST_KEY
         request.write_text(configmap["data"][REQUEST_KEY])
         termination_log = pod / "termination-log"
-        container = job["spec"]["template"]["spec"]["containers"][0]
+        container = manifest["spec"]["containers"][0]
         command = [str(request) if part == REQUEST_PATH else part for part in container["command"]]
         assert command[0] == "honed"
         command = [sys.executable, "-m", "honed.cli", *command[1:]]
@@ -83,16 +87,7 @@ class Kubelet:
         if not message and code != 0:
             message = "\n".join(log.read_text(errors="replace").strip().splitlines()[-20:])
         assert container["terminationMessagePath"] == TERMINATION_LOG
-        if code == 0:
-            await finish_job(self.api, job, message=message)
-        else:
-            await fail_job(
-                self.api,
-                job,
-                reason="BackoffLimitExceeded",
-                message="Job has reached the specified backoff limit",
-                pod_message=message,
-            )
+        await terminate_pod(self.api, manifest, exit_code=code, message=message)
 
     async def serve(self, deployment: dict[str, Any]) -> None:
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -110,4 +105,4 @@ class Kubelet:
         await asyncio.to_thread(server.load_model, model)
         assert server.is_model_ready(model, version), f"Triton did not load {model} version {version}"
         self.server = server
-        await roll_out(self.api, deployment["metadata"]["name"])
+        await roll_out(self.api, self.namespace, deployment["metadata"]["name"])

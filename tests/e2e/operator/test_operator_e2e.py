@@ -1,8 +1,9 @@
 """End to end: an OptimizedModel on two pools becomes a Triton endpoint answering with the winner.
 
-Only the API server is emulated (kmock). The Jobs run the real `honed optimize` on a real ONNX
-model, the operator selects across the two pools' real reports, writes the real repository,
-and a real Triton serves it; the answer is checked against the winner's own runtime.
+The API server and its controllers are real (envtest); a local kubelet runs the pods. The Jobs
+run the real `honed optimize` on a real ONNX model, the operator selects across the two pools'
+real reports, writes the real repository, and a real Triton serves it; the answer is checked
+against the winner's own runtime.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from honed.optimizer.artifact import load_runner
 from honed.settings import HonedSettings, Pool
 from tests.e2e.operator.kubelet import Kubelet
 from tests.fixtures.serving_artifacts import FEATURES, mlp_onnx
-from tests.integration.operator.harness import NAMESPACE, StartOperator, eventually, get_om, manifest
+from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,12 @@ def settings(tmp_path: Path) -> HonedSettings:
 
 
 async def test_optimized_model_reaches_ready_and_serves_the_winner(
-    api: KubeClient, start_operator: StartOperator, settings: HonedSettings, tmp_path: Path, start_triton: Any
+    api: KubeClient,
+    namespace: str,
+    start_operator: StartOperator,
+    settings: HonedSettings,
+    tmp_path: Path,
+    start_triton: Any,
 ) -> None:
     model = mlp_onnx(tmp_path / "mlp.onnx", seed=3)
     spec = {
@@ -61,16 +67,16 @@ async def test_optimized_model_reaches_ready_and_serves_the_winner(
         "serving": {"replicas": 1},
     }
     await start_operator(write_repository)
-    kubelet = Kubelet(api, tmp_path / "pods", start_triton)
+    kubelet = Kubelet(api, namespace, tmp_path / "pods", start_triton)
     (tmp_path / "pods").mkdir()
     playing = asyncio.create_task(kubelet.run())
     try:
-        await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("mlp", spec))
+        await api.create(OPTIMIZED_MODELS, namespace, manifest("mlp", spec))
 
         async def ready() -> dict[str, Any] | None:
             if playing.done():
                 playing.result()  # a failing kubelet fails the test with its own error
-            body = await get_om(api, "mlp")
+            body = await get_om(api, namespace, "mlp")
             status = body.get("status", {})
             ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
             if status.get("phase") == "Failed":

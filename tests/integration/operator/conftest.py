@@ -1,5 +1,5 @@
-"""Fixtures of the operator's kmock tests (the harness itself is in operator_harness.py)."""
+"""Fixtures of the operator's tests against envtest (the harness itself is in harness.py)."""
 
-from tests.integration.operator.harness import api, cluster, settings, start_operator
+from tests.integration.operator.harness import api, login, settings, start_operator
 
-__all__ = ["api", "cluster", "settings", "start_operator"]
+__all__ = ["api", "login", "settings", "start_operator"]

@@ -1,8 +1,8 @@
-"""Harness for the operator against kmock (an emulated Kubernetes API); tests play the kubelet.
+"""Harness for the operator against a real API server (envtest: no scheduler, no kubelet).
 
-kmock keeps objects, merges patches and streams watch events, but assigns no uid,
-resourceVersion or generation; ``Cluster`` adds those so owner references, kopf's bookkeeping
-and rollout checks (observedGeneration >= generation) behave as they do on a real API server.
+The Job, ReplicaSet and Deployment controllers are real: they create Pods, which stay Pending.
+Tests play the kubelet on those Pods (a terminated container, a ready one) and the controllers
+then finish the Job or count the Deployment's replicas ready themselves.
 """
 
 from __future__ import annotations
@@ -10,76 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import attrs
-import kmock
 import kopf
 import pytest
 import pytest_asyncio
-from kmock._internal import enums
 
 from honed.artifacts import ArtifactStore
 from honed.controller import handlers
 from honed.controller.apply import RepositoryWriter
 from honed.controller.kube import DEPLOYMENTS, JOBS, OPTIMIZED_MODELS, PODS, KubeClient
 from honed.settings import HonedSettings, Pool
+from tests.fixtures.k8s import kubeconfig_login
 
-NAMESPACE = "ml"
-
-
-@attrs.define(kw_only=True)
-class Cluster(kmock.KubernetesEmulator):
-    """kmock plus the metadata a real API server maintains."""
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        data = request.data
-        if request.resource is not None and isinstance(data, dict):
-            meta = data.setdefault("metadata", {})
-            if request.action == enums.action.CREATE:
-                meta.setdefault("uid", str(uuid.uuid4()))
-                meta.setdefault("creationTimestamp", datetime.now(UTC).isoformat().replace("+00:00", "Z"))
-                meta["resourceVersion"] = "1"
-                meta["generation"] = 1
-            elif request.action == enums.action.UPDATE and request.name is not None:
-                key = (request.resource, request.namespace, request.name)
-                if key in self.objects and not self.objects[key].deleted:
-                    current = self.objects[key].get("metadata", {})
-                    meta["resourceVersion"] = str(int(current.get("resourceVersion") or 0) + 1)
-                    if request.subresource is None and "spec" in data:
-                        meta["generation"] = int(current.get("generation") or 0) + 1
-        return await super()._handle(request)
-
-
-RESOURCES = {
-    "honed.dev/v1alpha1/optimizedmodels": ("OptimizedModel", True, {"status"}),
-    "batch/v1/jobs": ("Job", True, {"status"}),
-    "apps/v1/deployments": ("Deployment", True, {"status"}),
-    "v1/pods": ("Pod", True, {"status"}),
-    "v1/configmaps": ("ConfigMap", True, set()),
-    "v1/services": ("Service", True, set()),
-    "v1/events": ("Event", True, set()),
-    "v1/namespaces": ("Namespace", False, set()),
-}
-
-
-@pytest_asyncio.fixture()
-async def cluster() -> AsyncIterator[Cluster]:
-    emulator = Cluster()
-    for key, (kind, namespaced, subresources) in RESOURCES.items():
-        emulator.resources[key] = kmock.ResourceInfo(
-            kind=kind,
-            singular=kind.lower(),
-            namespaced=namespaced,
-            verbs={"list", "watch", "get", "create", "patch", "delete"},
-            subresources=subresources,
-        )
-    async with emulator, kmock.Server(emulator):
-        yield emulator
+Login = Callable[[], kopf.ConnectionInfo]
 
 
 def pools() -> list[Pool]:
@@ -99,10 +46,15 @@ def settings(tmp_path: Path) -> HonedSettings:
     )
 
 
+@pytest.fixture()
+def login(k8s_kubeconfig: Path) -> Login:
+    return kubeconfig_login(k8s_kubeconfig)
+
+
 @pytest_asyncio.fixture()
-async def api(cluster: Cluster) -> AsyncIterator[KubeClient]:
+async def api(login: Login) -> AsyncIterator[KubeClient]:
     """A client for the test itself (creating resources, playing the kubelet)."""
-    client = KubeClient(lambda: kopf.ConnectionInfo(server=str(cluster.url)))
+    client = KubeClient(login)
     yield client
     await client.close()
 
@@ -111,11 +63,18 @@ class RunningOperator:
     """The operator in its own thread and event loop, as in production.
 
     kopf cancels every task created in its loop after it started when it stops, which would
-    include the test's own tasks; a separate loop keeps the two apart (kmock serves over TCP).
+    include the test's own tasks; a separate loop keeps the two apart.
     """
 
-    def __init__(self, cluster: Cluster, settings: HonedSettings, writer: RepositoryWriter) -> None:
-        self.operator = handlers.Operator(settings, lambda: kopf.ConnectionInfo(server=str(cluster.url)), writer)
+    def __init__(
+        self,
+        login: Login,
+        namespace: str,
+        settings: HonedSettings,
+        writer: RepositoryWriter,
+    ) -> None:
+        self.operator = handlers.Operator(settings, login, writer)
+        self.namespace = namespace
         self.stop = threading.Event()
         self.error: BaseException | None = None
         kopf_settings = kopf.OperatorSettings()
@@ -132,7 +91,7 @@ class RunningOperator:
                 kopf.operator(
                     registry=handlers.build_registry(self.operator),
                     settings=self.kopf_settings,
-                    namespaces=[NAMESPACE],
+                    namespaces=[self.namespace],
                     standalone=True,
                     stop_flag=self.stop,
                 )
@@ -156,11 +115,11 @@ StartOperator = Callable[..., Awaitable[RunningOperator]]
 
 
 @pytest_asyncio.fixture()
-async def start_operator(cluster: Cluster, settings: HonedSettings) -> AsyncIterator[StartOperator]:
+async def start_operator(login: Login, namespace: str, settings: HonedSettings) -> AsyncIterator[StartOperator]:
     running: list[RunningOperator] = []
 
     async def start(writer: RepositoryWriter) -> RunningOperator:
-        operator = RunningOperator(cluster, settings, writer)
+        operator = RunningOperator(login, namespace, settings, writer)
         running.append(operator)
         return operator
 
@@ -183,27 +142,23 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,
 
 
 def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "honed.dev/v1alpha1",
-        "kind": "OptimizedModel",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec,
-    }
+    """An OptimizedModel; the namespace comes from the request's path."""
+    return {"apiVersion": "honed.dev/v1alpha1", "kind": "OptimizedModel", "metadata": {"name": name}, "spec": spec}
 
 
-async def get_om(api: KubeClient, name: str) -> dict[str, Any]:
-    body = await api.get(OPTIMIZED_MODELS, NAMESPACE, name)
+async def get_om(api: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    body = await api.get(OPTIMIZED_MODELS, namespace, name)
     assert body is not None
     return body
 
 
-async def condition(api: KubeClient, name: str, type_: str) -> dict[str, Any] | None:
-    body = await get_om(api, name)
+async def condition(api: KubeClient, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+    body = await get_om(api, namespace, name)
     return next((c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
 
 
-async def jobs_of(api: KubeClient, name: str) -> list[dict[str, Any]]:
-    return await api.list(JOBS, NAMESPACE, {"honed.dev/optimizedmodel": name})
+async def jobs_of(api: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    return await api.list(JOBS, namespace, {"honed.dev/optimizedmodel": name})
 
 
 def out_dir(job: dict[str, Any]) -> Path:
@@ -213,48 +168,131 @@ def out_dir(job: dict[str, Any]) -> Path:
     return Path(out.removeprefix("file://"))
 
 
+def stamp() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def job_finished(job: dict[str, Any]) -> str | None:
+    """ "Complete" or "Failed" once the Job controller has decided, else None."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return str(cond["type"])
+    return None
+
+
+async def terminate_pod(api: KubeClient, pod: dict[str, Any], *, exit_code: int, message: str = "") -> None:
+    """Play the kubelet: the pod's container ran and exited with ``exit_code``."""
+    now = stamp()
+    container = pod["spec"]["containers"][0]
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Completed" if exit_code == 0 else "Error",
+        "message": message,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "startTime": now,
+        "containerStatuses": [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    meta = pod["metadata"]
+    await api.patch(PODS, meta["namespace"], meta["name"], {"status": status}, subresource="status")
+
+
+async def run_job_pods(api: KubeClient, job: dict[str, Any], *, exit_code: int, message: str = "") -> str:
+    """Every pod the Job controller starts for ``job`` exits with ``exit_code`` until it decides.
+
+    One pod for a success or a failure its podFailurePolicy ends at once; a retried failure
+    (backoffLimit) takes one pod per attempt, as the controller creates them.
+    """
+    meta = job["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+
+    async def decided() -> str | None:
+        current = await api.get(JOBS, namespace, name)
+        assert current is not None, f"Job {name} is gone"
+        finished = job_finished(current)
+        if finished is None:
+            for pod in await api.list(PODS, namespace, {"job-name": name}):
+                if (pod.get("status") or {}).get("phase") in (None, "Pending", "Running"):
+                    await terminate_pod(api, pod, exit_code=exit_code, message=message)
+        return finished
+
+    return str(await eventually(decided, what=f"Job {name} finished by its controller"))
+
+
 async def finish_job(api: KubeClient, job: dict[str, Any], *, message: str = "") -> None:
-    """Play the Job controller: mark the Job complete (its report must already be written)."""
-    name = job["metadata"]["name"]
-    await create_pod(api, job, terminated={"exitCode": 0, "reason": "Completed", "message": message})
-    status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
-    await api.patch(JOBS, NAMESPACE, name, {"status": status}, subresource="status")
+    """The Job's pod succeeds with ``message`` as its termination message; the Job completes."""
+    assert await run_job_pods(api, job, exit_code=0, message=message) == "Complete"
 
 
-async def fail_job(api: KubeClient, job: dict[str, Any], *, reason: str, message: str, pod_message: str) -> None:
-    await create_pod(api, job, terminated={"exitCode": 1, "reason": "Error", "message": pod_message})
-    status = {
-        "failed": 1,
-        "conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": message}],
-    }
-    await api.patch(JOBS, NAMESPACE, job["metadata"]["name"], {"status": status}, subresource="status")
+async def fail_job(api: KubeClient, job: dict[str, Any], *, exit_code: int, pod_message: str) -> None:
+    """The Job's pods fail with ``exit_code``; the Job controller fails the Job (its own reason)."""
+    assert await run_job_pods(api, job, exit_code=exit_code, message=pod_message) == "Failed"
 
 
-async def create_pod(api: KubeClient, job: dict[str, Any], *, terminated: dict[str, Any]) -> None:
-    name = job["metadata"]["name"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{name}-x1", "namespace": NAMESPACE, "labels": {"job-name": name}},
-        "status": {"containerStatuses": [{"name": "optimizer", "state": {"terminated": terminated}}]},
-    }
-    await api.create(PODS, NAMESPACE, pod)
+async def make_ready(api: KubeClient, pod: dict[str, Any]) -> None:
+    """Play the kubelet: the pod runs and every container passes its readiness probe."""
+    now = stamp()
+    conditions = [
+        {"type": kind, "status": "True", "lastTransitionTime": now}
+        for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+    ]
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": True,
+            "started": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": now}},
+        }
+        for c in pod["spec"]["containers"]
+    ]
+    status = {"phase": "Running", "startTime": now, "conditions": conditions, "containerStatuses": statuses}
+    meta = pod["metadata"]
+    await api.patch(PODS, meta["namespace"], meta["name"], {"status": status}, subresource="status")
 
 
-async def roll_out(api: KubeClient, name: str) -> dict[str, Any]:
-    """Play the Deployment controller and kubelet: every replica of the latest spec is ready."""
-    deployment = await api.get(DEPLOYMENTS, NAMESPACE, name)
-    assert deployment is not None
-    replicas = deployment["spec"]["replicas"]
-    status = {
-        "observedGeneration": deployment["metadata"]["generation"],
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-    }
-    await api.patch(DEPLOYMENTS, NAMESPACE, name, {"status": status}, subresource="status")
-    return deployment
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+async def roll_out(api: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    """Every pod the ReplicaSet controller creates for the Deployment becomes ready, until the
+    Deployment controller reports every replica of the latest spec updated and ready."""
+
+    async def rolled_out() -> dict[str, Any] | None:
+        deployment = await api.get(DEPLOYMENTS, namespace, name)
+        assert deployment is not None, f"Deployment {name} is gone"
+        for pod in await api.list(PODS, namespace, deployment["spec"]["selector"]["matchLabels"]):
+            if not pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                await make_ready(api, pod)
+        replicas = deployment["spec"]["replicas"]
+        status = deployment.get("status") or {}
+        done = (
+            status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+            and status.get("replicas") == replicas
+            and status.get("updatedReplicas") == replicas
+            and status.get("readyReplicas") == replicas
+            and status.get("availableReplicas") == replicas
+        )
+        return deployment if done else None
+
+    return await eventually(rolled_out, what=f"Deployment {name} rolled out by its controllers")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -1,4 +1,4 @@
-"""The running operator (kopf) against kmock: bad input and faults before anything is served."""
+"""The running operator (kopf) against a real API server: bad input and faults before anything is served."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Any
 import pytest
 
 from honed.artifacts import ArtifactStore
-from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, KubeError
 from honed.controller.state import RepositoryWrite
 from honed.settings import HonedSettings
 from tests.integration.operator.harness import (
-    NAMESPACE,
-    Cluster,
     StartOperator,
     condition,
     eventually,
@@ -38,89 +36,85 @@ def model_file(settings: HonedSettings) -> str:
 
 
 async def test_invalid_spec_gets_a_condition_naming_the_field(
-    cluster: Cluster, api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+    api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
     await start_operator(no_repository)
-    spec = {
-        "model": {"uri": model_file(settings)},
-        "search": {"batchSizes": [0]},
-        "targets": [{"pool": "cpu"}],
-    }
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("bad", spec))
-    cond = await eventually(lambda: condition(api, "bad", "Optimized"), what="the Optimized condition")
+    # What the CRD schema can say, the API server refuses itself, naming the field.
+    refused = {"model": {"uri": model_file(settings)}, "search": {"batchSizes": [0]}, "targets": [{"pool": "cpu"}]}
+    with pytest.raises(KubeError, match=r"spec.search.batchSizes\[0\]: Invalid value: 0"):
+        await api.create(OPTIMIZED_MODELS, namespace, manifest("refused", refused))
+    # What it cannot (a 0 in a shape passes its minimum of -1) the operator reports.
+    model = {"uri": model_file(settings), "inputs": [{"name": "x", "shape": [0, 4]}]}
+    await api.create(OPTIMIZED_MODELS, namespace, manifest("bad", {"model": model, "targets": [{"pool": "cpu"}]}))
+    cond = await eventually(lambda: condition(api, namespace, "bad", "Optimized"), what="the Optimized condition")
     assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
-    assert cond["message"].startswith("spec.search.batchSizes[0]: ")
-    body = await get_om(api, "bad")
+    assert cond["message"].startswith("spec.model.inputs[0].shape: ")
+    body = await get_om(api, namespace, "bad")
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["observedGeneration"] == 1
-    assert await jobs_of(api, "bad") == []
+    assert await jobs_of(api, namespace, "bad") == []
 
     async def warned() -> bool:
-        events = await api.list(EVENTS, NAMESPACE, {})
+        events = await api.list(EVENTS, namespace, {})
         return any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
 
     await eventually(warned, what="a Warning Event InvalidSpec")
 
 
 async def test_unknown_pool_lists_the_known_pools(
-    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+    api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
     await start_operator(no_repository)
     spec = {"model": {"uri": model_file(settings)}, "targets": [{"pool": "cpu"}, {"pool": "tpu"}]}
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("tpu", spec))
-    cond = await eventually(lambda: condition(api, "tpu", "Optimized"), what="the Optimized condition")
+    await api.create(OPTIMIZED_MODELS, namespace, manifest("tpu", spec))
+    cond = await eventually(lambda: condition(api, namespace, "tpu", "Optimized"), what="the Optimized condition")
     assert cond["reason"] == "UnknownPool"
     assert cond["message"] == "spec.targets[1].pool: unknown pool 'tpu'; known pools: cpu, gpu"
-    assert await jobs_of(api, "tpu") == []
+    assert await jobs_of(api, namespace, "tpu") == []
 
 
-async def test_unreachable_model_uri(api: KubeClient, start_operator: StartOperator, settings: HonedSettings) -> None:
+async def test_unreachable_model_uri(
+    api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
+) -> None:
     await start_operator(no_repository)
     spec = {"model": {"uri": "file:///nonexistent/model.onnx"}, "targets": [{"pool": "cpu"}]}
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("lost", spec))
-    cond = await eventually(lambda: condition(api, "lost", "Optimized"), what="the Optimized condition")
+    await api.create(OPTIMIZED_MODELS, namespace, manifest("lost", spec))
+    cond = await eventually(lambda: condition(api, namespace, "lost", "Optimized"), what="the Optimized condition")
     assert cond["reason"] == "ModelUnreachable"
     assert cond["message"] == "spec.model.uri: no file at /nonexistent/model.onnx"
-    assert await jobs_of(api, "lost") == []
+    assert await jobs_of(api, namespace, "lost") == []
 
 
 async def test_every_pool_failing_fails_the_resource_with_each_pods_message(
-    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+    api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
     await start_operator(no_repository)
     spec = {"model": {"uri": model_file(settings)}, "targets": [{"pool": "cpu"}, {"pool": "gpu"}]}
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("doomed", spec))
+    await api.create(OPTIMIZED_MODELS, namespace, manifest("doomed", spec))
 
     async def two_jobs() -> list[dict[str, Any]]:
-        found = await jobs_of(api, "doomed")
+        found = await jobs_of(api, namespace, "doomed")
         return found if len(found) == 2 else []
 
     jobs = {j["metadata"]["labels"]["honed.dev/pool"]: j for j in await eventually(two_jobs, what="two Jobs")}
+    # Exit code 2 is the engine's "bad input": the podFailurePolicy fails the Job at once.
     await fail_job(
-        api,
-        jobs["cpu"],
-        reason="BackoffLimitExceeded",
-        message="Job has reached the specified backoff limit",
-        pod_message="honed optimize: model input 'x' has no shape; pass --input",
+        api, jobs["cpu"], exit_code=2, pod_message="honed optimize: model input 'x' has no shape; pass --input"
     )
-    await fail_job(
-        api,
-        jobs["gpu"],
-        reason="DeadlineExceeded",
-        message="Job was active longer than specified deadline",
-        pod_message="",
-    )
+    # A crash with no message: retried once, then the backoff limit.
+    await fail_job(api, jobs["gpu"], exit_code=137, pod_message="")
 
     async def failed() -> dict[str, Any] | None:
-        body = await get_om(api, "doomed")
+        body = await get_om(api, namespace, "doomed")
         return body if body.get("status", {}).get("phase") == "Failed" else None
 
     body = await eventually(failed, what="phase Failed")
     status = body["status"]
     optimized = next(c for c in status["conditions"] if c["type"] == "Optimized")
     assert optimized["reason"] == "AllPoolsFailed"
-    assert "cpu: BackoffLimitExceeded" in optimized["message"] and "pass --input" in optimized["message"]
-    assert "gpu: DeadlineExceeded: Job was active longer than specified deadline" in optimized["message"]
+    assert "cpu: PodFailurePolicy: Container optimizer for pod" in optimized["message"]
+    assert "pass --input" in optimized["message"]
+    assert "gpu: BackoffLimitExceeded: Job has reached the specified backoff limit" in optimized["message"]
     assert {p["pool"]: p["phase"] for p in status["pools"]} == {"cpu": "Failed", "gpu": "Failed"}
     assert status["lastOptimization"]["outcome"] == "Failed"
     assert "winner" not in status and "endpoint" not in status

@@ -1,7 +1,7 @@
-"""The running operator against kmock applies the feedback loop's Retune and Fallback requests.
+"""The running operator against a real API server applies the feedback loop's Retune and Fallback requests.
 
 The test writes the status patch the feedback pass writes (``feedback_patch`` on a decision) and
-plays the Deployment controller; the operator writes real versions of real ONNX Runtime
+plays the kubelet for the Deployment's pods; the operator writes real versions of real ONNX Runtime
 artifacts into the model repository and patches the Triton Deployment, across a restart.
 """
 
@@ -22,7 +22,6 @@ from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate
 from tests.integration.operator.harness import (
-    NAMESPACE,
     StartOperator,
     eventually,
     finish_job,
@@ -36,18 +35,18 @@ pytestmark = pytest.mark.slow
 NAME = "tuned"
 
 
-async def decide(api: KubeClient, decision: Retune | Fallback) -> None:
+async def decide(api: KubeClient, namespace: str, decision: Retune | Fallback) -> None:
     """What the feedback pass writes for ``decision`` (its status patch), written the same way."""
-    body = await get_om(api, NAME)
+    body = await get_om(api, namespace, NAME)
     evaluation = Evaluation(decision=decision, state=FeedbackState(), conditions=[], events=[])
     patch = feedback_patch(body, evaluation, datetime.now(UTC))
     assert "serving" in patch.status
-    await api.patch(OPTIMIZED_MODELS, NAMESPACE, NAME, {"status": patch.status}, subresource="status")
+    await api.patch(OPTIMIZED_MODELS, namespace, NAME, {"status": patch.status}, subresource="status")
 
 
-async def winner_at(api: KubeClient, version: int) -> dict[str, Any]:
+async def winner_at(api: KubeClient, namespace: str, version: int) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
-        body = await get_om(api, NAME)
+        body = await get_om(api, namespace, NAME)
         return body if (body["status"].get("winner") or {}).get("version") == version else None
 
     return await eventually(reached, what=f"winner version {version}")
@@ -58,40 +57,40 @@ def record(model_dir: Path, version: int) -> str:
 
 
 async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
-    api: KubeClient, start_operator: StartOperator, settings: HonedSettings
+    api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
     operator = await start_operator(write_repository)
-    await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest(NAME, model_spec(settings)))
-    jobs = await current_jobs(api, NAME, 2)
+    await api.create(OPTIMIZED_MODELS, namespace, manifest(NAME, model_spec(settings)))
+    jobs = await current_jobs(api, namespace, NAME, 2)
     write_output(jobs["cpu"], [candidate("onnx-int8.onnxruntime", p50=2.0)])
     write_output(jobs["gpu"], [candidate("onnx-fp16.onnxruntime", p50=0.8)], device="cuda")
     await finish_job(api, jobs["cpu"])
     await finish_job(api, jobs["gpu"])
-    await phase(api, NAME, "Deploying")
-    await roll_out(api, f"{NAME}-triton")
-    body = await phase(api, NAME, "Serving")
+    await phase(api, namespace, NAME, "Deploying")
+    await roll_out(api, namespace, f"{NAME}-triton")
+    body = await phase(api, namespace, NAME, "Serving")
     assert body["status"]["winner"]["config"]["responseCache"] is True
-    model_dir = Path(settings.artifact_store.removeprefix("file://")) / NAMESPACE / NAME / "repository" / NAME
+    model_dir = Path(settings.artifact_store.removeprefix("file://")) / namespace / NAME / "repository" / NAME
     assert "response_cache { enable: true }" in (model_dir / CONFIG_FILE).read_text()
 
     # Retune: the cache goes off in a new version of the same artifact; version 1 serves meanwhile.
-    await decide(api, Retune(response_cache=False, reason="hit ratio 0.00 < 0.1"))
-    body = await winner_at(api, 2)
+    await decide(api, namespace, Retune(response_cache=False, reason="hit ratio 0.00 < 0.1"))
+    body = await winner_at(api, namespace, 2)
     winner = body["status"]["winner"]
     assert (winner["name"], winner["pool"]) == ("onnx-fp16.onnxruntime", "gpu")
     assert winner["overrides"] == {"responseCache": False}
     assert body["status"]["endpoint"]["version"] == 1
     assert '"candidate": "onnx-fp16.onnxruntime"' in record(model_dir, 2)
     assert "response_cache { enable: false }" in (model_dir / CONFIG_FILE).read_text()
-    deployment = await api.get(DEPLOYMENTS, NAMESPACE, f"{NAME}-triton")
+    deployment = await api.get(DEPLOYMENTS, namespace, f"{NAME}-triton")
     assert deployment is not None
     template = deployment["spec"]["template"]
     assert template["metadata"]["annotations"][names.MODEL_VERSION] == "2"
     assert not any(a.startswith("--cache-config") for a in template["spec"]["containers"][0]["args"])
-    await roll_out(api, f"{NAME}-triton")
+    await roll_out(api, namespace, f"{NAME}-triton")
 
     async def serves(version: int) -> bool:
-        status = (await get_om(api, NAME))["status"]
+        status = (await get_om(api, namespace, NAME))["status"]
         return status.get("phase") == "Serving" and status["endpoint"]["version"] == version
 
     await eventually(lambda: serves(2), what="version 2 serving")
@@ -107,12 +106,12 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
 
     await eventually(passes_done, what="three passes of the new operator")
     assert sorted(p.name for p in model_dir.iterdir() if p.name.isdigit()) == ["1", "2"]
-    status = (await get_om(api, NAME))["status"]
+    status = (await get_om(api, namespace, NAME))["status"]
     assert status["winner"]["version"] == 2 and status["serving"]["overrides"] == {"responseCache": False}
 
     # Fallback: the runner-up on the other pool becomes the winner as version 3.
-    await decide(api, Fallback(candidate="onnx-int8.onnxruntime", pool="cpu", reason="p99 120 ms > 90 ms"))
-    body = await winner_at(api, 3)
+    await decide(api, namespace, Fallback(candidate="onnx-int8.onnxruntime", pool="cpu", reason="p99 120 ms > 90 ms"))
+    body = await winner_at(api, namespace, 3)
     winner = body["status"]["winner"]
     assert (winner["name"], winner["pool"], winner["reason"]) == ("onnx-int8.onnxruntime", "cpu", "FallbackFromSLO")
     assert winner["fallbackFrom"] == "onnx-fp16.onnxruntime on gpu" and "overrides" not in winner
@@ -121,15 +120,15 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
     assert optimized["reason"] == "FallbackFromSLO"
     assert '"candidate": "onnx-int8.onnxruntime"' in record(model_dir, 3)
     assert "response_cache { enable: true }" in (model_dir / CONFIG_FILE).read_text()
-    deployment = await api.get(DEPLOYMENTS, NAMESPACE, f"{NAME}-triton")
+    deployment = await api.get(DEPLOYMENTS, namespace, f"{NAME}-triton")
     assert deployment is not None
     assert deployment["spec"]["template"]["metadata"]["labels"][names.POOL] == "cpu"
-    await roll_out(api, f"{NAME}-triton")
+    await roll_out(api, namespace, f"{NAME}-triton")
     await eventually(lambda: serves(3), what="version 3 serving")
     wanted = {("Normal", "Retuned"), ("Warning", "FallbackFromSLO")}
 
     async def posted() -> bool:
         # Events are posted after the status patch that caused them, so they may trail it a little.
-        return wanted <= {(e["type"], e["reason"]) for e in await api.list(EVENTS, NAMESPACE, {})}
+        return wanted <= {(e["type"], e["reason"]) for e in await api.list(EVENTS, namespace, {})}
 
     await eventually(posted, what=f"Events {sorted(wanted)}")

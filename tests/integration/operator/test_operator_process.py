@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
-from tests.integration.operator.harness import NAMESPACE, Cluster, eventually, jobs_of, manifest
+from tests.integration.operator.harness import eventually, jobs_of, manifest
 
 pytestmark = pytest.mark.slow
 
@@ -37,36 +37,22 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 async def test_operator_process_serves_metrics_and_health_and_stops_on_sigterm(
-    cluster: Cluster, api: KubeClient, tmp_path: Path
+    api: KubeClient, namespace: str, k8s_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kmock",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(cluster.url)}}],
-                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-            }
-        )
-    )
     model = tmp_path / "model.onnx"
     model.write_bytes(b"only checked for existence by the operator")
     metrics_port, health_port = free_port(), free_port()
     env = {
         **os.environ,
-        "KUBECONFIG": str(kubeconfig),
+        # The default login: kopf's piggybacking on the kubernetes client, reading KUBECONFIG.
+        "KUBECONFIG": str(k8s_kubeconfig),
         "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]),
         "HONED_POOLS": json.dumps([{"name": "cpu", "image": "honed/optimizer-cpu:test"}]),
         "HONED_ARTIFACT_STORE": f"file://{tmp_path}/store",
-        "HONED_WATCH_NAMESPACES": NAMESPACE,
+        "HONED_WATCH_NAMESPACES": namespace,
         "HONED_METRICS_PORT": str(metrics_port),
         "HONED_HEALTH_PORT": str(health_port),
         "HONED_LOG_LEVEL": "INFO",
-        # kmock cannot list namespaces (GET /api/v1/namespaces fails to parse there).
-        "HONED_CLUSTER_SCANNING": "false",
     }
     code = (
         "import argparse, sys; from honed.controller.cli import run_operator; "
@@ -87,10 +73,10 @@ async def test_operator_process_serves_metrics_and_health_and_stops_on_sigterm(
 
         await eventually(healthy, timeout=30, what="/healthz")
         spec = {"model": {"uri": f"file://{model}"}, "targets": [{"pool": "cpu"}]}
-        await api.create(OPTIMIZED_MODELS, NAMESPACE, manifest("proc", spec))
+        await api.create(OPTIMIZED_MODELS, namespace, manifest("proc", spec))
 
         async def one_job() -> list[dict[str, Any]]:
-            return await jobs_of(api, "proc")
+            return await jobs_of(api, namespace, "proc")
 
         await eventually(one_job, timeout=30, what="the Job")
 
