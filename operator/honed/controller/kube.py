@@ -223,9 +223,14 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, resource: Resource, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    async def list(
+        self, resource: Resource, namespace: str, labels: dict[str, str], *, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects matching ``labels`` (and ``field_selector``, e.g. an Event's involvedObject), server-side."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         query = [("labelSelector", selector)] if selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         try:
             payload = await self._request("list", resource.path(namespace), query=query)
         except KubeError as exc:

@@ -301,9 +301,8 @@ async def job_state(
     age = seconds_between(created, now) if created else None
     if problem is None and not pods and age is not None and age > FAILED_CREATE_GRACE_S:
         # No pod at all: admission (Pod Security, a quota) refused it; only the Job's Events say so.
-        # The field selector needs KubeClient.list's field_selector (the kubernetes-package client).
         selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
-        events = await client.list(EVENTS, namespace, {}, field_selector=selector)  # type: ignore[call-arg]
+        events = await client.list(EVENTS, namespace, {}, field_selector=selector)
         problem = failed_create(events, since=created)
     return replace(state, problem=problem)
 
