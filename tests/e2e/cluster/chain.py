@@ -233,13 +233,13 @@ def inner(args: argparse.Namespace) -> int:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     store = run_dir / "store"
-    prometheus: subprocess.Popen[bytes] | None = None
+    prometheus: tuple[subprocess.Popen[bytes], PodDiscovery] | None = None
     try:
         with run.step("namespaces enforce the restricted Pod Security level"):
             prepare_namespaces()
         with run.step("artifact store on hostPath PersistentVolumes, model and data in it") as note:
             note["detail"] = prepare_store(store)
-        with run.step("Prometheus discovers Triton pods through the API server"):
+        with run.step("Prometheus runs; Triton pods discovered through the API server"):
             prometheus = start_prometheus(run_dir, logs)
         with run.step("helm install charts/honed --wait"):
             helm_install()
@@ -282,9 +282,11 @@ def inner(args: argparse.Namespace) -> int:
         return_code = 0
     finally:
         if prometheus is not None:
-            prometheus.terminate()
+            process, discovery = prometheus
+            discovery.stop.set()
+            process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                prometheus.wait(10)
+                process.wait(10)
         (out / "inner.json").write_text(json.dumps({"steps": [asdict(s) for s in run.steps], "facts": run.facts}))
     return return_code
 
@@ -344,41 +346,60 @@ def prepare_store(store: Path) -> str:
     return f"{model.name} ({model.stat().st_size // 1024} KiB) and {data.name}"
 
 
-def start_prometheus(run_dir: Path, logs: Path) -> subprocess.Popen[bytes]:
+class PodDiscovery:
+    """Feeds Prometheus the pods that ask to be scraped, read from the API server every second.
+
+    Debian's Prometheus is built without kubernetes_sd; this does what its pod role does with the
+    usual relabelling (keep ``prometheus.io/scrape=true``, address from the pod IP and
+    ``prometheus.io/port``, ``namespace`` and ``pod`` labels), through a file_sd file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def targets(self) -> list[dict[str, Any]]:
+        groups = []
+        for pod in kget("pods", "-n", MODELS_NS)["items"]:
+            annotations = pod["metadata"].get("annotations") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            if annotations.get("prometheus.io/scrape") != "true" or not ip:
+                continue
+            groups.append(
+                {
+                    "targets": [f"{ip}:{annotations.get('prometheus.io/port', '80')}"],
+                    "labels": {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]},
+                }
+            )
+        return groups
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(RuntimeError, json.JSONDecodeError):
+                text = json.dumps(self.targets())
+                if not self.path.is_file() or self.path.read_text() != text:
+                    scratch = self.path.with_suffix(".tmp")
+                    scratch.write_text(text)
+                    scratch.replace(self.path)  # Prometheus must never read half a file
+
+
+def start_prometheus(run_dir: Path, logs: Path) -> tuple[subprocess.Popen[bytes], PodDiscovery]:
     """The Debian Prometheus on the node's IP: pods (the operator) reach it, it reaches pod IPs."""
+    work = run_dir / "prometheus"
+    work.mkdir(exist_ok=True)
+    discovery = PodDiscovery(work / "triton-pods.json")
+    discovery.path.write_text("[]")
+    discovery.thread.start()
     config = {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "scrape_configs": [
             {
                 "job_name": "triton",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "kubeconfig_file": str(run_dir / "kubeconfig"),
-                        "namespaces": {"names": [MODELS_NS]},
-                    }
-                ],
-                # The scrape annotations honed puts on Triton pods (docs/operations.md, "What to scrape").
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "action": "keep",
-                        "regex": "true",
-                    },
-                    {
-                        "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                        "regex": r"([^:]+)(?::\d+)?;(\d+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
+                "file_sd_configs": [{"files": [str(discovery.path)], "refresh_interval": "2s"}],
             }
         ],
     }
-    work = run_dir / "prometheus"
-    work.mkdir(exist_ok=True)
     (work / "prometheus.yml").write_text(json.dumps(config))
     log = (logs / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -392,8 +413,8 @@ def start_prometheus(run_dir: Path, logs: Path) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    wait_for("Prometheus ready", lambda: _http_ok(f"http://{NODE_IP}:{PROMETHEUS_PORT}/-/ready"), timeout=30)
-    return process
+    wait_for("Prometheus ready", lambda: _http_ok(f"http://{NODE_IP}:{PROMETHEUS_PORT}/-/ready"), timeout=60)
+    return process, discovery
 
 
 def _http_ok(url: str) -> bool:
