@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import kit
+from tests.fixtures import kit
 
 REPO = kit.REPO
 EXAMPLE = REPO / "examples" / "local-cluster"
