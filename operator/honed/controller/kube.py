@@ -118,10 +118,8 @@ class KubeClient:
     def _configuration(self, info: kopf.ConnectionInfo) -> k8s.Configuration:
         config = k8s.Configuration(host=info.server.rstrip("/"))
         config.verify_ssl = not info.insecure
-        config.ssl_ca_cert = _path(info.ca_path)
-        if info.ca_data:
-            config.ca_cert_data = _pem(info.ca_data).decode()
-        # urllib3 takes a client certificate only from files.
+        # This client version takes certificates (the CA's too) only from files.
+        config.ssl_ca_cert = _path(info.ca_path) or self._file("ca.crt", info.ca_data)
         config.cert_file = _path(info.certificate_path) or self._file("client.crt", info.certificate_data)
         config.key_file = _path(info.private_key_path) or self._file("client.key", info.private_key_data)
         if info.token:
@@ -177,18 +175,22 @@ class KubeClient:
             headers = {"Accept": "application/json"}
             if body is not None:
                 headers["Content-Type"] = content_type
-            request = api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=query or None,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
             try:
-                response = api.call_api(*request, _request_timeout=self._timeout)
-                response.read()
-                return api.response_deserialize(response, {"2XX": "object"}).data
+                # The raw body, parsed here: the client's own deserializer would turn timestamps
+                # into datetimes and drop fields its models do not know.
+                response = api.call_api(
+                    path,
+                    method,
+                    query_params=query or None,
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+                raw = response.data
+                return json.loads(raw) if raw else None
             except k8s.ApiException as exc:
                 if exc.status == 401 and attempt == 1:
                     log.info("the API server refused our credentials (401); logging in again")
