@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -107,3 +108,14 @@ def test_serving_options_from_the_spec() -> None:
     )
     assert (options.response_cache, options.dynamic_batching, options.instances) == (False, False, 2)
     assert options.max_queue_delay_us == 300 and options.max_batch_size is None
+
+
+def test_pruning_keeps_the_version_still_serving(store: ArtifactStore, tmp_path: Path) -> None:
+    """Version 2 serves; 3 stalled in its rollout; writing 4 must not remove what the old pods load."""
+    report_uri = pool_output(store, "ml/mlp/optimizations/a/cpu", tmp_path)
+    for version in (1, 2, 3):
+        write_repository(store, write_for(store, report_uri, version), SETTINGS)
+    fourth = write_for(store, report_uri, 4)
+    write_repository(store, dataclasses.replace(fourth, serving_version=2), SETTINGS)
+    assert repository_state(store, "ml", "mlp") == ({2, 3, 4}, {2, 3, 4})
+    assert store.exists("ml/mlp/repository/mlp/configs/version-2.pbtxt")

@@ -117,7 +117,7 @@ def write_repository(store: ArtifactStore, write: RepositoryWrite, settings: Hon
         if remote:
             _upload_version(repository, model, written.version, written.path, written.config_path)
             repository.write_text(f"{model}/{CONFIG_FILE}", written.config_text)
-        _prune(repository, model, keep=KEEP_VERSIONS)
+        _prune(repository, model, keep=KEEP_VERSIONS, serving=write.serving_version)
     log.info("wrote %s version %d (%s on %s)", write.repository_uri, write.version, write.candidate, write.pool)
 
 
@@ -137,8 +137,12 @@ def _upload_version(repository: ArtifactStore, model: str, version: int, local: 
     repository.upload(local / DEPLOYMENT_FILE, f"{model}/{version}/{DEPLOYMENT_FILE}")
 
 
-def _prune(repository: ArtifactStore, model: str, keep: int) -> None:
+def _prune(repository: ArtifactStore, model: str, keep: int, serving: int | None = None) -> None:
+    """Remove all but the newest ``keep`` versions and the one ``serving``, which pods still load
+    (a newer version whose rollout stalled does not make it expendable)."""
     live = sorted(int(e) for e in repository.listdir(model) if e.isdigit())
     for version in live[:-keep]:
+        if version == serving:
+            continue
         repository.delete(f"{model}/{version}")
         repository.delete(f"{model}/{CONFIGS_DIR}/{version_config_name(version)}.pbtxt")

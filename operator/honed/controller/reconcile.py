@@ -301,6 +301,7 @@ def _deploy(
             repository_uri=repository,
             model_name=names.triton_model_name(obs.name),
             serving=serving.model_dump(mode="json"),
+            serving_version=new.endpoint.version if new.endpoint else None,
         )
     replicas = spec.serving.replicas
     dep = obs.deployment

@@ -125,6 +125,9 @@ class RepositoryWrite:
     repository_uri: str  # the store URI of the model repository
     model_name: str
     serving: dict[str, Any]  # spec.serving (snake_case), for config.pbtxt
+    # What pods may still load: the version the endpoint announces (a rollout of ``version`` may
+    # stall and leave it serving). Pruning never removes it.
+    serving_version: int | None = None
 
 
 @dataclass
