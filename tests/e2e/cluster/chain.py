@@ -520,8 +520,10 @@ def check_inference(store: Path, facts: dict[str, Any]) -> str:
     expected = session.run(None, {session.get_inputs()[0].name: inputs})[0]
     output = session.get_outputs()[0].name
     served = []
-    for start in range(0, len(inputs), 32):
-        batch = np.ascontiguousarray(inputs[start : start + 32])
+    # Requests as large as the served config allows (Triton refuses larger batches).
+    step = int(body["status"]["winner"]["config"].get("maxBatchSize") or 1)
+    for start in range(0, len(inputs), step):
+        batch = np.ascontiguousarray(inputs[start : start + step])
         request = triton_http.InferInput(session.get_inputs()[0].name, list(batch.shape), "FP32")
         request.set_data_from_numpy(batch)
         answer = client.infer(endpoint["model"], [request], model_version=str(endpoint["version"]))
