@@ -638,25 +638,33 @@ def check_feedback_swap(facts: dict[str, Any]) -> str:
 
         current = wait_for("a new version serving after the feedback decision", swapped, timeout=420, interval=2)
         time.sleep(3)  # requests keep flowing to the new pod for a moment after the swap
-    decision = (current["status"].get("feedback") or {}).get("lastDecision") or {}
+    feedback = current["status"].get("feedback") or {}
+    # The loop's memory says what it did (lastDecision is already the Keep of the cooldown after it).
+    if feedback.get("reoptimizations"):
+        action, why = "Reoptimize", (current["status"].get("lastOptimization") or {}).get("request", "")
+    elif feedback.get("retunes"):
+        action, why = "Retune", ((current["status"].get("serving") or {}).get("overrides") or {})
+    elif feedback.get("fallenBackFrom"):
+        action, why = "Fallback", feedback["fallenBackFrom"]
+    else:
+        action, why = "none", feedback.get("lastDecision")
     facts.update(
         swap_requests=client.requests,
         swap_failed_requests=len(client.failures),
-        feedback_decision=decision.get("action"),
+        feedback_decision=action,
         new_version=current["status"]["endpoint"]["version"],
     )
-    assert decision, f"no feedback decision recorded: {current['status'].get('feedback')}"
+    assert action != "none", f"the new version was not the feedback loop's doing: {feedback}"
     assert not client.failures, f"{len(client.failures)} failed requests, e.g. {client.failures[:3]}"
     return (
-        f"{decision.get('action')} ({decision.get('reason', '')[:60]}); version {version} -> "
-        f"{facts['new_version']}; {client.requests} requests, 0 failed"
+        f"{action} ({str(why)[:70]}); version {version} -> {facts['new_version']}; {client.requests} requests, 0 failed"
     )
 
 
 def check_gitops() -> str:
     before = om()["metadata"]
     kubectl("apply", "--server-side", "-f", str(EXAMPLE / "optimizedmodel.yaml"))
-    after = om()["metadata"]
+    after = kget("optimizedmodel", MODEL, "-n", MODELS_NS, "--show-managed-fields")["metadata"]
     assert after["generation"] == before["generation"], (before["generation"], after["generation"])
     diffs = []
     for mode in (["--server-side"], []):
