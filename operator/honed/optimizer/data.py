@@ -35,6 +35,8 @@ class Dataset:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if path.is_dir():
+        raise InputError(f"--data {path} is a directory", hint="give the .npz file itself")
     if not path.is_file():
         raise InputError(f"data file {path} not found", hint="pass an existing .npz with --data")
     try:
@@ -78,9 +80,9 @@ def check_arrays(
     samples = counts.pop()
     if samples == 0:
         raise InputError(f"data file {path} holds zero samples", hint="add at least one sample per input")
-    if labels is not None and len(labels) != samples:
+    if labels is not None and (labels.ndim == 0 or len(labels) != samples):
         raise InputError(
-            f"data file {path}: 'labels' has {len(labels)} rows for {samples} samples",
+            f"data file {path}: 'labels' has {len(labels) if labels.ndim else 0} rows for {samples} samples",
             hint="give one label per sample",
         )
     return Dataset(feeds=feeds, labels=labels, synthesized=False, path=str(path))
