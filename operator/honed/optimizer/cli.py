@@ -47,7 +47,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME:DTYPE:SHAPE",
-        help="input spec, e.g. input_ids:int64:-1,128 (repeatable)",
+        help="input spec, e.g. input_ids:int64:batch,128 or h0:float32:2,batch,64 ('batch' marks the batch axis; "
+        "repeatable)",
     )
     p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

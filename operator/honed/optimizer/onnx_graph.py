@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
 
 STANDARD_DOMAINS = {"ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 
@@ -27,6 +27,21 @@ def _with_batch_axis(spec: TensorSpec, params: list[str], batch: str) -> TensorS
     if batch and params and params[0] != batch and batch in params:
         spec.batch_axis = params.index(batch)
     return spec
+
+
+def _open_axes(value_info, graph_inputs: list) -> list[int]:
+    """Varying axes that may be the batch: unnamed, or named only here (an exporter's generated name).
+
+    A name another input shares (``seq`` on both input_ids and position_ids) is a known axis
+    that is not the batch, whatever its position.
+    """
+    shared = {p for other in graph_inputs if other.name != value_info.name for p in _dim_params(other) if p}
+    dims = value_info.type.tensor_type.shape.dim
+    return [
+        axis
+        for axis, d in enumerate(dims)
+        if not (d.HasField("dim_value") and d.dim_value > 0) and (not d.dim_param or d.dim_param not in shared)
+    ]
 
 
 def _spec(value_info) -> TensorSpec:
@@ -139,6 +154,9 @@ def read_onnx(path: Path, max_ir_version: int | None = None) -> OnnxModel:
     batch = _batch_param(graph_inputs)
     inputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in graph_inputs]
     outputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in model.graph.output]
+    anchored = has_batch_axis(inputs)
+    infer_batch_axes(inputs, anchored, [_open_axes(v, graph_inputs) for v in graph_inputs])
+    infer_batch_axes(outputs, anchored, [_open_axes(v, graph_inputs) for v in model.graph.output])
     if not inputs or not outputs:
         raise InputError(f"{path} has no graph inputs or outputs", hint="export the model with its inputs")
     return OnnxModel(inputs, outputs, model, stamped)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
 
 TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit"}
 
@@ -115,9 +115,10 @@ def _load_onnx(path: Path, work_dir: Path, overrides: list[TensorSpec]) -> Sourc
     if not path.is_file():
         raise InputError(f"ONNX model {str(path)!r} not found", hint="check the path")
     read = read_onnx(path, max_ir_version())
-    source = SourceModel(
-        "onnx", str(path), apply_overrides(read.inputs, overrides, "inputs"), read.outputs, onnx_path=path
-    )
+    inputs = apply_overrides(read.inputs, overrides, "inputs")
+    given = {spec.name for spec in overrides}
+    infer_batch_axes([spec for spec in inputs if spec.name in given], has_batch_axis(inputs))
+    source = SourceModel("onnx", str(path), inputs, read.outputs, onnx_path=path)
     if read.lowered:
         # Every candidate builds from this copy; the user's file stays as it is.
         source.onnx_path = work_dir / f"{path.stem}.ir{read.proto.ir_version}.onnx"
@@ -185,7 +186,7 @@ def _torch_inputs(
     if not given:
         raise InputError(
             f"PyTorch model {model!r} does not say its input shapes",
-            hint="pass --input NAME:DTYPE:SHAPE (e.g. --input x:float32:-1,3,224,224) or --data DATA.npz",
+            hint="pass --input NAME:DTYPE:SHAPE (e.g. --input x:float32:batch,3,224,224) or --data DATA.npz",
         )
     if params and set(given) <= set(params):
         return [given[name] for name in params if name in given]
