@@ -92,3 +92,17 @@ def test_an_unknown_failure_keeps_the_runtimes_words_without_guessing() -> None:
     why = explain("RuntimeError: something new went wrong")
     assert why.cause == "RuntimeError: something new went wrong"
     assert "--input" not in why.hint
+
+
+def test_an_opset_message_cut_short_still_names_the_opset() -> None:
+    cut = clean(OPSET)[:250]
+    assert "till opset" not in cut
+    why = explain(cut)
+    assert "ai.onnx opset 27" in why.cause and "opset_version=26" in why.hint
+
+
+def test_worker_summaries_keep_the_runtimes_message_not_its_cpp_signature() -> None:
+    from honed.optimizer.worker import summarize
+
+    text = summarize(RuntimeError(OPSET))
+    assert "ValidateOpsetForDomain" not in text and "Opset 27 is under development" in text

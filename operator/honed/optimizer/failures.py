@@ -35,10 +35,14 @@ def _ir(m: re.Match[str]) -> Diagnosis:
 
 
 def _opset(m: re.Match[str]) -> Diagnosis:
+    # The runtime names its newest opset at the end of a long message, which may be cut off.
+    newest = re.search(r"support for domain (\S+) is till opset (\d+)", m.string)
+    domain, supported = (newest[1], newest[2]) if newest else ("ai.onnx", str(int(m[1]) - 1))
+    limit = f"up to opset {supported}" if newest else f"opset {m[1]} only as a preview"
     return Diagnosis(
-        f"the model imports {m[2]} opset {m[1]}; this ONNX Runtime supports {m[2]} up to opset {m[3]}",
-        f"re-export the model with opset {m[3]} or older (e.g. torch.onnx.export(..., opset_version={m[3]})), "
-        "or upgrade onnxruntime",
+        f"the model imports {domain} opset {m[1]}; this ONNX Runtime supports {domain} {limit}",
+        f"re-export the model with opset {supported} or older (e.g. torch.onnx.export(..., "
+        f"opset_version={supported})), or upgrade onnxruntime",
     )
 
 
@@ -90,7 +94,7 @@ def _timeout(m: re.Match[str]) -> Diagnosis:
 
 _RULES = [
     (r"Unsupported model IR version:\s*(\d+),\s*max supported IR version:\s*(\d+)", _ir),
-    (r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)", _opset),
+    (r"Opset (\d+) is under development", _opset),
     (r"(\S+) is not a registered function/op", _unknown_op),
     (r"Could not find an implementation for (\S+?)\((\d+)\) node", _no_kernel),
     (r"INVALID_PROTOBUF|protobuf parsing failed", _protobuf),
