@@ -8,12 +8,16 @@ One URI names it; the same class works in the operator, in optimizer Jobs and on
 - ``s3://bucket/prefix``, ``gs://...``, ``memory://...``: any fsspec filesystem; credentials come
   from the environment (the Secret named by ``HONED_ARTIFACT_SECRET``).
 
-Keys are ``/``-separated paths below the store's root.
+Keys are ``/``-separated paths below the store's root, and stay there: a key or URI with a
+``..`` segment is refused, and so is a local path that a symlink leads out of the root (a
+report or an artifact tree is written by an optimizer Job, so the operator treats it as input).
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,23 @@ _FSSPEC_PACKAGES = {
 }
 
 
+_CLAIM = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def relative_key(key: str, what: str) -> str:
+    """``key`` as a path below a root, or InputError naming ``what``: no ``..`` segment, and
+    no absolute path (which ``Path`` joins would take instead of the root)."""
+    if "\x00" in key or ".." in key.split("/"):
+        raise InputError(f"{what} {key!r} leaves its root ('..')", hint="name a path below the store or claim")
+    if key.startswith("/"):
+        raise InputError(f"{what} {key!r} is absolute", hint="name a path relative to the report's directory")
+    return key
+
+
+def _clean_key(key: str) -> str:
+    return relative_key(key.strip("/"), "the artifact key")
+
+
 @dataclass(frozen=True)
 class PvcLocation:
     claim: str
@@ -44,14 +65,19 @@ class PvcLocation:
 def parse_pvc(uri: str) -> PvcLocation:
     """``pvc://CLAIM/some/path`` -> claim and path inside it."""
     parsed = urlparse(uri)
+    hint = "write it as pvc://CLAIM/path/inside/the/claim"
     if parsed.scheme != "pvc" or not parsed.netloc:
-        raise InputError(f"{uri!r} is not a pvc:// URI", hint="write it as pvc://CLAIM/path/inside/the/claim")
+        raise InputError(f"{uri!r} is not a pvc:// URI", hint=hint)
+    if not _CLAIM.fullmatch(parsed.netloc):
+        raise InputError(f"{uri!r} names no PersistentVolumeClaim ({parsed.netloc!r})", hint=hint)
+    if ".." in parsed.path.split("/"):
+        raise InputError(f"{uri!r} leaves its claim ('..')", hint=hint)
     return PvcLocation(claim=parsed.netloc, subpath=parsed.path.strip("/"))
 
 
 def join_uri(base: str, *parts: str) -> str:
     """Append key parts to a store URI (``s3://b/p`` + ``a/b`` -> ``s3://b/p/a/b``)."""
-    cleaned = [part.strip("/") for part in parts if part and part.strip("/")]
+    cleaned = [_clean_key(part) for part in parts if part and part.strip("/")]
     return "/".join([base.rstrip("/"), *cleaned]) if cleaned else base.rstrip("/")
 
 
@@ -118,11 +144,35 @@ class ArtifactStore:
         """The local path of ``key`` for file:// and mounted pvc:// stores, else None."""
         if self._root is None:
             return None
-        return self._root / key.strip("/") if key.strip("/") else self._root
+        key = _clean_key(key)
+        if not key:
+            return self._root
+        path = self._root / key
+        self._inside(path, key)
+        return path
+
+    def _inside(self, path: Path, key: str) -> None:
+        """A symlink in the store must not lead a key out of the root (to read or overwrite)."""
+        assert self._root is not None
+        root = os.path.realpath(self._root)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise InputError(
+                f"{self.url(key)} leads out of the store through a symlink",
+                hint="store keys are plain files and directories below the store's root",
+            )
+
+    def _check_tree(self, path: Path, key: str) -> None:
+        """Every symlink below ``path`` stays in the store (copying follows them)."""
+        for directory, dirs, files in os.walk(path):
+            for name in dirs + files:
+                entry = Path(directory) / name
+                if entry.is_symlink():
+                    self._inside(entry, f"{key}/{entry.relative_to(path).as_posix()}")
 
     def _remote(self, key: str) -> str:
         _, root = self._filesystem()
-        return posixpath.join(root, key.strip("/")) if key.strip("/") else root
+        key = _clean_key(key)
+        return posixpath.join(root, key) if key else root
 
     # --- reading and writing ----------------------------------------------------------------
 
@@ -196,6 +246,7 @@ class ArtifactStore:
             if not local.exists():
                 raise InputError(f"nothing at {self.url(key)}", hint="check the artifact store URI and key")
             if local.is_dir():
+                self._check_tree(local, key)
                 shutil.copytree(local, target, dirs_exist_ok=True)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)

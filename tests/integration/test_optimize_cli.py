@@ -14,7 +14,7 @@ import pytest
 from honed.optimizer.artifact import load_runner
 from honed.optimizer.homedir import writable
 from honed.optimizer.report import load_report
-from tests.fixtures.models import token_classifier_onnx
+from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
 from tests.fixtures.serving_artifacts import mlp_onnx
 
 pytestmark = pytest.mark.slow
@@ -238,3 +238,130 @@ def test_int8_that_fails_the_gate_is_retried_accuracy_aware(digits: tuple[Path, 
         assert retry.metric is not None and retry.metric.drop <= 0.00002
     else:
         assert retry.status == "failed" and "still drops" in retry.reason
+
+
+ORT_ONLY = ["--backends", "onnxruntime", "--precisions", "fp32", "--batch-sizes", "1,4", *FAST]
+
+
+def _relu_onnx(path: Path, ir_version: int, opset: int = 17, domain: str = "") -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    op = "Frobnicate" if domain else "Relu"
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], "g", [x], [y])
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = ir_version  # as a newer onnx release stamps it
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_directory_as_model_names_the_file_inside(tmp_path: Path) -> None:
+    folder = tmp_path / "resnet"
+    folder.mkdir()
+    mlp_onnx(folder / "model.onnx")
+    result = honed("optimize", folder, "--out", tmp_path / "o")
+    assert result.returncode == 2
+    message = _error(result)
+    assert "MODEL" in message and "is a directory" in message and str(folder / "model.onnx") in message
+
+
+def test_out_naming_an_existing_file(tmp_path: Path) -> None:
+    taken = tmp_path / "results"
+    taken.write_text("keep")
+    result = honed("optimize", mlp_onnx(tmp_path / "m.onnx"), "--out", taken)
+    assert result.returncode == 2 and "--out" in _error(result) and "existing file" in result.stderr
+    assert taken.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"", "empty file"), (b"just some text, not a model\n" * 4, "not an ONNX model")],
+)
+def test_empty_and_non_onnx_model_files(tmp_path: Path, content: bytes, expected: str) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(content)
+    result = honed("optimize", bad, "--out", tmp_path / "o")
+    assert result.returncode == 2 and expected in _error(result)
+
+
+def test_a_model_from_a_newer_onnx_is_lowered_and_runs(tmp_path: Path) -> None:
+    from honed.optimizer.backends.onnxruntime import max_ir_version
+
+    runtime_ir = max_ir_version()
+    assert runtime_ir is not None
+    model = _relu_onnx(tmp_path / "new.onnx", runtime_ir + 1)
+    out = tmp_path / "out"
+    result = honed("optimize", model, "--out", out, *ORT_ONLY)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    said = f"has IR version {runtime_ir + 1}"
+    assert said in result.stderr  # the console warning, even with --quiet
+    assert any(said in note and f"run as IR {runtime_ir}" in note for note in load_report(out).notes)
+    assert _stamped_ir(model) == runtime_ir + 1  # the user's file is left as it was
+
+
+def _stamped_ir(path: Path) -> int:
+    import onnx
+
+    return int(onnx.load(str(path)).ir_version)
+
+
+def test_an_opset_the_runtime_refuses_names_its_own_cause_and_fix(tmp_path: Path) -> None:
+    from honed.optimizer.backends.onnxruntime import max_ir_version
+
+    ir = max_ir_version() or 10
+    import onnx
+
+    newest = max(row[2] for row in onnx.helper.VERSION_TABLE if row[1] <= ir)
+    result = honed("optimize", _relu_onnx(tmp_path / "op.onnx", ir, opset=newest), "--out", tmp_path / "o", *ORT_ONLY)
+    if result.returncode == 0:
+        pytest.skip(f"this onnxruntime runs opset {newest}")
+    message = _error(result)
+    assert result.returncode == 2 and f"opset {newest}" in message and "opset_version=" in message
+    assert "--input" not in message
+
+
+def test_an_unknown_operator_names_its_own_cause_and_fix(tmp_path: Path) -> None:
+    model = _relu_onnx(tmp_path / "custom.onnx", 8, domain="my.ops")
+    message = _error(honed("optimize", model, "--out", tmp_path / "o", *ORT_ONLY))
+    assert "Frobnicate" in message and "standard ONNX operators" in message
+    assert "--input" not in message and "onnxruntime_src" not in message
+
+
+def test_a_stateful_model_with_an_unnamed_batch_dim_runs_end_to_end(tmp_path: Path) -> None:
+    model = stateful_gru_onnx(tmp_path / "gru.onnx")
+    out = tmp_path / "out"
+    result = honed("optimize", model, "--out", out, *ORT_ONLY)
+    assert result.returncode == 0, result.stderr
+    report = load_report(out)
+    shapes = {s.name: (s.shape, s.sample_axis) for s in report.model.inputs}
+    assert shapes["h0"] == ([1, -1, 16], 1) and report.model.batch == "dynamic"
+    assert set(report.baseline.throughput) == {"1", "4"}
+    # With data: the state array is [samples, 1, 16], samples first like every other array.
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((6, 5, 8), np.float32), h0=np.zeros((6, 1, 16), np.float32))
+    with_data = honed("optimize", model, "--data", data, "--out", tmp_path / "out2", *ORT_ONLY)
+    assert with_data.returncode == 0, with_data.stderr
+    # The same with the state's shape given as --input with -1 or 'batch' on axis 1.
+    for spec in ("h0:float32:1,-1,16", "h0:float32:1,batch,16"):
+        given = honed("optimize", model, "--input", spec, "--data", data, "--out", tmp_path / "o3", *ORT_ONLY)
+        assert given.returncode == 0, given.stderr
+
+
+def test_data_for_a_stateful_model_in_the_wrong_shape_shows_no_minus_one(tmp_path: Path) -> None:
+    model = stateful_gru_onnx(tmp_path / "gru.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((6, 5, 8), np.float32), h0=np.zeros((1, 6, 16), np.float32))
+    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    assert "'h0'" in message and "[1, batch, 16]" in message and "-1" not in message
+
+
+def test_data_with_a_wrong_dtype(tmp_path: Path) -> None:
+    model = token_classifier_onnx(tmp_path / "tokens.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, input_ids=np.zeros((4, 12), np.float32), attention_mask=np.ones((4, 12), np.int64))
+    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    assert "'input_ids' is float32" in message and "int64" in message

@@ -72,6 +72,29 @@ def test_camel_case_manifest_round_trips() -> None:
             "spec.model.inputs[0].shape",
             "never 0",
         ),
+        ({"model": {"uri": "pvc://models/../../etc/passwd"}}, "spec.model.uri", "'..' path segment"),
+        ({"model": {"uri": "file:///store/a/../../etc/passwd"}}, "spec.model.uri", "'..' path segment"),
+        ({"validation": {"dataUri": "s3://b/../x.npz"}}, "spec.validation.dataUri", "'..' path segment"),
+        ({"model": {"uri": "pvc:///etc/passwd"}}, "spec.model.uri", "pvc://CLAIM/path"),
+        ({"model": {"uri": "pvc://models"}}, "spec.model.uri", "pvc://CLAIM/path"),
+        ({"model": {"uri": "pvc://Models_A/m.onnx"}}, "spec.model.uri", "pvc://CLAIM/path"),
+        ({"search": {"timeBudget": "0m"}}, "spec.search.timeBudget", "longer than 0s"),
+        ({"feedback": {"interval": "0s", "p99LatencyMs": 5}}, "spec.feedback.interval", "longer than 0s"),
+        ({"search": {"batchSizes": [1, 8, 1]}}, "spec.search.batchSizes", "listed twice (entry 2)"),
+        ({"search": {"precisions": ["fp16", "fp16"]}}, "spec.search.precisions", "listed twice"),
+        (
+            {"model": {"uri": "s3://m/x.onnx", "inputs": [{"name": "x"}, {"name": "x"}]}},
+            "spec.model.inputs",
+            "declared twice",
+        ),
+        ({"validation": {"metric": "top1", "maxMetricDrop": 5}}, "spec.validation.maxMetricDrop", "fraction"),
+        ({"validation": {"metric": "cosine", "maxMetricDrop": 2.5}}, "spec.validation.maxMetricDrop", "(2)"),
+        ({"feedback": {"enabled": True}}, "spec.feedback.p99LatencyMs", "needs p99LatencyMs"),
+        (
+            {"search": {"latencyBudgetMs": 80}, "feedback": {"enabled": True, "p99LatencyMs": 50}},
+            "spec.search.latencyBudgetMs",
+            "above feedback.p99LatencyMs",
+        ),
     ],
 )
 def test_invalid_spec_names_the_field(patch: dict, field: str, words: str) -> None:
@@ -80,6 +103,19 @@ def test_invalid_spec_names_the_field(patch: dict, field: str, words: str) -> No
     assert caught.value.field == field
     assert words in caught.value.message
     assert caught.value.reason == "InvalidSpec"
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"model": {"uri": "pvc://models/resnet/..model.onnx"}},  # '..' inside a name is a name
+        {"validation": {"metric": "rmse", "maxMetricDrop": 5}},  # unbounded metrics take any drop
+        {"search": {"latencyBudgetMs": 80}, "feedback": {"p99LatencyMs": 50}},  # no loop, no conflict
+        {"search": {"timeBudget": "500ms"}},
+    ],
+)
+def test_near_misses_are_valid(patch: dict) -> None:
+    parse_spec({**MINIMAL, **patch})
 
 
 def test_spec_that_is_not_an_object() -> None:

@@ -326,6 +326,12 @@ def test_unreadable_report_fails_that_pool() -> None:
             "spec.targets[1].pool: unknown pool 'tpu'; known pools: cpu, gpu",
         ),
         ({**SPEC, "model": {"uri": "file:///m.onnx", "format": "keras"}}, "InvalidSpec", "spec.model.format"),
+        (
+            {**SPEC, "targets": [{"pool": "cpu"}], "search": {"backends": ["tensorrt"]}},
+            "NoBackendForPool",
+            "spec.search.backends: none of tensorrt runs on pool 'cpu' (spec.targets[0], device cpu, which runs "
+            "onnxruntime, openvino, torch)",
+        ),
     ],
 )
 def test_bad_spec_fails_with_a_condition_naming_the_field(spec: dict, reason: str, words: str) -> None:
@@ -342,7 +348,7 @@ def test_cost_objective_needs_every_pool_priced() -> None:
     settings = SETTINGS.model_copy(update={"pools": [Pool(name="cpu", image="x"), SETTINGS.pools[1]]})
     plan = reconcile({**SPEC, "search": {"objective": "cost"}}, observed(settings=settings))
     _, reason, message = conditions(plan)["Optimized"]
-    assert reason == "InvalidSpec" and message.startswith("spec.search.objective: cost needs a pricePerHour")
+    assert reason == "PoolWithoutPrice" and message.startswith("spec.search.objective: cost needs a pricePerHour")
 
 
 def test_unreachable_model_uri_creates_nothing_and_retries() -> None:

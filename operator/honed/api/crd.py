@@ -31,6 +31,17 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
+# The name becomes the Triton Service's (``<name>-triton``, a DNS-1035 label: a letter first) and
+# part of every child's; children replace what labels cannot hold by '-' (names.bounded), so
+# ``a.b`` and ``a-b`` would share their Jobs and Service. Long names are fine: children are cut
+# to 63 characters with a hash of the whole.
+NAME_RULE = {
+    "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    # (no fieldPath: it may only name fields of the schema, and metadata has none)
+    "message": "metadata.name must start with a lowercase letter and hold only lowercase letters, digits and '-' "
+    "(no dots): it names the model's Triton Service and Jobs",
+}
+
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs", "properties"}
 
 
@@ -125,6 +136,7 @@ def crd_manifest() -> dict[str, Any]:
                             "type": "object",
                             "description": OptimizedModelSpec.__doc__,
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic.json_schema import JsonDict
 
 from honed.api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, ApiModel, first_error
 from honed.api.durations import DURATION_PATTERN, parse_duration
@@ -18,6 +20,59 @@ SHORT_NAMES = ["om"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 URI_PATTERN = r"^(s3|gs|https?|pvc|file)://.+"
+MAX_URI = 2048
+_CLAIM = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+# A ``..`` segment would let a pvc:// (or file://) URI leave its claim, and names nothing an
+# object store needs; a pvc:// URI needs a claim name and a path inside it. The API server
+# checks the same with CEL (RE2: no lookahead, so not one pattern), parse_spec with check_uri.
+DOTDOT = "must not contain a '..' path segment: name the file itself, below the bucket or claim"
+PVC_FORM = "a pvc:// URI is pvc://CLAIM/path/inside/the/claim, CLAIM a PersistentVolumeClaim name"
+NOT_POSITIVE = "must be longer than 0s, like 90s or 20m"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """A CRD ``x-kubernetes-validations`` entry (the API server answers 422 with ``message``)."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: JsonDict) -> JsonDict:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+URI_RULES = validations(
+    cel("!self.matches('(^|/)[.][.](/|$)')", DOTDOT),
+    cel(f"!self.startsWith('pvc://') || self.matches('^pvc://{_CLAIM}/[^/].*$')", PVC_FORM),
+)
+# Durations must be positive: a zero time budget or check interval asks for the impossible.
+DURATION_RULES = validations(cel("duration(self) > duration('0s')", NOT_POSITIVE))
+# The API server refuses duplicates in these lists (a 422 naming the entry), as parse_spec does.
+SET: JsonDict = {"x-kubernetes-list-type": "set"}
+
+
+def check_uri(uri: str) -> str:
+    """The checks of ``URI_RULES``, for parse_spec (a manifest that never met an API server)."""
+    if ".." in uri.split("/"):
+        raise ValueError(DOTDOT)
+    if uri.startswith("pvc://") and not re.fullmatch(rf"pvc://{_CLAIM}/[^/].*", uri):
+        raise ValueError(PVC_FORM)
+    return uri
+
+
+def check_positive_duration(text: str | None) -> str | None:
+    if text is not None and parse_duration(text) <= 0:
+        raise ValueError(NOT_POSITIVE)
+    return text
+
+
+# Constraints inside the type: Field(pattern=...) on an optional field of an annotated type
+# validates but is left out of the JSON schema, and so out of the CRD.
+Uri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=MAX_URI), AfterValidator(check_uri)]
+Duration = Annotated[
+    str, StringConstraints(pattern=DURATION_PATTERN, max_length=32), AfterValidator(check_positive_duration)
+]
 
 # numpy dtype names Triton can carry; kept equal to honed.optimizer.tensors.TRITON_DTYPES (a test checks).
 Dtype = Literal[
@@ -33,48 +88,83 @@ Dimension = Annotated[int, Field(ge=-1, description="a positive size, or -1 for 
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 
 
+ZERO_DIMENSION = "dimensions are positive or -1 (an axis that varies), never 0"
+
+
 class TensorDecl(ApiModel):
     """One model input; needed when the model file does not say (TorchScript, dynamic ONNX shapes)."""
 
-    name: str = Field(min_length=1, description="input name as the model knows it")
+    name: str = Field(min_length=1, max_length=256, description="input name as the model knows it")
     dtype: Dtype = Field("float32", description="numpy dtype name")
     shape: list[Dimension] = Field(
-        default_factory=list, description="dimensions, batch axis first; -1 marks an axis that varies"
+        default_factory=list,
+        max_length=16,
+        description="dimensions, batch axis first; -1 marks an axis that varies",
+        json_schema_extra=validations(cel("self.all(d, d != 0)", ZERO_DIMENSION)),
     )
 
     @field_validator("shape")
     @classmethod
     def _no_zero(cls, shape: list[int]) -> list[int]:
         if 0 in shape:
-            raise ValueError("dimensions are positive or -1 (an axis that varies), never 0")
+            raise ValueError(ZERO_DIMENSION)
         return shape
 
 
 class ModelSource(ApiModel):
     """Where the trained model is and how to read it."""
 
-    uri: str = Field(
-        pattern=URI_PATTERN,
+    uri: Uri = Field(
         description="s3://, gs://, http(s)://, pvc://CLAIM/path or file:// location of the model file",
+        json_schema_extra=URI_RULES,
     )
     format: ModelFormat = Field("onnx", description="how the file is serialized")
     credentials_secret: str | None = Field(
         None,
         pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
         description="Secret in this namespace whose keys become the optimizer's environment "
         "(AWS_ACCESS_KEY_ID, ... for s3://)",
     )
     inputs: list[TensorDecl] = Field(
-        default_factory=list, description="input names, dtypes and shapes; optional when the file has them"
+        default_factory=list,
+        max_length=64,
+        description="input names, dtypes and shapes; optional when the file has them",
+        # One entry per input name, enforced by the API server as a map-typed list.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_once(cls, inputs: list[TensorDecl]) -> list[TensorDecl]:
+        seen = [t.name for t in inputs]
+        for index, name in enumerate(seen):
+            if name in seen[:index]:
+                raise ValueError(f"input {name!r} is declared twice (entry {index}); declare each input once")
+        return inputs
+
+
+# Drops of these metrics are bounded (top1/accuracy: a fraction, cosine: 1 - similarity in
+# [-1, 1]); a larger maximum accepts any candidate, so it is a mistake (a percentage, likely).
+DROP_BOUNDS = {"top1": 1.0, "accuracy": 1.0, "cosine": 2.0}
+DROP_TOO_LARGE = (
+    "top1 and accuracy drops are fractions up to 1 (0.01 is one point), cosine drops are at most 2; "
+    "a larger maxMetricDrop accepts anything"
+)
+_DROP_RULE = " && ".join(
+    f"!(has(self.metric) && self.metric == '{metric}' && self.maxMetricDrop > {bound})"
+    for metric, bound in DROP_BOUNDS.items()
+)
 
 
 class Validation(ApiModel):
     """The data and metric that decide whether a faster candidate is still the same model."""
 
-    data_uri: str | None = Field(
+    model_config = ConfigDict(json_schema_extra=validations(cel(_DROP_RULE, DROP_TOO_LARGE, ".maxMetricDrop")))
+
+    data_uri: Uri | None = Field(
         None,
-        pattern=URI_PATTERN,
+        json_schema_extra=URI_RULES,
         description="npz with one array per input (+ labels) for calibration and accuracy; "
         "synthesized from the input shapes when absent",
     )
@@ -98,15 +188,33 @@ class Search(ApiModel):
         None, gt=0, description="candidates whose p99 at batch 1 exceeds this are not eligible"
     )
     batch_sizes: list[BatchSize] = Field(
-        default_factory=lambda: [1, 8], min_length=1, description="batch sizes to benchmark"
+        default_factory=lambda: [1, 8],
+        min_length=1,
+        max_length=16,
+        description="batch sizes to benchmark",
+        json_schema_extra=SET,
     )
     precisions: list[Precision] = Field(
-        default_factory=list, description="precisions to try; empty = every one the pool supports"
+        default_factory=list,
+        description="precisions to try; empty = every one the pool supports",
+        json_schema_extra=SET,
     )
     backends: list[Backend] = Field(
-        default_factory=list, description="runtimes to try; empty = every one the pool supports"
+        default_factory=list, description="runtimes to try; empty = every one the pool supports", json_schema_extra=SET
     )
-    time_budget: str = Field("20m", pattern=DURATION_PATTERN, description="search time per pool, like 20m or 1h30m")
+    time_budget: Duration = Field(
+        "20m",
+        description="search time per pool, like 20m or 1h30m",
+        json_schema_extra=DURATION_RULES,
+    )
+
+    @field_validator("batch_sizes", "precisions", "backends")
+    @classmethod
+    def _each_once(cls, values: list) -> list:
+        for index, value in enumerate(values):
+            if value in values[:index]:
+                raise ValueError(f"{value!r} is listed twice (entry {index}); list each once")
+        return values
 
     def time_budget_seconds(self) -> float:
         return parse_duration(self.time_budget)
@@ -140,13 +248,37 @@ class Serving(ApiModel):
     cache_size_mib: int = Field(256, ge=1, le=65536, description="response cache size per pod")
 
 
+FEEDBACK_WITHOUT_SLO = (
+    "feedback.enabled needs p99LatencyMs, the SLO it holds live traffic to; set it or disable feedback"
+)
+BUDGET_OVER_SLO = (
+    "search.latencyBudgetMs is above feedback.p99LatencyMs: a winner within the budget could break the SLO "
+    "at once and re-optimize forever; lower the budget to the SLO or raise the SLO"
+)
+
+
 class Feedback(ApiModel):
     """Live-traffic checks against the SLO (acted on by the feedback loop)."""
 
+    # Without the SLO the loop has no latency to hold traffic to: enabling it needs p99LatencyMs.
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!has(self.enabled) || !self.enabled || has(self.p99LatencyMs)", FEEDBACK_WITHOUT_SLO, ".p99LatencyMs")
+        )
+    )
+
     enabled: bool = Field(False, description="watch Triton's metrics and re-optimize or re-tune on SLO breaks")
     p99_latency_ms: float | None = Field(None, gt=0, description="the SLO: p99 request latency")
-    interval: str = Field("1m", pattern=DURATION_PATTERN, description="how often metrics are checked")
-    cooldown: str = Field("30m", pattern=DURATION_PATTERN, description="least time between two actions")
+    interval: Duration = Field(
+        "1m",
+        description="how often metrics are checked",
+        json_schema_extra=DURATION_RULES,
+    )
+    cooldown: Duration = Field(
+        "30m",
+        description="least time between two actions",
+        json_schema_extra=DURATION_RULES,
+    )
     # Tuning of the loop itself; left out, honed.feedback.slo.FeedbackSLO's defaults apply.
     bad_windows: int | None = Field(None, ge=1, le=100, description="consecutive bad intervals before acting (2)")
     max_failure_ratio: float | None = Field(None, ge=0, le=1, description="failed / all requests allowed (0.01)")
@@ -156,8 +288,10 @@ class Feedback(ApiModel):
     cache_min_hit_ratio: float | None = Field(
         None, ge=0, le=1, description="below it, a cache whose lookups cost more than hits save goes off (0.1)"
     )
-    cache_probe_after: str | None = Field(
-        None, pattern=DURATION_PATTERN, description="when a cache the loop turned off is tried again (6h)"
+    cache_probe_after: Duration | None = Field(
+        None,
+        description="when a cache the loop turned off is tried again (6h)",
+        json_schema_extra=DURATION_RULES,
     )
     traffic_shift_factor: float | None = Field(
         None, ge=1, description="observed batch over the largest benchmarked one that re-optimizes (2)"
@@ -166,6 +300,18 @@ class Feedback(ApiModel):
 
 class OptimizedModelSpec(ApiModel):
     """A trained model to optimize on the named pools and serve on Triton."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.search) || !has(self.search.latencyBudgetMs) || !has(self.feedback) || "
+                "!has(self.feedback.p99LatencyMs) || !self.feedback.enabled || "
+                "self.search.latencyBudgetMs <= self.feedback.p99LatencyMs",
+                BUDGET_OVER_SLO,
+                ".search.latencyBudgetMs",
+            )
+        )
+    )
 
     model: ModelSource
     validation: Validation = Field(default_factory=Validation)
@@ -205,4 +351,22 @@ def parse_spec(raw: object) -> OptimizedModelSpec:
     for index, pool in enumerate(pools):
         if pool in pools[:index]:
             raise SpecError(f"spec.targets[{index}].pool", f"pool {pool!r} is listed twice; list each pool once")
+    _check_across_fields(spec)
     return spec
+
+
+def _check_across_fields(spec: OptimizedModelSpec) -> None:
+    """The CRD's CEL rules over several fields, for manifests that never met an API server."""
+    validation, feedback, budget = spec.validation, spec.feedback, spec.search.latency_budget_ms
+    bound = DROP_BOUNDS.get(validation.metric or "")
+    if bound is not None and validation.max_metric_drop > bound:
+        raise SpecError(
+            "spec.validation.maxMetricDrop",
+            f"{validation.max_metric_drop:g} is more than a {validation.metric} drop can be ({bound:g}); "
+            "write it as a fraction (0.01 is one point)",
+        )
+    if feedback.enabled and feedback.p99_latency_ms is None:
+        raise SpecError("spec.feedback.p99LatencyMs", FEEDBACK_WITHOUT_SLO)
+    slo = feedback.p99_latency_ms
+    if feedback.enabled and slo is not None and budget is not None and budget > slo:
+        raise SpecError("spec.search.latencyBudgetMs", BUDGET_OVER_SLO)

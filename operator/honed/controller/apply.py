@@ -11,6 +11,7 @@ from typing import Any
 
 from honed.api.status import DEPLOYED
 from honed.artifacts import ArtifactStore
+from honed.controller import names
 from honed.controller.conditions import load_status, merge_patch, set_condition
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, resource_of
 from honed.controller.state import Event, Observed, Plan, RepositoryWrite
@@ -69,8 +70,9 @@ def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> 
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        # Events need unique names; Kubernetes' own convention is <object>.<hex>.
-        "metadata": {"name": f"{obs.name}.{secrets.token_hex(8)}", "namespace": obs.namespace},
+        # Events need unique names; Kubernetes' own convention is <object>.<hex>. The object's name
+        # may take all 253 characters a name can have, so it is shortened to leave room.
+        "metadata": {"name": f"{names.bounded(obs.name, 236)}.{secrets.token_hex(8)}", "namespace": obs.namespace},
         "involvedObject": {
             "apiVersion": OPTIMIZED_MODELS.api_version,
             "kind": OPTIMIZED_MODELS.kind,

@@ -15,6 +15,8 @@ WARNING_REASONS = frozenset(
     {
         "InvalidSpec",
         "UnknownPool",
+        "PoolWithoutPrice",
+        "NoBackendForPool",
         "ModelUnreachable",
         "AllPoolsFailed",
         "NoCandidateWithinDrop",

@@ -21,7 +21,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from honed.artifacts import ArtifactStore
+from honed.artifacts import ArtifactStore, relative_key
 from honed.controller import names
 from honed.controller.state import RepositoryWrite
 from honed.errors import HonedError
@@ -73,6 +73,9 @@ def _fetch_winner(write: RepositoryWrite, settings: HonedSettings, target: Path)
         raise HonedError(f"{write.report_uri} has no candidate {write.candidate!r}") from None
     if not artifact:
         raise HonedError(f"candidate {write.candidate!r} in {write.report_uri} names no artifact directory")
+    # The report is the Job's word: its artifact path must stay below the report's directory,
+    # both where it is read from (the store) and where it is copied to (``target``).
+    relative_key(artifact, f"the artifact of candidate {write.candidate!r} in {write.report_uri}")
     pool_dir.download(artifact, target / artifact)
     return report_path
 

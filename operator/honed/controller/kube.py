@@ -242,10 +242,16 @@ class KubeClient:
         items = payload.get("items") if isinstance(payload, dict) else None
         return [dict(item) for item in items or []]
 
-    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> bool:
-        """Create ``body``; False when it already exists (409), which callers treat as done."""
+    async def create(
+        self, resource: Resource, namespace: str, body: dict[str, Any], *, field_validation: str | None = None
+    ) -> bool:
+        """Create ``body``; False when it already exists (409), which callers treat as done.
+
+        ``field_validation="Strict"`` (kubectl's default) refuses unknown fields instead of dropping them.
+        """
+        query = [("fieldValidation", field_validation)] if field_validation else []
         try:
-            await self._request("create", resource.path(namespace), body=body)
+            await self._request("create", resource.path(namespace), query=query, body=body)
         except KubeError as exc:
             if exc.status == 409:
                 return False

@@ -37,6 +37,7 @@ from honed.controller.state import (
 )
 from honed.controller.triton import endpoint, runs_serving_config, triton_deployment, triton_service
 from honed.controller.winner import apply_requests, build_winner, effective_serving, next_version, report_uri
+from honed.optimizer.backends import device_backends
 from honed.settings import HonedSettings
 
 TOP_CANDIDATES = 8
@@ -69,7 +70,22 @@ def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
                 "spec.search.objective",
                 f"cost needs a pricePerHour for every target pool; {', '.join(unpriced)} has none "
                 "(use latency or throughput, or ask for the price in the chart's values)",
+                reason="PoolWithoutPrice",
             )
+    if spec.search.backends:
+        # A pool none of whose backends can run would only fail after its Job was scheduled.
+        for index, target in enumerate(spec.targets):
+            pool = settings.pool(target.pool)
+            assert pool is not None  # checked above
+            runnable = device_backends(pool.device)
+            if not set(spec.search.backends) & set(runnable):
+                raise SpecError(
+                    "spec.search.backends",
+                    f"none of {', '.join(spec.search.backends)} runs on pool {target.pool!r} "
+                    f"(spec.targets[{index}], device {pool.device}, which runs {', '.join(runnable)}); "
+                    "add one of those, leave backends empty, or target another pool",
+                    reason="NoBackendForPool",
+                )
 
 
 def reconcile(spec_raw: Any, obs: Observed) -> Plan:

@@ -47,7 +47,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME:DTYPE:SHAPE",
-        help="input spec, e.g. input_ids:int64:-1,128 (repeatable)",
+        help="input spec, e.g. input_ids:int64:batch,128 or h0:float32:2,batch,64 ('batch' marks the batch axis; "
+        "repeatable)",
     )
     p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -121,6 +122,7 @@ def _optimize(args: argparse.Namespace) -> int:
     out_uri = str(args.out)
     publish_to = out_uri if remote.is_remote(out_uri) else None
     args.out = Path(tempfile.mkdtemp(prefix="honed-run-")) if publish_to else Path(remote.local_path(out_uri))
+    make_out_dir(args.out)
     options = options_from_args(args)
     inputs_dir = Path(tempfile.mkdtemp(prefix="honed-inputs-"))
     if remote.is_remote(options.model):
@@ -143,6 +145,27 @@ def _optimize(args: argparse.Namespace) -> int:
         f"p50 {winner.latency_ms.p50 if winner.latency_ms else 0:.3f} ms at batch 1"
     )
     return 0
+
+
+def make_out_dir(out: Path) -> None:
+    """Create --out before any work, so a bad path fails at once and names the option."""
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"--out {out} is an existing file, not a directory",
+            hint=f"name a directory for the report and artifacts (created if missing), e.g. --out {out}.d",
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # A parent of --out is a file: mkdir cannot go through it.
+        raise InputError(
+            f"--out {out} cannot be created: a parent path is a file",
+            hint="name a directory whose parents are directories",
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            f"--out {out} cannot be created ({exc.strerror or exc})", hint="name a directory you can write to"
+        ) from None
 
 
 def run_report(args: argparse.Namespace) -> int:

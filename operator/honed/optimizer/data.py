@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import TensorSpec, shape_text
 from honed.optimizer.torch_export import DEFAULT_OPEN_DIM
 
 LABELS = "labels"
@@ -35,6 +35,8 @@ class Dataset:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if path.is_dir():
+        raise InputError(f"--data {path} is a directory", hint="give the .npz file itself")
     if not path.is_file():
         raise InputError(f"data file {path} not found", hint="pass an existing .npz with --data")
     try:
@@ -78,9 +80,9 @@ def check_arrays(
     samples = counts.pop()
     if samples == 0:
         raise InputError(f"data file {path} holds zero samples", hint="add at least one sample per input")
-    if labels is not None and len(labels) != samples:
+    if labels is not None and (labels.ndim == 0 or len(labels) != samples):
         raise InputError(
-            f"data file {path}: 'labels' has {len(labels)} rows for {samples} samples",
+            f"data file {path}: 'labels' has {len(labels) if labels.ndim else 0} rows for {samples} samples",
             hint="give one label per sample",
         )
     return Dataset(feeds=feeds, labels=labels, synthesized=False, path=str(path))
@@ -108,21 +110,23 @@ def item_dims(spec: TensorSpec, fixed: bool) -> list[int]:
 
 def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int | None) -> np.ndarray:
     expected = spec.shape
-    item = item_dims(spec, fixed_batch is not None)
+    fixed = fixed_batch is not None
+    item = item_dims(spec, fixed)
     where = f"data file {path}, array {spec.name!r}"
+    shown = shape_text(expected, None if fixed else spec.sample_axis)
     if fixed_batch is not None and expected and expected[0] == fixed_batch and array.ndim == len(expected) + 1:
         # Samples stacked on an extra leading axis for a model with a pinned batch axis.
         array = array.reshape(-1, *array.shape[2:])
     if array.ndim != len(item) + 1:
         raise InputError(
-            f"{where} has shape {list(array.shape)}; the input's shape is {expected}, so the file needs "
-            f"[samples, {', '.join(map(str, item))}]",
-            hint="first axis = samples, the rest must match one sample of the input",
+            f"{where} has shape {list(array.shape)}; the input's shape is {shown}, so the file needs "
+            f"{shape_text(['samples', *item])}{_unknown_axes(spec, fixed)}",
+            hint=_unknown_axes_hint(spec, fixed) or "first axis = samples, the rest must match one sample of the input",
         )
     for axis, (have, want) in enumerate(zip(array.shape[1:], item, strict=True), start=1):
         if want != -1 and have != want:
             raise InputError(
-                f"{where}: axis {axis} is {have}, the input needs {want} (shape {expected})",
+                f"{where}: axis {axis} is {have}, the input needs {want} (shape {shown})",
                 hint="resize or re-encode the data to the model's input shape",
             )
     want_dtype = spec.np_dtype()
@@ -133,6 +137,28 @@ def _conform(array: np.ndarray, spec: TensorSpec, path: Path, fixed_batch: int |
             raise InputError(f"{where} is {array.dtype}, the input needs {want_dtype}", hint=f"save it as {want_dtype}")
         array = array.astype(want_dtype)
     return np.ascontiguousarray(array)
+
+
+def _unknown_axes(spec: TensorSpec, fixed: bool) -> str:
+    """Say which varying axes honed could not place, instead of showing a -1 to copy."""
+    if fixed or spec.sample_axis is not None or -1 not in spec.shape:
+        return ""
+    axes = [str(axis) for axis, dim in enumerate(spec.shape) if dim == -1]
+    return (
+        f" (? = axis {', '.join(axes)} of {spec.name!r} varies and the model does not say whether it is "
+        "the batch axis, so it is taken as part of each sample)"
+    )
+
+
+def _unknown_axes_hint(spec: TensorSpec, fixed: bool) -> str:
+    if not _unknown_axes(spec, fixed):
+        return ""
+    axis = spec.shape.index(-1)
+    named = ",".join("batch" if i == axis else ("?" if d == -1 else str(d)) for i, d in enumerate(spec.shape))
+    return (
+        f"if axis {axis} is the batch, name it: --input {spec.name}:{spec.dtype}:{named} (replace any other ? "
+        f"with its size), and save the array as [samples, rest of the shape]"
+    )
 
 
 def synthesize(inputs: list[TensorSpec], samples: int, int_bounds: dict[str, int], seed: int = 0) -> Dataset:

@@ -59,6 +59,8 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     progress.step(f"loading model {options.model}")
     source = load_source(options.model, work, options.inputs, datamod.npz_shapes(arrays) if arrays else None)
     notes = list(source.notes)
+    for note in source.notes:
+        progress.warn(note)
     fixed = source.fixed_batch
     if arrays is not None and options.data is not None:
         dataset = datamod.check_arrays(arrays, source.inputs, options.data, fixed)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
+
+STANDARD_DOMAINS = {"ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 
 
 def _dim_params(value_info) -> list[str]:
@@ -25,6 +29,21 @@ def _with_batch_axis(spec: TensorSpec, params: list[str], batch: str) -> TensorS
     return spec
 
 
+def _open_axes(value_info, graph_inputs: list) -> list[int]:
+    """Varying axes that may be the batch: unnamed, or named only here (an exporter's generated name).
+
+    A name another input shares (``seq`` on both input_ids and position_ids) is a known axis
+    that is not the batch, whatever its position.
+    """
+    shared = {p for other in graph_inputs if other.name != value_info.name for p in _dim_params(other) if p}
+    dims = value_info.type.tensor_type.shape.dim
+    return [
+        axis
+        for axis, d in enumerate(dims)
+        if not (d.HasField("dim_value") and d.dim_value > 0) and (not d.dim_param or d.dim_param not in shared)
+    ]
+
+
 def _spec(value_info) -> TensorSpec:
     import onnx
 
@@ -37,36 +56,110 @@ def _spec(value_info) -> TensorSpec:
     return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
 
 
-def load_model_proto(path: Path):
+def load_model_proto(path: Path, max_ir_version: int | None = None) -> tuple[Any, int]:
+    """Parse and check ``path``; a model newer than ``max_ir_version`` comes back lowered to it when it can be.
+
+    Returns the model and the IR version the file was stamped with.
+    """
     import onnx
 
+    if path.stat().st_size == 0:
+        raise InputError(
+            f"MODEL {path} is an empty file (0 bytes)",
+            hint="the export or download did not finish; export or download the model again",
+        )
     try:
         model = onnx.load(str(path))
     except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise InputError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0],
-            hint="re-export the model; check the file was fully downloaded",
+            f"MODEL {path} is not an ONNX model: it does not parse as one ({why})",
+            hint="give an .onnx file written by an ONNX exporter; if it was downloaded, download it again "
+            "(a truncated file does not parse)",
         ) from None
+    if model.ir_version == 0 and not model.graph.node and not model.opset_import:
+        # Some non-ONNX bytes happen to parse as an empty protobuf message.
+        raise InputError(
+            f"MODEL {path} is not an ONNX model: it holds no graph and no IR version",
+            hint="give an .onnx file written by an ONNX exporter",
+        )
+    stamped = int(model.ir_version)
+    limit = min(onnx.IR_VERSION, max_ir_version or onnx.IR_VERSION)
+    if model.ir_version > limit:
+        lower_ir_version(model, limit, path, runtime_limit=max_ir_version)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InputError(
-            f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}",
+            f"MODEL {path} fails the ONNX checker: {str(exc).splitlines()[0]}",
             hint="re-export the model with a current exporter",
         ) from None
-    return model
+    return model, stamped
 
 
-def read_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    model = load_model_proto(path)
+def lower_ir_version(model, target: int, path: Path, runtime_limit: int | None) -> None:
+    """Rewrite ``model.ir_version`` to ``target`` when every opset it imports exists at that IR version.
+
+    Newer ``onnx`` releases stamp their own (newer) IR version on models whose operators an
+    older runtime reads fine; the IR number alone then blocks the load. A model importing an
+    opset newer than ``target`` allows is refused with both versions and the fix.
+    """
+    import onnx
+
+    have = model.ir_version
+    # Custom domains (com.microsoft, ...) carry no IR requirement; a standard opset onnx does
+    # not know is newer than anything this onnx could lower to.
+    standard = [o for o in model.opset_import if (o.domain or "ai.onnx") in STANDARD_DOMAINS]
+    try:
+        needed = onnx.helper.find_min_ir_version_for(standard, ignore_unknown=False)
+    except ValueError:
+        needed = have
+    reader = f"ONNX Runtime (reads up to IR {runtime_limit})" if runtime_limit == target else f"onnx (IR {target})"
+    if needed > target:
+        opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+        newest = max(row[2] for row in onnx.helper.VERSION_TABLE if row[1] <= target)
+        raise InputError(
+            f"MODEL {path} has IR version {have} and imports opset {opsets}, newer than {reader} supports",
+            hint=f"re-export the model with opset {newest} or older (e.g. torch.onnx.export(..., "
+            f"opset_version={newest})), or upgrade onnxruntime and onnx",
+        )
+    model.ir_version = target
+
+
+def ir_note(path: Path, original: int, lowered: int) -> str:
+    return (
+        f"{path.name} has IR version {original}, newer than the runtimes here read (up to IR {lowered}); "
+        f"its opsets exist at IR {lowered}, so it was run as IR {lowered} "
+        "(re-export with an older onnx, or upgrade onnxruntime, to silence this)"
+    )
+
+
+@dataclass
+class OnnxModel:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    proto: Any  # onnx.ModelProto, possibly with a lowered ir_version
+    stamped_ir_version: int  # what the file says
+
+    @property
+    def lowered(self) -> bool:
+        return int(self.proto.ir_version) != self.stamped_ir_version
+
+
+def read_onnx(path: Path, max_ir_version: int | None = None) -> OnnxModel:
+    """Input and output specs of ``path`` plus the (possibly IR-lowered) model proto."""
+    model, stamped = load_model_proto(path, max_ir_version)
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in initializers]
     batch = _batch_param(graph_inputs)
     inputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in graph_inputs]
     outputs = [_with_batch_axis(_spec(v), _dim_params(v), batch) for v in model.graph.output]
+    anchored = has_batch_axis(inputs)
+    infer_batch_axes(inputs, anchored, [_open_axes(v, graph_inputs) for v in graph_inputs])
+    infer_batch_axes(outputs, anchored, [_open_axes(v, graph_inputs) for v in model.graph.output])
     if not inputs or not outputs:
         raise InputError(f"{path} has no graph inputs or outputs", hint="export the model with its inputs")
-    return inputs, outputs
+    return OnnxModel(inputs, outputs, model, stamped)
 
 
 def has_attention(path: Path) -> bool:

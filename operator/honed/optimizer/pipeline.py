@@ -53,6 +53,7 @@ def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Repo
 
 def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[Trial]:
     from honed.errors import InputError
+    from honed.optimizer.failures import explain
 
     queue = [baseline, *others]
     done: list[Trial] = []
@@ -65,10 +66,8 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
         search.evaluate(trial, live)
         if trial is baseline and trial.status != "accepted":
             search.close([*done, trial])
-            raise InputError(
-                f"the original model does not run ({trial.plan.name}): {trial.reason}",
-                hint="check the model file and the --input shapes/dtypes",
-            )
+            why = explain(trial.reason)
+            raise InputError(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
         if trial.status != "accepted" and trial.worker is not None:
             trial.worker.close()
             trial.worker = None

@@ -21,6 +21,10 @@ class Progress:
         if not self.quiet:
             self.console.print(f"{self._elapsed()} {message}")
 
+    def warn(self, message: str) -> None:
+        """Something the user should know even with --quiet: the run goes on, but not as they asked."""
+        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
     def candidate(self, index: int, total: int, name: str, outcome: str, detail: str) -> None:
         colour = {"accepted": "green", "rejected": "yellow", "failed": "red"}.get(outcome, "white")
         self.step(f"[{index}/{total}] {name:<32} [{colour}]{outcome}[/{colour}] {detail}")

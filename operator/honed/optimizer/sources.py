@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
 
 TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit"}
 
@@ -41,6 +41,8 @@ class SourceModel:
 
 def detect_format(model: str) -> str:
     path = Path(model)
+    if path.is_dir():
+        raise InputError(f"MODEL {model!r} is a directory", hint=_directory_hint(path))
     if path.suffix.lower() == ".onnx":
         return "onnx"
     if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
@@ -55,6 +57,18 @@ def detect_format(model: str) -> str:
         f"model {model!r} not found",
         hint="give an existing .onnx or TorchScript file, or a PyTorch factory as package.module:function",
     )
+
+
+def _directory_hint(path: Path) -> str:
+    """Name the model files inside, so the fix is one copy-paste away."""
+    suffixes = {".onnx", *TORCHSCRIPT_SUFFIXES}
+    try:
+        inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    except OSError:
+        inside = []
+    if inside:
+        return f"give the model file inside it, e.g. honed optimize {inside[0]}"
+    return "give the .onnx or TorchScript (.pt) file itself, not the directory holding it"
 
 
 def apply_overrides(specs: list[TensorSpec], overrides: list[TensorSpec], kind: str) -> list[TensorSpec]:
@@ -80,13 +94,7 @@ def load_source(
     """Load ``model`` and produce its fp32 ONNX in ``work_dir``; errors are InputErrors."""
     fmt = detect_format(model)
     if fmt == "onnx":
-        from honed.optimizer.onnx_graph import read_onnx
-
-        path = Path(model)
-        if not path.is_file():
-            raise InputError(f"ONNX model {model!r} not found", hint="check the path")
-        inputs, outputs = read_onnx(path)
-        return SourceModel("onnx", str(path), apply_overrides(inputs, overrides, "inputs"), outputs, onnx_path=path)
+        return _load_onnx(Path(model), work_dir, overrides)
     from honed.optimizer import torch_export
 
     if fmt == "torchscript":
@@ -98,6 +106,32 @@ def load_source(
     source.inputs = _torch_inputs(module, overrides, data_shapes, model)
     torch_export.export_all(module, source, work_dir)
     return source
+
+
+def _load_onnx(path: Path, work_dir: Path, overrides: list[TensorSpec]) -> SourceModel:
+    from honed.optimizer.backends.onnxruntime import max_ir_version
+    from honed.optimizer.onnx_graph import ir_note, read_onnx
+
+    if not path.is_file():
+        raise InputError(f"ONNX model {str(path)!r} not found", hint="check the path")
+    read = read_onnx(path, max_ir_version())
+    inputs = apply_overrides(read.inputs, overrides, "inputs")
+    given = {spec.name for spec in overrides}
+    infer_batch_axes([spec for spec in inputs if spec.name in given], has_batch_axis(inputs))
+    source = SourceModel("onnx", str(path), inputs, read.outputs, onnx_path=path)
+    if read.lowered:
+        # Every candidate builds from this copy; the user's file stays as it is.
+        source.onnx_path = work_dir / f"{path.stem}.ir{read.proto.ir_version}.onnx"
+        _save_onnx(read.proto, source.onnx_path)
+        source.notes.append(ir_note(path, read.stamped_ir_version, read.proto.ir_version))
+    return source
+
+
+def _save_onnx(proto: Any, target: Path) -> None:
+    import onnx
+
+    big = proto.ByteSize() > 1_900_000_000  # protobuf's 2 GiB limit
+    onnx.save_model(proto, str(target), save_as_external_data=big, location=f"{target.name}.data")
 
 
 def load_factory(spec: str) -> Any:
@@ -152,7 +186,7 @@ def _torch_inputs(
     if not given:
         raise InputError(
             f"PyTorch model {model!r} does not say its input shapes",
-            hint="pass --input NAME:DTYPE:SHAPE (e.g. --input x:float32:-1,3,224,224) or --data DATA.npz",
+            hint="pass --input NAME:DTYPE:SHAPE (e.g. --input x:float32:batch,3,224,224) or --data DATA.npz",
         )
     if params and set(given) <= set(params):
         return [given[name] for name in params if name in given]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -79,25 +81,70 @@ class TensorSpec(BaseModel):
         return np.dtype(self.dtype)
 
 
+BATCH_NAME = "batch"
+
+
 def parse_input_option(text: str) -> TensorSpec:
-    """Parse ``--input name:dtype:shape`` where shape is comma-separated, -1 or a name for dynamic."""
+    """Parse ``--input name:dtype:shape``: shape is comma-separated sizes, ``batch`` for the batch
+    axis wherever it sits, and -1 or another name for any other axis that varies."""
     parts = text.split(":")
     if len(parts) != 3 or not parts[0]:
         raise InputError(
             f"--input {text!r} is not NAME:DTYPE:SHAPE",
-            hint="write it like input_ids:int64:-1,128 (use -1 for the batch axis)",
+            hint="write it like input_ids:int64:batch,128 (name the batch axis 'batch')",
         )
     name, dtype, shape_text = parts
     dims: list[int] = []
+    batch_axis: int | None = None
     for dim in shape_text.replace("x", ",").split(","):
         dim = dim.strip()
         if not dim:
             continue
+        if dim.lower() == BATCH_NAME:
+            if batch_axis is not None:
+                raise InputError(f"--input {text!r} names two batch axes", hint="name one axis 'batch'")
+            batch_axis = len(dims)
         try:
             value = int(dim)
         except ValueError:
             value = -1  # a symbolic name such as "batch" or "seq" means the axis varies
         if value == 0 or value < -1:
-            raise InputError(f"--input {text!r} has dimension {dim!r}", hint="dimensions are positive or -1")
+            raise InputError(
+                f"--input {text!r} has dimension {dim!r}", hint="dimensions are positive sizes, 'batch' or -1"
+            )
         dims.append(value)
-    return TensorSpec(name=name, dtype=canonical_dtype(dtype), shape=dims)
+    return TensorSpec(name=name, dtype=canonical_dtype(dtype), shape=dims, batch_axis=batch_axis or None)
+
+
+def infer_batch_axes(specs: list[TensorSpec], anchored: bool, open_axes: list[list[int]] | None = None) -> None:
+    """Mark the batch axis of tensors that carry it off the first axis without saying so.
+
+    An RNN state ``[layers, N, hidden]`` whose N is a dimension without a name (or a -1 in
+    --input) is the batch when it is the tensor's only varying dimension and the model has a
+    batch axis elsewhere (``anchored``); tensors may differ in which axis that is.
+    ``open_axes`` narrows which varying axes may be the batch (for ONNX: not a named
+    dimension that other inputs share, such as a sequence length).
+    """
+    if not anchored:
+        return
+    for index, spec in enumerate(specs):
+        if spec.batch_axis is not None or not spec.shape or spec.shape[0] == -1:
+            continue
+        varying = [axis for axis, dim in enumerate(spec.shape) if dim == -1]
+        if len(varying) == 1 and (open_axes is None or varying == open_axes[index]):
+            spec.batch_axis = varying[0]
+
+
+def has_batch_axis(specs: list[TensorSpec]) -> bool:
+    return any(spec.sample_axis is not None for spec in specs)
+
+
+def shape_text(shape: Sequence[int | str], batch_axis: int | None = None) -> str:
+    """A shape as the user would write it: 'batch' for the batch axis, '?' for other varying axes."""
+    return (
+        "["
+        + ", ".join(
+            BATCH_NAME if axis == batch_axis else ("?" if dim == -1 else str(dim)) for axis, dim in enumerate(shape)
+        )
+        + "]"
+    )

@@ -29,7 +29,10 @@ class WorkerFailure(Exception):
 
 def summarize(exc: BaseException) -> str:
     """One readable line from a runtime's exception (C++ runtimes lead with a source location)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    from honed.optimizer.failures import clean
+
+    # Drop ONNX Runtime's C++ location and signature first, so the 400 characters kept are its message.
+    lines = [clean(line) for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not re.match(r"^(Exception from |Check '|src/|\S+\.(cpp|hpp|h):\d+)", line)]
     text = " ".join((useful or lines)[:2])
     return f"{type(exc).__name__}: {text}"[:400]

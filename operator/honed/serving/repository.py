@@ -131,6 +131,12 @@ def select_candidate(report: Report, report_dir: Path, name: str | None = None) 
     if not candidate.artifact:
         raise InputError(f"candidate {name!r} in {report_dir / REPORT_FILE} names no artifact directory")
     artifact = (report_dir / candidate.artifact).resolve()
+    if not artifact.is_relative_to(report_dir.resolve()):
+        raise InputError(
+            f"the artifact of {name!r} in {report_dir / REPORT_FILE}, {candidate.artifact!r}, is outside the report's "
+            "directory",
+            hint="a report names its artifacts relative to its own directory",
+        )
     if not (artifact / META_FILE).is_file():
         raise InputError(
             f"the artifact of {name!r} is missing: {artifact} holds no {META_FILE}",

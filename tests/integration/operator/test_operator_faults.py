@@ -43,12 +43,17 @@ async def test_invalid_spec_gets_a_condition_naming_the_field(
     refused = {"model": {"uri": model_file(settings)}, "search": {"batchSizes": [0]}, "targets": [{"pool": "cpu"}]}
     with pytest.raises(KubeError, match=r"spec.search.batchSizes\[0\]: Invalid value: 0"):
         await api.create(OPTIMIZED_MODELS, namespace, manifest("refused", refused))
-    # What it cannot (a 0 in a shape passes its minimum of -1) the operator reports.
+    # A 0 in a shape passes the items' minimum of -1; a CEL rule on the list refuses it.
     model = {"uri": model_file(settings), "inputs": [{"name": "x", "shape": [0, 4]}]}
-    await api.create(OPTIMIZED_MODELS, namespace, manifest("bad", {"model": model, "targets": [{"pool": "cpu"}]}))
+    with pytest.raises(KubeError, match=r"spec.model.inputs\[0\].shape: Invalid value: .*never 0"):
+        await api.create(OPTIMIZED_MODELS, namespace, manifest("zero", {"model": model, "targets": [{"pool": "cpu"}]}))
+    # What only the operator knows (which backends its pools run) it reports.
+    search = {"backends": ["tensorrt"]}
+    bad = {"model": {"uri": model_file(settings)}, "search": search, "targets": [{"pool": "cpu"}]}
+    await api.create(OPTIMIZED_MODELS, namespace, manifest("bad", bad))
     cond = await eventually(lambda: condition(api, namespace, "bad", "Optimized"), what="the Optimized condition")
-    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
-    assert cond["message"].startswith("spec.model.inputs[0].shape: ")
+    assert (cond["status"], cond["reason"]) == ("False", "NoBackendForPool")
+    assert cond["message"].startswith("spec.search.backends: none of tensorrt runs on pool 'cpu'")
     body = await get_om(api, namespace, "bad")
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["observedGeneration"] == 1
@@ -56,9 +61,9 @@ async def test_invalid_spec_gets_a_condition_naming_the_field(
 
     async def warned() -> bool:
         events = await api.list(EVENTS, namespace, {})
-        return any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
+        return any(e["reason"] == "NoBackendForPool" and e["type"] == "Warning" for e in events)
 
-    await eventually(warned, what="a Warning Event InvalidSpec")
+    await eventually(warned, what="a Warning Event NoBackendForPool")
 
 
 async def test_unknown_pool_lists_the_known_pools(

@@ -24,5 +24,10 @@ def backend_module(name: str, device: str = "cpu") -> ModuleType:
     return importlib.import_module(table[name])
 
 
+def device_backends(device: str) -> list[str]:
+    """Backends that have a module for ``device`` (whether their runtime is installed or not)."""
+    return sorted(GPU_BACKEND_MODULES if device == "cuda" else BACKEND_MODULES)
+
+
 def known_backends() -> list[str]:
     return sorted(set(BACKEND_MODULES) | set(GPU_BACKEND_MODULES))

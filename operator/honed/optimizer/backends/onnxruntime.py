@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,43 @@ def availability() -> str | None:
     except ImportError as exc:
         return f"onnxruntime is not installed ({exc}); pip install 'honed[onnxruntime]'"
     return None
+
+
+@functools.cache
+def max_ir_version() -> int | None:
+    """The newest ONNX IR version this ONNX Runtime loads, or None when it is not installed.
+
+    ONNX Runtime does not export the number; it names it when refusing a newer model, so ask
+    it with a one-node model stamped with an IR version no runtime reads.
+    """
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    def loads(ir_version: int) -> tuple[bool, str]:
+        probe.ir_version = ir_version
+        try:
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            return False, str(exc)
+        return True, ""
+
+    ok, message = loads(1000)
+    if ok:
+        return None  # no limit to speak of
+    named = re.search(r"max supported IR version:\s*(\d+)", message)
+    if named and loads(int(named.group(1)))[0]:
+        return int(named.group(1))
+    # The message changed: walk down from the newest IR version onnx knows.
+    return next((v for v in range(onnx.IR_VERSION, 6, -1) if loads(v)[0]), None)
 
 
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:

@@ -1,0 +1,85 @@
+"""Where the batch sits when a model does not name it: RNN states with an unnamed dynamic dimension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from honed.errors import InputError
+from honed.optimizer.data import check_arrays, synthesize
+from honed.optimizer.onnx_graph import read_onnx
+from honed.optimizer.tensors import TensorSpec, infer_batch_axes, parse_input_option
+from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
+
+
+def test_an_unnamed_dynamic_state_dim_is_the_batch_axis(tmp_path: Path) -> None:
+    model = read_onnx(stateful_gru_onnx(tmp_path / "gru.onnx"))
+    by_name = {s.name: s for s in [*model.inputs, *model.outputs]}
+    assert by_name["x"].sample_axis == 0 and by_name["logits"].sample_axis == 0
+    assert by_name["h0"].batch_axis == 1 and by_name["h"].batch_axis == 1
+
+
+def test_inputs_may_differ_in_which_axis_is_the_batch() -> None:
+    specs = [
+        TensorSpec(name="x", shape=[-1, 5, 8]),
+        TensorSpec(name="h", shape=[2, -1, 16]),
+        TensorSpec(name="c", shape=[2, 16, -1]),
+    ]
+    infer_batch_axes(specs, anchored=True)
+    assert [s.sample_axis for s in specs] == [0, 1, 2]
+
+
+def test_nothing_is_guessed_without_a_batch_elsewhere_or_with_two_varying_axes() -> None:
+    alone = [TensorSpec(name="ids", shape=[1, -1])]  # batch pinned at 1, sequence varies
+    infer_batch_axes(alone, anchored=False)
+    assert alone[0].batch_axis is None
+    two = [TensorSpec(name="x", shape=[-1, 4]), TensorSpec(name="s", shape=[2, -1, -1])]
+    infer_batch_axes(two, anchored=True)
+    assert two[1].batch_axis is None
+
+
+def test_a_shared_named_axis_is_not_taken_for_the_batch(tmp_path: Path) -> None:
+    """position_ids [1, seq] beside input_ids [batch, seq]: seq is a known axis, not the batch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = token_classifier_onnx(tmp_path / "t.onnx")
+    model = onnx.load(str(path))
+    model.graph.input.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "seq"]))
+    for value in model.graph.input[:2]:
+        value.type.tensor_type.shape.dim[1].dim_param = "seq"
+    onnx.save(model, str(path))
+    specs = {s.name: s for s in read_onnx(path).inputs}
+    assert specs["position_ids"].batch_axis is None and specs["input_ids"].sample_axis == 0
+
+
+def test_input_option_names_the_batch_axis() -> None:
+    spec = parse_input_option("h0:float32:2,batch,128")
+    assert spec.shape == [2, -1, 128] and spec.batch_axis == 1
+    assert parse_input_option("x:float32:batch,3").batch_axis is None  # first axis: the default
+    with pytest.raises(InputError, match="two batch axes"):
+        parse_input_option("x:float32:batch,batch")
+
+
+def test_synthesized_state_stacks_samples_on_its_batch_axis() -> None:
+    specs = [TensorSpec(name="x", shape=[-1, 5, 8]), TensorSpec(name="h0", shape=[2, -1, 16], batch_axis=1)]
+    data = synthesize(specs, samples=6, int_bounds={})
+    assert data.feeds["h0"].shape == (6, 2, 16)
+
+
+def test_data_errors_never_show_a_minus_one_to_copy(tmp_path: Path) -> None:
+    x = TensorSpec(name="x", shape=[-1, 4])
+    state = TensorSpec(name="s", shape=[2, -1, -1])  # two varying axes: honed cannot tell which is the batch
+    arrays = {"x": np.zeros((3, 4), np.float32), "s": np.zeros((3, 2, 16), np.float32)}
+    with pytest.raises(InputError) as err:
+        check_arrays(arrays, [x, state], tmp_path / "d.npz", None)
+    text = f"{err.value.message} {err.value.hint}"
+    assert "-1" not in text
+    assert "[2, ?, ?]" in err.value.message and "axis 1, 2 of 's' varies" in err.value.message
+    assert "--input s:float32:2,batch,?" in (err.value.hint or "")
+    known = TensorSpec(name="h0", shape=[2, -1, 16], batch_axis=1)
+    with pytest.raises(InputError) as err:
+        check_arrays({"x": arrays["x"], "h0": np.zeros((3, 2, 9), np.float32)}, [x, known], tmp_path / "d.npz", None)
+    assert "-1" not in err.value.message and "[2, batch, 16]" in err.value.message
