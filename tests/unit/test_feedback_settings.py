@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import TypeAdapter
 
+from honed.api.durations import Seconds
 from honed.errors import InputError
 from honed.feedback import Decision, FeedbackSLO, MetricsUnavailable, Option, PrometheusClient, Reoptimize
 from honed.feedback.prometheus import PrometheusError
-from honed.feedback.slo import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -20,13 +20,13 @@ from honed.feedback.slo import parse_duration
     [("30s", 30), ("1m", 60), ("1.5h", 5400), ("1h30m", 5400), (45, 45), ("250ms", 0.25)],
 )
 def test_durations(text: object, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert TypeAdapter(Seconds).validate_python(text) == seconds
 
 
 @pytest.mark.parametrize("bad", ["soon", "-1m", "0s", True, "1w", "7", "1d"])
 def test_bad_durations_are_rejected(bad: object) -> None:
     with pytest.raises(ValueError):
-        parse_duration(bad)
+        TypeAdapter(Seconds).validate_python(bad)
 
 
 def test_spec_feedback_from_the_manifest() -> None:

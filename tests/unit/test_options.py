@@ -6,9 +6,8 @@ import pytest
 
 from honed.cli import build_parser
 from honed.errors import InputError
-from honed.optimizer.cli import options_from_args
+from honed.optimizer.cli import options_from_args, time_budget
 from honed.optimizer.data import check_arrays, synthesize
-from honed.optimizer.options import parse_duration
 from honed.optimizer.report import Report
 from honed.optimizer.tensors import TensorSpec, parse_input_option
 
@@ -65,9 +64,15 @@ def test_bad_options_name_the_field(argv: list[str], field: str) -> None:
         options_from_args(parse(*argv))
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h", 3600), ("45", 45)])
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h", 3600), ("45", 45), ("250ms", 0.25)])
+def test_time_budget(text: str, seconds: float) -> None:
+    assert time_budget(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5m", "1d", "10 m"])
+def test_bad_time_budget_names_the_form(bad: str) -> None:
+    with pytest.raises(InputError, match="time budget"):
+        time_budget(bad)
 
 
 def test_input_option_parsing() -> None:

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HONED_DEMO_DIR", str(args.out / "model"))
 
     from honed.demo import digits
-    from honed.optimizer.options import OptimizeOptions, parse_duration
+    from honed.optimizer.cli import time_budget
+    from honed.optimizer.options import OptimizeOptions
     from honed.optimizer.pipeline import optimize
     from honed.optimizer.plot import plot_report
     from honed.optimizer.progress import Progress
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             model="honed.demo.digits:trained_cnn",
             data=data,
             max_metric_drop=0.005,
-            time_budget_s=parse_duration(args.time_budget),
+            time_budget_s=time_budget(args.time_budget),
             out=args.out / "optimized",
         )
         report = optimize(options, progress)

@@ -8,26 +8,13 @@ null) get the defaults here, which make the loop safe without being set.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from honed.api.durations import parse_duration as api_duration
+from honed.api.durations import Seconds
 from honed.errors import InputError
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a manifest duration like ``90s``, ``1m``, ``1h30m``; raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 30s, 1m, 1h30m")
-    seconds = float(value) if isinstance(value, int | float) else api_duration(str(value))
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class FeedbackSLO(BaseModel):

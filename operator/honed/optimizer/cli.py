@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from honed.api.durations import DURATION_FORM, parse_duration
 from honed.errors import InputError
-from honed.optimizer.options import OptimizeOptions, parse_duration
+from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.tensors import parse_input_option
 
 
@@ -22,6 +24,15 @@ def _int_list(text: str) -> list[int]:
 
 def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def time_budget(text: str) -> float:
+    """Seconds in ``--time-budget``: a duration (``honed.api.durations``), or a bare number of seconds."""
+    given = text.strip()
+    try:
+        return parse_duration(float(given) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", given) else given)
+    except ValueError:
+        raise InputError(f"time budget {text!r} is not a duration", hint=DURATION_FORM) from None
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 8])
     p.add_argument("--precisions", type=_str_list, default=["fp32", "bf16", "int8"])
     p.add_argument("--backends", type=_str_list, default=[])
-    p.add_argument("--time-budget", default="10m", help="e.g. 90s, 10m, 1h")
+    p.add_argument("--time-budget", default="10m", help="e.g. 90s, 10m, 1h30m, or seconds")
     p.add_argument(
         "--input",
         action="append",
@@ -75,7 +86,7 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
         "batch_sizes": args.batch_sizes,
         "precisions": args.precisions,
         "backends": args.backends,
-        "time_budget_s": parse_duration(args.time_budget),
+        "time_budget_s": time_budget(args.time_budget),
         "out": args.out,
         "inputs": [parse_input_option(text) for text in args.input],
         "device": args.device,

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-from honed.errors import InputError
 from honed.optimizer.machine import default_threads
 from honed.optimizer.tensors import TensorSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OBJECTIVES = ("latency", "throughput")
-
-
-def parse_duration(text: str | float | int) -> float:
-    """'90s', '10m', '1h', '1h30m' or plain seconds -> seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise InputError(f"time budget {text!r} is not a duration", hint="write it like 90s, 10m or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 class OptimizeOptions(BaseModel):
