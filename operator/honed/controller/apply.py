@@ -6,10 +6,11 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from honed.api.status import DEPLOYED
+from honed.api.timestamps import utc_timestamp
 from honed.artifacts import ArtifactStore
 from honed.controller import names
 from honed.controller.conditions import load_status, merge_patch, set_condition
@@ -66,7 +67,7 @@ def _repository_failed(plan: Plan, obs: Observed, message: str) -> None:
 
 
 def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> dict[str, Any]:
-    stamp = (now or datetime.now(UTC)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    stamp = utc_timestamp(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",

@@ -28,6 +28,7 @@ import kopf
 
 from honed.api.spec import GROUP, PLURAL, VERSION, Serving
 from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverrides, ServingRequests
+from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
 from honed.controller.apply import post_event
 from honed.controller.conditions import load_status, merge_patch, set_condition
@@ -67,13 +68,6 @@ class FeedbackInputs:
     deployment: Deployment
     options: list[Option]
     state: FeedbackState
-
-
-def _time(value: str | None) -> datetime | None:
-    try:
-        return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _first(*sources: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -137,7 +131,7 @@ def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackIn
         cache_allowed=bool(serving.get("responseCache", True)),
         benchmarked_batch_sizes=benchmarked,
         optimizing=status.get("phase") == "Optimizing",
-        deployed_at=_time(deployed.get("lastTransitionTime")) if deployed.get("status") == "True" else None,
+        deployed_at=parse_timestamp(deployed.get("lastTransitionTime")) if deployed.get("status") == "True" else None,
     )
     options = [
         Option(name=c["name"], pool=c.get("pool", ""), p99_ms_by_batch={1: float(c["p99Ms"])})
@@ -156,7 +150,7 @@ def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackIn
 def reoptimize_annotation(decision: Reoptimize, now: datetime) -> str:
     """``TRIGGER:TIME batchSizes=1,8 concurrency=N``: a new value starts a new optimization
     (``names.observed_batch_sizes`` reads the batch sizes back into the optimization request)."""
-    stamp = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    stamp = utc_timestamp(now)
     sizes = ",".join(str(b) for b in decision.batch_sizes)
     return f"{decision.trigger}:{stamp} batchSizes={sizes} concurrency={decision.concurrency}"
 
@@ -171,7 +165,7 @@ class FeedbackPatch:
 def feedback_patch(body: dict[str, Any], evaluation: Evaluation, now: datetime) -> FeedbackPatch:
     old = body.get("status") or {}
     status = load_status(old)
-    stamp = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    stamp = utc_timestamp(now)
     generation = (body.get("metadata") or {}).get("generation")
     for cond in evaluation.conditions:
         set_condition(status, cond.type, cond.status, cond.reason, cond.message, now=stamp, generation=generation)

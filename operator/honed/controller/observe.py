@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,6 +17,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from honed.api.spec import SpecError, parse_spec
+from honed.api.timestamps import utc_timestamp
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
 from honed.controller.conditions import seconds_between
@@ -27,10 +27,6 @@ from honed.controller.state import DeploymentState, JobState, Observed, PodProbl
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
 from honed.settings import HonedSettings
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def job_phase(job: dict[str, Any]) -> tuple[str, str]:
@@ -320,7 +316,7 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
         annotations=annotations,
         status=status,
         settings=settings,
-        now=utc_now(),
+        now=utc_timestamp(),
     )
     try:
         spec = parse_spec(body.get("spec"))
