@@ -6,7 +6,8 @@ The public surface is small on purpose:
 - ``TritonServer(repository, http_port=..., ...)``: a context manager; ``start()`` waits until
   the server is ready, ``stop()`` sends SIGTERM (SIGKILL after ``stop_timeout_s``) and removes any
   shared-memory segment the server left behind;
-- ``load_model(name)`` / ``unload_model(name)`` through Triton's HTTP model-repository API;
+- ``load_model(name)`` / ``unload_model(name)`` through Triton's HTTP model-repository API
+  (``tritonclient.http``);
   a failed load raises ``ModelLoadError`` carrying Triton's own reason;
 - ``model_states(name)``, ``is_model_ready(name, version)``, ``metrics_text()``, ``log_tail()``;
 - ``endpoints`` (HTTP, gRPC and metrics addresses) once started.
@@ -14,14 +15,14 @@ The public surface is small on purpose:
 ``TritonControl(endpoints)`` offers the same model-control calls for a server started elsewhere
 (another `honed serve`, a Triton pod reached through a port-forward).
 
-Ports given as 0 are picked free at start, which is what tests want. The control calls use
-plain HTTP (urllib) rather than tritonclient's gevent client so they work from any thread.
+Ports given as 0 are picked free at start, which is what tests want. The control calls go
+through ``tritonclient.http`` with one client per call: its gevent-based clients are not
+thread-safe, and the load generator and tests call from several threads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -30,10 +31,9 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -93,7 +93,7 @@ class ModelState:
 
 
 class TritonControl:
-    """Model control and health over Triton's HTTP API, for any running Triton server."""
+    """Model control and health over Triton's HTTP API (``tritonclient.http``), for any running Triton."""
 
     def __init__(self, endpoints: Endpoints, *, load_timeout_s: float = 600.0) -> None:
         self._endpoints: Endpoints | None = endpoints
@@ -106,28 +106,41 @@ class TritonControl:
         return self._endpoints
 
     def is_live(self) -> bool:
-        return self._get("/v2/health/live", quiet=True) == 200
+        return self._answers(lambda client: bool(client.is_server_live()))
+
+    def is_ready(self) -> bool:
+        return self._answers(lambda client: bool(client.is_server_ready()))
 
     def load_model(self, name: str, config: str | None = None) -> None:
         """Load (or reload) ``name``; Triton keeps the loaded model serving if the reload fails.
 
         ``config`` (config.pbtxt text) is used instead of the repository's config.pbtxt.
         """
-        payload = {"parameters": {"config": config_json(config)}} if config is not None else {}
-        status, body = self._post(f"/v2/repository/models/{name}/load", payload, self.load_timeout_s)
-        if status != 200:
-            raise ModelLoadError(f"Triton could not load model {name!r}: {_error_text(body)}")
+        from tritonclient.utils import InferenceServerException
+
+        with self._client(self.load_timeout_s) as client:
+            try:
+                client.load_model(name, config=None if config is None else config_json(config))
+            except InferenceServerException as exc:
+                raise ModelLoadError(f"Triton could not load model {name!r}: {_reason(exc)}") from None
 
     def unload_model(self, name: str) -> None:
-        status, body = self._post(f"/v2/repository/models/{name}/unload", {}, self.load_timeout_s)
-        if status != 200:
-            raise ModelLoadError(f"Triton could not unload model {name!r}: {_error_text(body)}")
+        from tritonclient.utils import InferenceServerException
+
+        with self._client(self.load_timeout_s) as client:
+            try:
+                client.unload_model(name)
+            except InferenceServerException as exc:
+                raise ModelLoadError(f"Triton could not unload model {name!r}: {_reason(exc)}") from None
 
     def model_states(self, name: str | None = None) -> list[ModelState]:
-        status, body = self._post("/v2/repository/index", {}, 30.0)
-        if status != 200:
-            raise EnvironmentProblem(f"Triton's repository index failed: {_error_text(body)}")
-        rows = json.loads(body or b"[]")
+        from tritonclient.utils import InferenceServerException
+
+        with self._client(30.0) as client:
+            try:
+                rows = client.get_model_repository_index() or []
+            except InferenceServerException as exc:
+                raise EnvironmentProblem(f"Triton's repository index failed: {_reason(exc)}") from None
         return [
             ModelState(r["name"], str(r.get("version", "")), r.get("state", ""), r.get("reason", ""))
             for r in rows
@@ -135,38 +148,40 @@ class TritonControl:
         ]
 
     def is_model_ready(self, name: str, version: str | int | None = None) -> bool:
-        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/ready"
-        return self._get(path, quiet=True) == 200
+        version_text = "" if version is None else str(version)
+        return self._answers(lambda client: bool(client.is_model_ready(name, version_text)))
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.endpoints.metrics_url, timeout=10) as response:
             return str(response.read().decode())
 
-    def _get(self, path: str, *, quiet: bool = False) -> int:
-        try:
-            with urllib.request.urlopen(self.endpoints.http_url + path, timeout=5) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            if quiet:
-                return 0
-            raise
+    @contextlib.contextmanager
+    def _client(self, timeout_s: float) -> Iterator[Any]:
+        """A client for one call: tritonclient's clients are not thread-safe, and callers use threads."""
+        import tritonclient.http
 
-    def _post(self, path: str, payload: dict[str, Any], timeout: float) -> tuple[int, bytes]:
-        request = urllib.request.Request(
-            self.endpoints.http_url + path,
-            data=json.dumps(payload).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return int(response.status), response.read()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read()
+            client = tritonclient.http.InferenceServerClient(
+                self.endpoints.http, connection_timeout=min(timeout_s, 5.0), network_timeout=timeout_s
+            )
         except OSError as exc:
             raise EnvironmentProblem(f"Triton at {self.endpoints.http_url} did not answer: {exc}") from None
+        try:
+            yield client
+        except OSError as exc:
+            raise EnvironmentProblem(f"Triton at {self.endpoints.http_url} did not answer: {exc}") from None
+        finally:
+            client.close()
+
+    def _answers(self, ask: Callable[[Any], bool]) -> bool:
+        """``ask(client)``, or False when Triton does not answer (health probes never raise)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            with self._client(5.0) as client:
+                return ask(client)
+        except (EnvironmentProblem, InferenceServerException):
+            return False
 
 
 class TritonServer(TritonControl):
@@ -303,7 +318,7 @@ class TritonServer(TritonControl):
             code = self._proc.poll()
             if code is not None:
                 raise self._exit_problem(code)
-            if self._get("/v2/health/ready", quiet=True) == 200:
+            if self.is_ready():
                 return
             time.sleep(0.1)
         raise EnvironmentProblem(
@@ -333,8 +348,6 @@ class TritonServer(TritonControl):
         useful = [line for line in text if not line.startswith(("+", "|"))]
         return "\n".join(useful[-lines:])
 
-    # -- HTTP ------------------------------------------------------------------------------
-
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL the process group if needed; remove leftover shm segments."""
         proc, self._proc = self._proc, None
@@ -356,11 +369,11 @@ class TritonServer(TritonControl):
             self._work = None
 
 
-def _error_text(body: bytes) -> str:
-    try:
-        return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode(errors="replace").strip() or "no reason given"
+def _reason(error: Exception) -> str:
+    """Triton's own words from a tritonclient error (its JSON ``error`` field)."""
+    message = getattr(error, "message", None)
+    text = message() if callable(message) else str(error)
+    return str(text or "").strip() or "no reason given"
 
 
 def leftover_segments(prefix: str) -> list[Path]:
