@@ -38,3 +38,9 @@ def test_traffic_gives_the_average_batch() -> None:
     traffic = model_traffic(TEXT, "mlp")
     assert traffic.average_batch == 4.0
     assert (traffic.cache_hits, traffic.cache_misses, traffic.requests) == (9, 51, 60)
+
+
+def test_counters_keep_the_name_triton_writes() -> None:
+    # prometheus_client's parser calls a counter's samples <family>_total; Triton never writes that suffix.
+    samples = parse_metrics('# TYPE nv_x counter\nnv_x{model="m"} 3\n# TYPE other_total counter\nother_total 2\n')
+    assert [(s.name, s.value) for s in samples] == [("nv_x", 3.0), ("other", 2.0)]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True)
@@ -17,20 +16,20 @@ class Sample:
 
 
 def parse_metrics(text: str) -> list[Sample]:
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        try:
-            value = float(match["value"])
-        except ValueError:
-            continue
-        labels = dict(_LABEL.findall(match["labels"] or ""))
-        samples.append(Sample(match["name"], labels, value))
-    return samples
+    """Every sample in Prometheus text exposition format, read by ``prometheus_client``'s parser.
+
+    The parser names a counter's samples the OpenMetrics way (``<family>_total``); they keep the
+    family's name here, which is the name Triton writes (none of its counters ends in ``_total``).
+    """
+    return [
+        Sample(_written_name(family, sample.name), dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def _written_name(family: Metric, sample_name: str) -> str:
+    return family.name if family.type == "counter" and sample_name == f"{family.name}_total" else sample_name
 
 
 def model_value(text: str, metric: str, model: str, version: str | None = None) -> float:
