@@ -1,7 +1,8 @@
-"""config.pbtxt from typed data, checked by parsing it into Triton's own ``ModelConfig`` protobuf.
+"""config.pbtxt from typed data: Triton's own ``ModelConfig`` protobuf, printed by protobuf.
 
-The text is rendered by hand (not by protobuf's printer) so that each derived choice can carry a
-comment saying why it was made; ``parse_config`` then proves Triton will read it as intended.
+``render`` builds the message, checks what Triton checks at load time, and prints it with
+``google.protobuf.text_format`` under a comment header saying why each derived value was chosen;
+``parse_config`` reads config.pbtxt text back into the message.
 """
 
 from __future__ import annotations
@@ -76,63 +77,65 @@ class ModelConfigData:
 
 
 def render(config: ModelConfigData) -> str:
-    """The config.pbtxt text; raises InputError when Triton would reject or misread it."""
-    lines = [
+    """The config.pbtxt text; raises InputError when Triton would reject or misread it.
+
+    The ``ModelConfig`` protobuf is built from ``config`` and printed by protobuf's own printer;
+    the notes on each derived choice go in a comment header.
+    """
+    message = build_message(config)
+    _check(message)
+    from google.protobuf import text_format
+
+    header = [
         "# Written by honed from the optimization report; a new deployment writes a new version.",
         *(f"# {note}" for note in config.notes),
-        "",
     ]
-    lines.append(f"name: {_q(config.name)}")
-    if config.platform:
-        lines.append(f"platform: {_q(config.platform)}")
-    if config.backend:
-        lines.append(f"backend: {_q(config.backend)}")
-    if config.default_model_filename:
-        lines.append(f"default_model_filename: {_q(config.default_model_filename)}")
-    lines.append(f"max_batch_size: {config.max_batch_size}")
-    lines.append(f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, config.versions))} ] }} }}")
-    lines += _tensors("input", config.inputs)
-    lines += _tensors("output", config.outputs)
+    return "\n".join(header) + "\n\n" + str(text_format.MessageToString(message))
+
+
+def build_message(config: ModelConfigData) -> Any:
+    """Triton's ``ModelConfig`` protobuf holding ``config`` (unchecked: ``render`` checks it)."""
+    pb = _model_config_pb2()
+    message = pb.ModelConfig(
+        name=config.name,
+        platform=config.platform,
+        backend=config.backend,
+        default_model_filename=config.default_model_filename,
+        max_batch_size=config.max_batch_size,
+    )
+    message.version_policy.specific.SetInParent()  # an empty list is refused by _check, not dropped
+    message.version_policy.specific.versions.extend(config.versions)
+    for tensors, field_ in ((config.inputs, message.input), (config.outputs, message.output)):
+        for tensor in tensors:
+            field_.add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type), dims=tensor.dims)
     if config.dynamic_batching is not None:
-        db = config.dynamic_batching
-        lines.append("dynamic_batching {")
-        if db.preferred_batch_sizes:
-            lines.append(f"  preferred_batch_size: [ {', '.join(map(str, db.preferred_batch_sizes))} ]")
-        lines.append(f"  max_queue_delay_microseconds: {db.max_queue_delay_us}")
-        lines.append("}")
+        batching = message.dynamic_batching
+        batching.SetInParent()  # present even with every value at its default
+        batching.preferred_batch_size.extend(config.dynamic_batching.preferred_batch_sizes)
+        batching.max_queue_delay_microseconds = config.dynamic_batching.max_queue_delay_us
     group = config.instance_group
-    lines.append(f"instance_group [ {{ kind: {group.kind}, count: {group.count} }} ]")
-    lines.append(f"response_cache {{ enable: {'true' if config.response_cache else 'false'} }}")
+    message.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(group.kind), count=group.count)
+    message.response_cache.SetInParent()
+    message.response_cache.enable = config.response_cache
     for key, value in sorted(config.parameters.items()):
-        lines.append(f"parameters {{ key: {_q(key)} value: {{ string_value: {_q(value)} }} }}")
+        message.parameters[key].string_value = value
     for warmup in config.warmup:
-        lines.append("model_warmup {")
-        lines.append(f"  name: {_q(warmup.name)}")
-        lines.append(f"  batch_size: {warmup.batch_size}")
+        entry = message.model_warmup.add(name=warmup.name, batch_size=warmup.batch_size)
         for tensor in warmup.inputs:
-            lines.append(
-                f"  inputs {{ key: {_q(tensor.name)} value: {{ data_type: {tensor.data_type}, "
-                f"dims: [ {', '.join(map(str, tensor.dims))} ], zero_data: true }} }}"
+            entry.inputs[tensor.name].CopyFrom(
+                pb.ModelWarmup.Input(data_type=pb.DataType.Value(tensor.data_type), dims=tensor.dims, zero_data=True)
             )
-        lines.append("}")
-    text = "\n".join(lines) + "\n"
-    parse_config(text)
-    return text
+    return message
 
 
-def _tensors(kind: str, tensors: tuple[TensorConfig, ...]) -> list[str]:
-    out = [f"{kind} ["]
-    for i, t in enumerate(tensors):
-        sep = "," if i < len(tensors) - 1 else ""
-        out.append(
-            f"  {{ name: {_q(t.name)}, data_type: {t.data_type}, dims: [ {', '.join(map(str, t.dims))} ] }}{sep}"
-        )
-    out.append("]")
-    return out
-
-
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _model_config_pb2() -> Any:
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:  # the serving extra is not installed
+        raise EnvironmentProblem(
+            f"tritonclient is not installed ({exc})", hint="pip install 'honed[serving]'"
+        ) from None
+    return model_config_pb2
 
 
 def parse_config(text: str) -> Any:
@@ -141,14 +144,10 @@ def parse_config(text: str) -> Any:
     Returns the protobuf message. Raises InputError naming the field when the text would be
     rejected by Triton at load time (a syntax error, or a combination Triton refuses).
     """
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:  # the serving extra is not installed
-        raise EnvironmentProblem(
-            f"tritonclient is not installed ({exc})", hint="pip install 'honed[serving]'"
-        ) from None
-    message = model_config_pb2.ModelConfig()
+    pb = _model_config_pb2()
+    from google.protobuf import text_format
+
+    message = pb.ModelConfig()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:

@@ -18,6 +18,7 @@ from honed.controller.deploy import write_repository
 from honed.controller.feedback import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
+from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate
@@ -71,7 +72,7 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
     body = await phase(api, namespace, NAME, "Serving")
     assert body["status"]["winner"]["config"]["responseCache"] is True
     model_dir = Path(settings.artifact_store.removeprefix("file://")) / namespace / NAME / "repository" / NAME
-    assert "response_cache { enable: true }" in (model_dir / CONFIG_FILE).read_text()
+    assert parse_config((model_dir / CONFIG_FILE).read_text()).response_cache.enable is True
 
     # Retune: the cache goes off in a new version of the same artifact; version 1 serves meanwhile.
     await decide(api, namespace, Retune(response_cache=False, reason="hit ratio 0.00 < 0.1"))
@@ -81,7 +82,7 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
     assert winner["overrides"] == {"responseCache": False}
     assert body["status"]["endpoint"]["version"] == 1
     assert '"candidate": "onnx-fp16.onnxruntime"' in record(model_dir, 2)
-    assert "response_cache { enable: false }" in (model_dir / CONFIG_FILE).read_text()
+    assert parse_config((model_dir / CONFIG_FILE).read_text()).response_cache.enable is False
     deployment = await api.get(DEPLOYMENTS, namespace, f"{NAME}-triton")
     assert deployment is not None
     template = deployment["spec"]["template"]
@@ -119,7 +120,7 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
     optimized = next(c for c in body["status"]["conditions"] if c["type"] == "Optimized")
     assert optimized["reason"] == "FallbackFromSLO"
     assert '"candidate": "onnx-int8.onnxruntime"' in record(model_dir, 3)
-    assert "response_cache { enable: true }" in (model_dir / CONFIG_FILE).read_text()
+    assert parse_config((model_dir / CONFIG_FILE).read_text()).response_cache.enable is True
     deployment = await api.get(DEPLOYMENTS, namespace, f"{NAME}-triton")
     assert deployment is not None
     assert deployment["spec"]["template"]["metadata"]["labels"][names.POOL] == "cpu"
