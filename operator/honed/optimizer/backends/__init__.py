@@ -1,9 +1,16 @@
-"""Backend registry: each entry is a module following ``backends.base``'s contract."""
+"""Backend registry: each entry is a module following ``backends.base.Backend``."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from honed.optimizer.backends import onnxruntime, onnxruntime_cuda, openvino, tensorrt, torch, torch_cuda
+    from honed.optimizer.backends.base import Backend
+
+    # mypy checks every backend module against the contract here (a module can implement a protocol).
+    _CONTRACT: tuple[Backend, ...] = (onnxruntime, openvino, torch, onnxruntime_cuda, torch_cuda, tensorrt)
 
 # Order matters only for display; selection is by measurement.
 BACKEND_MODULES: dict[str, str] = {
@@ -19,9 +26,9 @@ GPU_BACKEND_MODULES: dict[str, str] = {
 }
 
 
-def backend_module(name: str, device: str = "cpu") -> ModuleType:
+def backend_module(name: str, device: str = "cpu") -> Backend:
     table = GPU_BACKEND_MODULES if device == "cuda" else BACKEND_MODULES
-    return importlib.import_module(table[name])
+    return cast("Backend", importlib.import_module(table[name]))
 
 
 def device_backends(device: str) -> list[str]:

@@ -1,27 +1,28 @@
-"""What every backend module provides, and the plans and contexts passed to it.
+"""What every backend module provides (``Backend``), and the plans and contexts passed to it.
 
-A backend module (``honed.optimizer.backends.<name>``) exposes:
-
-- ``NAME``: the backend name used in reports and ``--backends``;
-- ``availability() -> str | None``: None when its runtime imports, else the reason it cannot run;
-- ``plans(ctx: SearchContext) -> list[CandidatePlan | Skipped]``: what it would try for this model;
-- ``build(plan, ctx: BuildContext, out_dir) -> ArtifactMeta``: write the artifact (runs in a worker);
-- ``load(meta, directory, threads) -> Runner``: load an artifact for inference.
-
-Runtimes are imported inside those functions, never at module import, so a missing runtime
-makes that backend unavailable with a reason instead of breaking the CLI.
+A backend module (``honed.optimizer.backends.<name>``) is a ``Backend``: mypy checks each module
+against the protocol (``backends/__init__.py``). Runtimes are imported inside its functions,
+never at module import, so a missing runtime makes that backend unavailable with a reason
+(``missing_import``) instead of breaking the CLI; ``device_plans`` keeps a backend's plans to
+the device it serves.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
+
+if TYPE_CHECKING:
+    from honed.optimizer.artifact import ArtifactMeta, Runner
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,61 @@ class BuildContext:
 
 
 PlanOrSkip = CandidatePlan | Skipped
+
+
+class Backend(Protocol):
+    """The contract of a backend module."""
+
+    NAME: str  # the backend name used in reports and --backends
+
+    def availability(self) -> str | None:
+        """None when the runtime is usable here, else the reason it cannot run and the fix."""
+        ...
+
+    def plans(self, ctx: SearchContext) -> list[PlanOrSkip]:
+        """The candidates it would try for this model, and those it skips with why."""
+        ...
+
+    def build(self, plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+        """Write the artifact of ``plan`` into ``out_dir`` (runs in a worker process)."""
+        ...
+
+    def load(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> Runner:
+        """Load an artifact this backend built, for inference."""
+        ...
+
+
+def missing_import(module: str, fix: str, *, problem: str = "is not installed") -> str | None:
+    """None when ``module`` imports; else ``"<module> <problem> (<error>); <fix>"`` for ``availability()``."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module} {problem} ({exc}); {fix}"
+    return None
+
+
+PlansFunction = Callable[[SearchContext], list[PlanOrSkip]]
+
+
+def device_plans(
+    device: str, availability: Callable[[], str | None] | None = None, *, skipped_as: str = ""
+) -> Callable[[PlansFunction], PlansFunction]:
+    """Decorate a backend's ``plans`` so that it plans only for searches on ``device``.
+
+    With ``availability``, a runtime that cannot run here gives one ``Skipped(skipped_as)``
+    carrying the reason instead of plans.
+    """
+
+    def decorate(plans: PlansFunction) -> PlansFunction:
+        @functools.wraps(plans)
+        def planned(ctx: SearchContext) -> list[PlanOrSkip]:
+            if ctx.device != device:
+                return []
+            reason = availability() if availability is not None else None
+            if reason is not None:
+                return [Skipped(name=skipped_as, reason=reason)]
+            return plans(ctx)
+
+        return planned
+
+    return decorate

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import (
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+    missing_import,
+)
 from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
@@ -20,11 +27,7 @@ NAME = "onnxruntime"
 
 
 def availability() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"onnxruntime is not installed ({exc}); pip install 'honed[onnxruntime]'"
-    return None
+    return missing_import("onnxruntime", "pip install 'honed[onnxruntime]'")
 
 
 @functools.cache
@@ -64,10 +67,9 @@ def max_ir_version() -> int | None:
     return next((v for v in range(onnx.IR_VERSION, 6, -1) if loads(v)[0]), None)
 
 
+@device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     out: list[PlanOrSkip] = []
-    if ctx.device != "cpu":
-        return out
     if "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32"))
     if "int8" in ctx.precisions:

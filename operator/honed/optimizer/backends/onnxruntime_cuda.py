@@ -14,7 +14,14 @@ import numpy as np
 
 from honed.errors import EnvironmentProblem, InputError
 from honed.optimizer.artifact import ArtifactMeta
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import (
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+    missing_import,
+)
 from honed.optimizer.report import Skipped
 
 NAME = "onnxruntime"
@@ -30,10 +37,10 @@ def _providers() -> tuple[list[str], str]:
 
 
 def availability() -> str | None:
-    try:
-        providers, version = _providers()
-    except ImportError as exc:
-        return f"onnxruntime does not import ({exc})"
+    missing = missing_import("onnxruntime", "the GPU image needs onnxruntime-gpu", problem="does not import")
+    if missing is not None:
+        return missing
+    providers, version = _providers()
     if CUDA_EP not in providers:
         return (
             f"onnxruntime {version} has no {CUDA_EP} (it offers {', '.join(providers)}); "
@@ -42,12 +49,8 @@ def availability() -> str | None:
     return None
 
 
+@device_plans(DEVICE, availability, skipped_as="onnx-*.onnxruntime (cuda)")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
-    if ctx.device != DEVICE:
-        return []
-    reason = availability()
-    if reason is not None:
-        return [Skipped(name="onnx-*.onnxruntime (cuda)", reason=reason)]
     providers, _ = _providers()
     out: list[PlanOrSkip] = [
         CandidatePlan(NAME, precision, variant="cuda", device=DEVICE)

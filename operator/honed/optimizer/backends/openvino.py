@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import (
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+    missing_import,
+)
 from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 
@@ -18,17 +25,12 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def availability() -> str | None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError as exc:
-        return f"openvino is not installed ({exc}); pip install 'honed[openvino]'"
-    return None
+    return missing_import("openvino", "pip install 'honed[openvino]'")
 
 
+@device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     out: list[PlanOrSkip] = []
-    if ctx.device != "cpu":
-        return out
     bf16 = bool(BF16_FLAGS & ctx.cpu_flags)
     if "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32"))

@@ -19,7 +19,14 @@ import numpy as np
 
 from honed.errors import EnvironmentProblem, InputError
 from honed.optimizer.artifact import ArtifactMeta
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import (
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+    missing_import,
+)
 from honed.optimizer.gpu_timing import cuda_unavailable_reason, event_times_ms, slug
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
@@ -32,11 +39,8 @@ CALIBRATION_BATCH = 8
 
 
 def availability() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as exc:
-        return f"the tensorrt Python package does not import ({exc}); it ships in the GPU optimizer image only"
-    return cuda_unavailable_reason()  # buffers are torch CUDA tensors
+    missing = missing_import("tensorrt", "it ships in the GPU optimizer image only", problem="does not import")
+    return missing if missing is not None else cuda_unavailable_reason()  # buffers are torch CUDA tensors
 
 
 def engine_key(gpu: str, capability: str, trt_version: str) -> str:
@@ -78,12 +82,8 @@ def _capability(facts: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(part) for part in str(facts["capability"]).split("."))
 
 
+@device_plans(DEVICE, availability, skipped_as="onnx-*.tensorrt")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
-    if ctx.device != DEVICE:
-        return []
-    reason = availability()
-    if reason is not None:
-        return [Skipped(name="onnx-*.tensorrt", reason=reason)]
     import tensorrt as trt
 
     batches = sorted(set(getattr(ctx, "batch_sizes", None) or DEFAULT_BATCH_SIZES))

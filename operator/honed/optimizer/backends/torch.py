@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from honed.optimizer.artifact import ArtifactMeta
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import (
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+    missing_import,
+)
 from honed.optimizer.machine import default_threads
 from honed.optimizer.report import Skipped
 
@@ -24,19 +31,16 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def availability() -> str | None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        return f"torch is not installed ({exc}); pip install 'honed[torch]'"
-    return None
+    return missing_import("torch", "pip install 'honed[torch]'")
 
 
 def baseline_plan(source_format: str) -> CandidatePlan:
     return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager")
 
 
+@device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
-    if ctx.device != "cpu" or ctx.source_format == "onnx":
+    if ctx.source_format == "onnx":
         return []
     out: list[PlanOrSkip] = []
     src = "torch" if ctx.source_format == "pytorch" else "torchscript"

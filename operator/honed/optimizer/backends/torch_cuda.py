@@ -29,7 +29,7 @@ import numpy as np
 
 from honed.errors import EnvironmentProblem, InputError
 from honed.optimizer.artifact import ArtifactMeta, Runner
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext
+from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext, device_plans
 from honed.optimizer.gpu_timing import cuda_unavailable_reason
 from honed.optimizer.report import Skipped
 
@@ -59,12 +59,8 @@ def _capability() -> tuple[int, int]:
     return torch.cuda.get_device_capability(0)
 
 
+@device_plans(DEVICE, availability, skipped_as="torch.cuda")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
-    if ctx.device != DEVICE:
-        return []
-    reason = availability()
-    if reason is not None:
-        return [Skipped(name="torch.cuda", reason=reason)]
     if not ctx.has_torch_program:
         return [
             Skipped(
