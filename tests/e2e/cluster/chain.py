@@ -53,6 +53,7 @@ CLAIM = "honed-store"
 POOL_LABEL = "honed.dev/pool=cpu"
 STORE_UID = 10001  # honed's images run as this user; the hostPath store must be writable by it
 PROMETHEUS_PORT = 9090
+OPERATOR_LOGS: list[str] = []  # logs of operator pods that an upgrade replaced
 NODE_IP = "10.244.0.1"
 
 
@@ -182,8 +183,19 @@ def outer(args: argparse.Namespace) -> int:
         traceback.print_exc()
     finally:
         if started and not args.keep:
-            with contextlib.suppress(Exception), run.step("teardown (cluster/down.sh)"):
-                sh(kit_root / "cluster" / "down.sh", run_dir, "--purge")
+            with contextlib.suppress(Exception), run.step("teardown (cluster/down.sh)") as note:
+                done = subprocess.run(
+                    [str(kit_root / "cluster" / "down.sh"), str(run_dir), "--purge"],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                # down.sh compares the whole host with its snapshot from up.sh, so another cluster
+                # started meanwhile makes it exit 1; what this run left is judged by find_leftovers.
+                if done.returncode != 0:
+                    note["detail"] = "down.sh saw host changes not under this run: " + " ".join(
+                        line for line in done.stderr.splitlines() if "differs" in line
+                    )
     inner = json.loads(inner_file.read_text()) if inner_file.is_file() else {"steps": [], "facts": {}}
     steps = run.steps[:2] + [Step(**s) for s in inner["steps"]] + run.steps[2:]
     leftovers = [] if args.keep else find_leftovers(run_dir, host_addresses)
@@ -689,6 +701,8 @@ def check_operator_upgrade() -> str:
 
     before = triton_pods()
     old_operator = kget("pods", "-n", SYSTEM_NS, "-l", "app.kubernetes.io/component=operator")["items"][0]
+    # The upgrade replaces the operator's pod and its log with it: keep what it wrote for check_rbac.
+    OPERATOR_LOGS.append(kubectl("logs", "-n", SYSTEM_NS, old_operator["metadata"]["name"], "--tail=-1"))
     sh(
         kit.helm(),
         "upgrade",
@@ -721,7 +735,8 @@ def check_operator_upgrade() -> str:
 
 
 def check_rbac(logs: Path) -> str:
-    log = kubectl("logs", "-n", SYSTEM_NS, "-l", "app.kubernetes.io/component=operator", "--tail=-1")
+    current = kubectl("logs", "-n", SYSTEM_NS, "-l", "app.kubernetes.io/component=operator", "--tail=-1")
+    log = "".join(OPERATOR_LOGS) + current
     (logs / "operator.log").write_text(log)
     forbidden = [line for line in log.splitlines() if re.search(r"\b403\b|[Ff]orbidden", line)]
     assert not forbidden, f"the operator was refused: {forbidden[:3]}"
