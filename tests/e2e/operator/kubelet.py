@@ -23,7 +23,6 @@ from typing import Any
 from honed.controller import names
 from honed.controller.jobs import REQUEST_KEY, REQUEST_PATH, TERMINATION_LOG
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeClient
-from honed.controller.reconcile import APPLIED
 from honed.serving.server import TritonServer
 from tests.integration.operator.harness import roll_out, terminate_pod
 
@@ -41,7 +40,7 @@ class Kubelet:
     start_triton: Any  # tests.fixtures.triton.StartTriton
     handled: set[str] = field(default_factory=set)
     server: TritonServer | None = None
-    serving: str | None = None  # the applied hash of the Deployment the server runs
+    serving: str | None = None  # version/serving-config of the Deployment template the server runs
     job_logs: dict[str, Path] = field(default_factory=dict)
 
     async def run(self) -> None:
@@ -56,7 +55,9 @@ class Kubelet:
                     self.handled.add(pod["metadata"]["uid"])
                     await self.run_pod(job, pod)
         for deployment in await self.api.list(DEPLOYMENTS, self.namespace, {names.MANAGED_BY: "honed"}):
-            applied = deployment["metadata"]["annotations"][APPLIED]
+            # What a rollout changes: the served version and its serving config (pod annotations).
+            template = deployment["spec"]["template"]["metadata"]["annotations"]
+            applied = f"{template[names.MODEL_VERSION]}/{template[names.SERVING_CONFIG]}"
             if applied != self.serving:
                 await self.serve(deployment)
                 self.serving = applied
