@@ -28,7 +28,7 @@ CHART = REPO / "charts" / "honed"
 EXAMPLES = REPO / "examples"
 RELEASE, NAMESPACE = "honed", "honed-system"
 # The chart's kubeVersion floor and the version of the kubectl that `make tools` installs.
-KUBE_VERSIONS = ("1.29.0", "1.35.0")
+KUBE_VERSIONS = ("1.30.0", "1.35.0")
 # Kinds of the Prometheus Operator, whose schemas kubernetes-validate does not have.
 MONITOR_KINDS = {"ServiceMonitor", "PodMonitor"}
 # The operator's settings contract (honed.settings), one variable per field.

@@ -153,6 +153,7 @@ def test_triton_deployment(cache: bool) -> None:
     assert any(a.startswith("--cache-config=local,size=") for a in args) == cache
     assert "--allow-gpu-metrics=true" in args
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0  # endpoints drop it before it stops
     assert {p["containerPort"] for p in container["ports"]} == {8000, 8001, 8002}
     assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
 

@@ -25,6 +25,7 @@ HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
 CONTAINER = "triton"
+PRESTOP_SECONDS = 5
 
 
 def repository_uri(settings: HonedSettings, namespace: str, owner: str) -> str:
@@ -114,6 +115,9 @@ def triton_deployment(
         },
         # Loading a large model (or building a TensorRT engine cache) can take minutes.
         "startupProbe": {**http_probe, "failureThreshold": 120},
+        # A pod being replaced stays in the Service's endpoints until every proxy has seen it go;
+        # it keeps answering for that while before Triton gets SIGTERM (and drains in-flight work).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": pool.pod_resources(serving=True),
         # A read-only root: the python backend's environments, s3 downloads of the repository and
         # HOME go to the scratch emptyDir.
