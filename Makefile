@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.honed-installed
 OUT ?= out
 
-.PHONY: setup system-packages demo test lint unit integration bench bench-cpu bench-serving crd clean images e2e
+.PHONY: setup system-packages demo test lint unit integration bench bench-cpu bench-serving crd clean images e2e e2e-faults
 
 setup: $(STAMP)
 
@@ -70,3 +70,12 @@ images:
 # Writes $(OUT)/e2e/result.json. Needs root (the kit's network namespace and mounts).
 e2e: setup system-packages tools
 	$(BIN)/python -m tests.e2e.cluster.chain --out $(OUT)/e2e
+
+# Faults injected for real on the same kind of cluster (not part of `make test` or CI: it is long):
+# a missing model, bad data, an OOM-killed optimizer, a Job past its deadline, no node for a pool,
+# Triton refusing a new version, the operator deleted mid-work, the API server restarted,
+# Prometheus stopped; then load (LOAD_MODELS OptimizedModels at once, 64 clients across version
+# swaps). Own image tags and RUN_DIR, so it can run beside `make e2e`. Writes $(OUT)/e2e-faults/result.json.
+LOAD_MODELS ?= 50
+e2e-faults: setup system-packages tools
+	$(BIN)/python -m tests.e2e.cluster.faults --out $(OUT)/e2e-faults --run-dir /tmp/honed-faults --load-models $(LOAD_MODELS)

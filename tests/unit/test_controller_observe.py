@@ -406,3 +406,39 @@ def test_evicted_and_terminating_pods_do_not_count_for_a_rollout() -> None:
     assert serves_or_will(pod_with({}, phase="Pending"))
     assert not serves_or_will(pod_with({"reason": "Evicted"}, phase="Failed"))
     assert not serves_or_will(pod_with({}, phase="Running", deletionTimestamp="2026-01-01T00:01:00Z"))
+
+
+def failed_job(reason: str, message: str) -> dict:
+    condition = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+    return {**job_manifest(), "status": {"failed": 1, "conditions": [condition]}}
+
+
+def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> dict:
+    terminated = {"exitCode": exit_code, "reason": reason, "message": message}
+    status = {"phase": "Failed", "containerStatuses": [{"name": "optimizer", "state": {"terminated": terminated}}]}
+    return {"metadata": {"name": "p", "labels": {"job-name": "m-opt-cpu-abc"}}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("job", "pods", "reason"),
+    [
+        # Seen on a real cluster (make e2e-faults): a Job whose activeDeadlineSeconds ran out ended
+        # in AllPoolsFailed, not in a reason that says to raise spec.search.timeBudget.
+        (failed_job("DeadlineExceeded", "Job was active longer than specified deadline"), [], "DeadlineExceeded"),
+        # The engine refused the data (exit 2, podFailurePolicy FailJob): the input is what to fix.
+        (
+            failed_job("PodFailurePolicy", "Container optimizer for pod models/p failed with exit code 2"),
+            [finished_pod(2, message="validation.dataUri: input 'input' has shape (4, 3, 8, 8)")],
+            "InvalidInput",
+        ),
+        (
+            failed_job("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+            [finished_pod(137, "OOMKilled")],
+            "OOMKilled",
+        ),
+        (failed_job("BackoffLimitExceeded", "Job has reached the specified backoff limit"), [finished_pod(3)], None),
+    ],
+)
+async def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
+    state = await job_state(ListingClient(pods, []), "ml", job, decided=False, current="abc", now=CREATED)  # type: ignore[arg-type]
+    assert (state.phase, state.reason) == ("Failed", reason)

@@ -613,3 +613,13 @@ def test_a_restart_that_lost_the_status_keeps_the_jobs_run() -> None:
     # A Job of an operator from before runs: its output is keyed by the id alone.
     legacy = reconcile(SPEC, observed(jobs=jobs(job("cpu", "Running")), now=T1))
     assert legacy.status["lastOptimization"]["run"] == optimization()
+
+
+def test_a_short_pending_timeout_says_seconds() -> None:
+    # Seen on a real cluster (make e2e-faults, HONED_PENDING_TIMEOUT_S=30): "waited 0 min".
+    settings = SETTINGS.model_copy(update={"pending_timeout_s": 30.0})
+    started = reconcile(SPEC, observed(settings=settings))
+    waiting = jobs(*(replace(job(pool, "Running"), problem=UNSCHEDULABLE) for pool in ("cpu", "gpu")))
+    plan = reconcile(SPEC, observed(started.status, jobs=waiting, now="2026-01-01T00:00:45+00:00", settings=settings))
+    message = {p["pool"]: p for p in plan.status["pools"]}["cpu"]["message"]
+    assert message.endswith("(waited 45 s, HONED_PENDING_TIMEOUT_S is 30 s)"), message

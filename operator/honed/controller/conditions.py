@@ -35,6 +35,9 @@ WARNING_REASONS = frozenset(
         "FailedCreate",
         "CrashLoopBackOff",
         "OOMKilled",
+        # Jobs that failed for a reason of their own (observe.job_failure_reason).
+        "DeadlineExceeded",
+        "InvalidInput",
     }
 )
 

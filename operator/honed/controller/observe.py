@@ -22,6 +22,8 @@ from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
 from honed.controller.conditions import seconds_between
 from honed.controller.deploy import repository_state
+from honed.controller.jobs import CONTAINER as OPTIMIZER_CONTAINER
+from honed.controller.jobs import INPUT_ERROR_EXIT_CODE
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, SERVICES, KubeClient
 from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
 from honed.errors import HonedError
@@ -60,6 +62,23 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
                 if terminated.get("reason") and terminated.get("exitCode"):
                     return f"{terminated['reason']} (exit code {terminated['exitCode']})"
     return ""
+
+
+def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """Why a failed Job failed, as a status reason, when it is one a person acts on differently:
+    ``OOMKilled`` (raise the pool's memory), ``DeadlineExceeded`` (the Job's activeDeadlineSeconds,
+    from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2)."""
+    if any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods):
+        return "OOMKilled"
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True" and cond.get("reason") == "DeadlineExceeded":
+            return "DeadlineExceeded"
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if container.get("name") == OPTIMIZER_CONTAINER and terminated.get("exitCode") == INPUT_ERROR_EXIT_CODE:
+                return "InvalidInput"
+    return None
 
 
 # The Job controller creates a Job's pod within seconds; one missing for longer was refused.
@@ -284,9 +303,10 @@ async def job_state(
         detail = pod_message(pods)
         if phase == "Succeeded":
             return replace(state, message=detail)
-        oom = any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods)
         return replace(
-            state, message=f"{message}; pod: {detail}" if detail else message, reason="OOMKilled" if oom else None
+            state,
+            message=f"{message}; pod: {detail}" if detail else message,
+            reason=job_failure_reason(manifest, pods),
         )
     if state.optimization != current:
         return state  # an older spec's Job, about to be deleted

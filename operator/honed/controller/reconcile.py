@@ -246,7 +246,9 @@ def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Obse
     if waited is None or waited < timeout:
         return
     status.phase = "Failed"
-    status.message = f"{problem.describe()} (waited {waited / 60:.0f} min, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s)"
+    # Under two minutes (a short timeout), minutes would read "waited 0 min" (seen on a real cluster).
+    waited_text = f"{waited:.0f} s" if waited < 120 else f"{waited / 60:.0f} min"
+    status.message = f"{problem.describe()} (waited {waited_text}, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s)"
     # Suspending deletes the pod, so it holds no node or image pull; the annotation keeps the
     # failure for later passes and a restarted operator (the pod and its conditions are gone).
     body = {"metadata": {"annotations": {names.FAILED: status.message}}, "spec": {"suspend": True}}

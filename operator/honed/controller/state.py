@@ -31,7 +31,9 @@ class JobState:
     optimization: str
     phase: PoolPhase
     message: str = ""
-    reason: str | None = None  # a specific failure reason (OOMKilled, Unschedulable...), when known
+    reason: str | None = (
+        None  # a specific failure reason (OOMKilled, DeadlineExceeded, InvalidInput, Unschedulable...), when known
+    )
     problem: PodProblem | None = None  # why a Pending or Running Job's pod does not run (or ran out)
     run: str = ""  # the store key segment its report goes to; "" for Jobs of operators before runs
 
