@@ -738,7 +738,9 @@ def check_rbac(logs: Path) -> str:
     current = kubectl("logs", "-n", SYSTEM_NS, "-l", "app.kubernetes.io/component=operator", "--tail=-1")
     log = "".join(OPERATOR_LOGS) + current
     (logs / "operator.log").write_text(log)
-    forbidden = [line for line in log.splitlines() if re.search(r"\b403\b|[Ff]orbidden", line)]
+    # Refusals as the kube client and kopf log them (log timestamps carry ",403]" milliseconds).
+    refused = re.compile(r"forbidden|HTTP 403|\b403 Forbidden|status[=: ]+403|\(403\)", re.IGNORECASE)
+    forbidden = [line for line in log.splitlines() if refused.search(line)]
     assert not forbidden, f"the operator was refused: {forbidden[:3]}"
     account = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}-operator"
     may = [("create", "jobs", MODELS_NS), ("patch", "optimizedmodels.honed.dev/status", MODELS_NS)]
