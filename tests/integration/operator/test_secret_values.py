@@ -109,7 +109,8 @@ async def test_no_secret_value_reaches_status_events_logs_or_the_store(
 
     decided = await eventually(both_failed, what="both models Failed")
     assert decided["gone"]["reason"] == "ModelUnreachable"
-    assert decided["denied"]["reason"] == "AllPoolsFailed" and "AccessDenied" in decided["denied"]["message"]
+    # The engine exits 2 (bad input) when it cannot read the model: the pool's own reason wins.
+    assert decided["denied"]["reason"] == "InvalidInput" and "AccessDenied" in decided["denied"]["message"]
 
     async def events_posted() -> list[dict[str, Any]] | None:
         events = await api.list(EVENTS, namespace, {})
