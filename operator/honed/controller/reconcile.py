@@ -104,6 +104,7 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
         # Nothing is created or touched: a serving version keeps serving the last valid spec.
         condition(OPTIMIZED, False, exc.reason, str(exc))
         new.phase = "Failed"
+        plan.invalid_spec = str(exc)
         return _finish(plan, old, new)
 
     optimization = names.optimization_id(spec, obs.annotations)

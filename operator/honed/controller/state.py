@@ -143,6 +143,9 @@ class Plan:
     status: dict[str, Any] = field(default_factory=dict)  # the whole new status
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # Why the spec cannot be acted on (the message also in the Optimized condition); the handlers
+    # turn it into kopf.PermanentError so kopf does not retry what only a spec change fixes.
+    invalid_spec: str | None = None
     # For the operator's metrics: set when this pass finished an optimization.
     optimization_outcome: Literal["succeeded", "failed"] | None = None
     optimization_seconds: float | None = None
