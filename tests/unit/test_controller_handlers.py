@@ -1,4 +1,4 @@
-"""How a pass's outcome reaches kopf: permanent for an invalid spec, watch timeouts from settings."""
+"""What the I/O side hands to pure code and to kopf: a pass's outcome, a failed repository write."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import kopf
 import pytest
 
 from honed.controller import handlers
-from honed.controller.reconcile import reconcile
+from honed.controller.reconcile import reconcile, repository_write_failed
+from honed.controller.state import Patch, Plan
 from tests.unit.test_reconcile import SETTINGS, SPEC, observed
 
 
@@ -29,3 +30,20 @@ def test_watches_time_out_so_a_dead_connection_is_noticed() -> None:
     assert settings.watching.server_timeout == 120.0
     assert settings.watching.client_timeout is not None and settings.watching.client_timeout > 120.0
     assert settings.watching.connect_timeout is not None
+
+
+def test_a_failed_repository_write_keeps_the_deployment_and_says_why() -> None:
+    obs = observed()
+    plan = Plan(
+        create=[{"kind": "Deployment"}, {"kind": "Service"}],
+        patch=[Patch("apps/v1", "Deployment", "om-triton", {}), Patch("v1", "Service", "om", {})],
+        status={"phase": "Deploying"},
+    )
+    after = repository_write_failed(plan, obs, "version 2: no space left on device")
+    assert [m["kind"] for m in after.create] == ["Service"]
+    assert [p.kind for p in after.patch] == ["Service"]
+    deployed = next(c for c in after.status["conditions"] if c["type"] == "Deployed")
+    assert (deployed["status"], deployed["reason"]) == ("False", "RepositoryWriteFailed")
+    assert "no space left" in deployed["message"] and after.status["phase"] == "Deploying"
+    assert [(e.type, e.reason) for e in after.events] == [("Warning", "RepositoryWriteFailed")]
+    assert plan.create[0]["kind"] == "Deployment"  # pure: the plan it was given is unchanged

@@ -99,7 +99,7 @@ class Operator:
                     return None
                 observed = await observe(self.client, self.store, body, self.settings)
                 plan = reconcile(body.get("spec"), observed)
-                await apply_plan(self.client, self.store, plan, observed, self.write_repository)
+                plan = await apply_plan(self.client, self.store, plan, observed, self.write_repository)
             except Exception:
                 metrics.RECONCILES.labels(result="error").inc()
                 raise
