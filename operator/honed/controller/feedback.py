@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from honed.api.spec import GROUP, PLURAL, VERSION, Serving
+from honed.api.spec import GROUP, PLURAL, VERSION, Feedback, Serving
 from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverrides, ServingRequests
 from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
@@ -40,7 +40,6 @@ from honed.feedback import (
     Deployment,
     Evaluation,
     Fallback,
-    FeedbackSLO,
     FeedbackState,
     Option,
     PrometheusClient,
@@ -64,7 +63,7 @@ NAMESPACE_LABEL = "namespace"
 @dataclass(frozen=True)
 class FeedbackInputs:
     model: str  # the Triton model name
-    slo: FeedbackSLO
+    slo: Feedback
     deployment: Deployment
     options: list[Option]
     state: FeedbackState
@@ -95,15 +94,14 @@ def instance_room(pool: Pool | None) -> int:
 def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackInputs | str:
     """What the policy needs from the resource, or why there is nothing to judge yet."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
-    feedback = spec.get("feedback") or {}
-    if not feedback.get("enabled"):
+    try:
+        slo = Feedback.from_spec(spec.get("feedback"))
+    except InputError as exc:
+        return str(exc)
+    if not slo.enabled:
         return "spec.feedback.enabled is false"
     if not settings.prometheus_url:
         return "no Prometheus is configured (HONED_PROMETHEUS_URL)"
-    try:
-        slo = FeedbackSLO.from_spec(feedback)
-    except InputError as exc:
-        return str(exc)
     winner, endpoint = status.get("winner"), status.get("endpoint")
     if not winner or not endpoint:
         return "no version is served yet"
