@@ -15,7 +15,7 @@ from honed.controller import names
 from honed.controller.conditions import merge_patch
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, resource_of
 from honed.controller.reconcile import repository_write_failed
-from honed.controller.state import Event, Observed, Plan, RepositoryWrite
+from honed.controller.state import Event, ObjectRef, Observed, Plan, RepositoryWrite
 from honed.errors import HonedError
 from honed.settings import HonedSettings
 
@@ -72,23 +72,23 @@ async def apply_changes(client: KubeClient, plan: Plan, obs: Observed) -> None:
     if status_patch:
         await client.patch(OPTIMIZED_MODELS, obs.namespace, obs.name, {"status": status_patch}, subresource="status")
     for event in plan.events:
-        await post_event(client, obs, event)
+        await post_event(client, obs.ref, event)
 
 
-def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> dict[str, Any]:
+def event_manifest(ref: ObjectRef, event: Event, now: datetime | None = None) -> dict[str, Any]:
     stamp = utc_timestamp(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
         # Events need unique names; Kubernetes' own convention is <object>.<hex>. The object's name
         # may take all 253 characters a name can have, so it is shortened to leave room.
-        "metadata": {"name": f"{names.bounded(obs.name, 236)}.{secrets.token_hex(8)}", "namespace": obs.namespace},
+        "metadata": {"name": f"{names.bounded(ref.name, 236)}.{secrets.token_hex(8)}", "namespace": ref.namespace},
         "involvedObject": {
             "apiVersion": OPTIMIZED_MODELS.api_version,
             "kind": OPTIMIZED_MODELS.kind,
-            "name": obs.name,
-            "namespace": obs.namespace,
-            "uid": obs.uid,
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "uid": ref.uid,
         },
         "type": event.type,
         "reason": event.reason,
@@ -102,9 +102,9 @@ def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> 
     }
 
 
-async def post_event(client: KubeClient, obs: Observed, event: Event) -> None:
+async def post_event(client: KubeClient, ref: ObjectRef, event: Event) -> None:
     """Events are best effort: a lost event must never fail a reconcile."""
     try:
-        await client.create(EVENTS, obs.namespace, event_manifest(obs, event))
+        await client.create(EVENTS, ref.namespace, event_manifest(ref, event))
     except Exception as exc:
-        log.warning("could not post event %s for %s/%s: %s", event.reason, obs.namespace, obs.name, exc)
+        log.warning("could not post event %s for %s/%s: %s", event.reason, ref.namespace, ref.name, exc)

@@ -20,7 +20,7 @@ import kopf
 from honed.api.spec import GROUP, KIND, PLURAL, VERSION
 from honed.artifacts import ArtifactStore
 from honed.controller import feedback, metrics, names
-from honed.controller.apply import RepositoryWriter, apply_plan
+from honed.controller.apply import RepositoryWriter, apply_plan, post_event
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
 from honed.controller.observe import observe
 from honed.controller.reconcile import reconcile
@@ -108,6 +108,41 @@ class Operator:
             metrics.RECONCILES.labels(result="ok").inc()
             metrics.record_plan(plan, namespace, name)
             return plan
+
+    async def feedback_pass(self, namespace: str, name: str) -> float | None:
+        """One feedback evaluation; the seconds until the next one (None: the resource is gone).
+
+        The policy decides in pure code; this writes its patch under the resource's lock, like a
+        pass, and hands a serving change to ``run_pass``, the path every other trigger takes.
+        """
+        body = await self.client.get(OPTIMIZED_MODELS, namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        inputs = feedback.feedback_inputs(body, self.settings)
+        if isinstance(inputs, str):
+            log.debug("feedback for %s/%s waits: %s", namespace, name, inputs)
+            return self.settings.reconcile_interval_s
+        # Prometheus may take seconds to answer: outside the lock, so passes are not held up.
+        evaluation, now = await feedback.observe_and_evaluate(self.settings, namespace, inputs)
+        async with self.lock(namespace, name):
+            # Status may have moved while Prometheus answered: patch against what is there now.
+            body = await self.client.get(OPTIMIZED_MODELS, namespace, name) or body
+            patch = feedback.feedback_patch(body, evaluation, now)
+            if patch.annotations:
+                annotate = {"metadata": {"annotations": patch.annotations}}
+                await self.client.patch(OPTIMIZED_MODELS, namespace, name, annotate)
+            if patch.status:
+                await self.client.patch(
+                    OPTIMIZED_MODELS, namespace, name, {"status": patch.status}, subresource="status"
+                )
+            ref = feedback.object_ref(body)
+            for event in patch.events:
+                await post_event(self.client, ref, event)
+        log.info("feedback for %s/%s: %s", namespace, name, evaluation.decision.summary())
+        if "serving" in patch.status:
+            # Apply it now rather than at the next periodic pass; a failure here is retried by that pass.
+            await self.run_pass(namespace, name)
+        return inputs.slo.interval_s
 
 
 def configure(settings: kopf.OperatorSettings, honed: HonedSettings) -> None:
@@ -233,7 +268,26 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(f"store unreachable: {exc}", delay=RETRY_DELAY_S) from exc
         log.info("deleted %s with %s/%s", operator.store.url(key), namespace, name)
 
-    feedback.register(registry, operator)
+    # kopf starts and stops it as spec.feedback.enabled changes.
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        when=feedback.feedback_enabled,
+        initial_delay=interval,
+        cancellation_timeout=1.0,
+    )
+    async def watch_feedback(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
+        while not stopped:
+            try:
+                delay = await operator.feedback_pass(namespace or "", name)
+            except Exception as exc:  # one failed evaluation must not end the loop
+                log.warning("feedback for %s/%s failed: %s", namespace, name, exc)
+                delay = interval
+            if delay is None:
+                return
+            await stopped.wait(delay)
 
     @kopf.on.event("batch", "v1", "jobs", labels=children, registry=registry)
     @kopf.on.event("apps", "v1", "deployments", labels=children, registry=registry)

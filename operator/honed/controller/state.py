@@ -72,6 +72,15 @@ class ReportRead:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """The OptimizedModel an Event is about."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything reconcile needs, gathered by ``observe`` before it runs."""
 
@@ -92,6 +101,10 @@ class Observed:
     deployment: DeploymentState | None = None
     server_pods: tuple[PodState, ...] = ()  # the Triton pods of every version, terminating ones left out
     service: bool = False
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.name, self.namespace, self.uid)
 
 
 @dataclass(frozen=True)
