@@ -26,8 +26,9 @@ def test_a_valid_spec_and_a_gone_resource_finish_the_handler() -> None:
 
 def test_watches_time_out_so_a_dead_connection_is_noticed() -> None:
     settings = kopf.OperatorSettings()
-    handlers.configure(settings, SETTINGS.model_copy(update={"watch_timeout_s": 120.0}))
-    assert settings.watching.server_timeout == 120.0
+    handlers.configure(settings, SETTINGS.model_copy(update={"watch_timeout_s": 120}))
+    # An integer: the API server answers 400 to timeoutSeconds=120.0.
+    assert settings.watching.server_timeout == 120 and isinstance(settings.watching.server_timeout, int)
     assert settings.watching.client_timeout is not None and settings.watching.client_timeout > 120.0
     assert settings.watching.connect_timeout is not None
 
