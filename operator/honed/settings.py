@@ -107,6 +107,13 @@ class HonedSettings(BaseSettings):
     reconcile_interval_s: float = Field(
         30.0, gt=0, description="HONED_RECONCILE_INTERVAL_S: how often every resource is re-checked"
     )
+    # Whole seconds: the API server parses a watch's timeoutSeconds as an integer (400 otherwise).
+    watch_timeout_s: int = Field(
+        600,
+        gt=0,
+        description="HONED_WATCH_TIMEOUT_S: the API server ends each watch request after this long and kopf "
+        "opens a new one; the client gives up a minute later, so a connection that died silently is noticed",
+    )
     cluster_scanning: bool = Field(
         True,
         description="HONED_CLUSTER_SCANNING: follow namespaces and CRDs that appear while running (needs "

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from honed.feedback import FeedbackSLO, Keep, MetricsUnavailable, MetricWindow, Reoptimize, Retune
+from honed.api.spec import Feedback
+from honed.feedback import Keep, MetricsUnavailable, MetricWindow, Reoptimize, Retune
 from honed.optimizer.report import load_report
 from tests.fixtures.feedback import MODEL, Bench, Driver, Traffic, feeds, optimize
 
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.slow
 INTERVAL = "3s"
 
 
-def settings(**overrides: object) -> FeedbackSLO:
-    return FeedbackSLO.from_spec({"interval": INTERVAL, "cooldown": "5m", "badWindows": 2, **overrides})
+def settings(**overrides: object) -> Feedback:
+    return Feedback.from_spec({"interval": INTERVAL, "cooldown": "5m", "badWindows": 2, **overrides})
 
 
 def test_miss_heavy_traffic_turns_the_response_cache_off(bench: Bench) -> None:

@@ -15,7 +15,6 @@ import pytest
 
 from honed.controller import handlers, names
 from honed.controller.deploy import write_repository
-from honed.controller.feedback import feedback_pass
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
 from honed.settings import HonedSettings
 from tests.fixtures.feedback import MODEL, Bench, Traffic
@@ -92,7 +91,7 @@ async def test_a_breach_is_recorded_and_reoptimizes_then_a_blind_prometheus_is_r
         delays = []
         for _ in range(3):
             started = time.monotonic()
-            delays.append(await feedback_pass(operator, namespace, NAME))
+            delays.append(await operator.feedback_pass(namespace, NAME))
             om = await _om(api, namespace)
             if names.REOPTIMIZE in (om["metadata"].get("annotations") or {}):
                 break
@@ -110,7 +109,7 @@ async def test_a_breach_is_recorded_and_reoptimizes_then_a_blind_prometheus_is_r
     assert _condition(om, "Deployed")["reason"] == "RolledOut", "the operator's conditions are left alone"
 
     bench.prometheus.stop()
-    assert await feedback_pass(operator, namespace, NAME) == INTERVAL_S
+    assert await operator.feedback_pass(namespace, NAME) == INTERVAL_S
     om = await _om(api, namespace)
     blind = _condition(om, "MetricsUnavailable")
     assert (blind["status"], blind["reason"]) == ("True", "PrometheusUnreachable")

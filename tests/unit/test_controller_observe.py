@@ -382,7 +382,7 @@ async def test_a_running_jobs_pods_are_asked_why() -> None:
 def test_kopf_leaves_honed_annotations_out_of_its_diff() -> None:
     """Why on.update never saw honed.dev/reoptimize: kopf drops its storage prefix's annotations."""
     settings = kopf.OperatorSettings()
-    configure(settings)
+    configure(settings, SETTINGS)
     annotations = {"honed.dev/kopf-managed": "yes", names.REOPTIMIZE: "Requested:1"}
     body = kopf.Body({"metadata": {"name": "m", "annotations": annotations}, "spec": {}})
     essence = settings.persistence.diffbase_storage.build(body=body)

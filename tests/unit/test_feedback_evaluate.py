@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from honed.api.spec import Feedback
 from honed.feedback import (
     Deployment,
-    FeedbackSLO,
     FeedbackState,
     Keep,
     MetricsUnavailable,
@@ -17,7 +17,7 @@ from honed.feedback import (
 )
 
 SERIES = Path(__file__).parent / "test_feedback_series"
-SLO = FeedbackSLO.from_spec({"p99LatencyMs": 100, "interval": "3s", "cooldown": "60s"})
+SLO = Feedback.from_spec({"p99LatencyMs": 100, "interval": "3s", "cooldown": "60s"})
 DEPLOYED = Deployment(candidate="onnx-fp32.onnxruntime", pool="cpu", version="1", max_batch_size=8)
 
 

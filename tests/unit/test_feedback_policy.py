@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from honed.api.spec import Feedback
 from honed.feedback import (
     Deployment,
     Fallback,
-    FeedbackSLO,
     FeedbackState,
     Keep,
     MetricWindow,
@@ -39,9 +39,9 @@ def load(name: str) -> list[tuple[str, MetricWindow]]:
     return [(w.pop("_phase"), MetricWindow.model_validate(w)) for w in raw]
 
 
-def slo(**overrides: object) -> FeedbackSLO:
+def slo(**overrides: object) -> Feedback:
     settings: dict[str, object] = {"p99LatencyMs": 100, "interval": "3s", "cooldown": "60s", **overrides}
-    return FeedbackSLO.from_spec(settings)
+    return Feedback.from_spec(settings)
 
 
 # What served the recordings: one CPU instance, batches up to 8, a 286 us batching delay.
@@ -75,7 +75,7 @@ def failing(windows: list[MetricWindow], ratio: float = 0.2) -> list[MetricWindo
 
 def replay(
     windows: list[MetricWindow],
-    settings: FeedbackSLO,
+    settings: Feedback,
     deployment: Deployment = DEPLOYED,
     options: list[Option] | None = None,
     state: FeedbackState | None = None,
@@ -94,7 +94,7 @@ def actions(results: list[PolicyResult]) -> list[str]:
     return [r.decision.action for r in results]
 
 
-def first_bad(series: list[tuple[str, MetricWindow]], settings: FeedbackSLO) -> int:
+def first_bad(series: list[tuple[str, MetricWindow]], settings: Feedback) -> int:
     budget = settings.p99_budget_us
     assert budget is not None
     return next(i for i, (_, w) in enumerate(series) if (w.p99_us() or 0) > budget)

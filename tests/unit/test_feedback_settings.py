@@ -10,8 +10,9 @@ import pytest
 from pydantic import TypeAdapter
 
 from honed.api.durations import Seconds
+from honed.api.spec import Feedback
 from honed.errors import InputError
-from honed.feedback import Decision, FeedbackSLO, MetricsUnavailable, Option, PrometheusClient, Reoptimize
+from honed.feedback import Decision, MetricsUnavailable, Option, PrometheusClient, Reoptimize
 from honed.feedback.prometheus import PrometheusError
 
 
@@ -30,7 +31,7 @@ def test_bad_durations_are_rejected(bad: object) -> None:
 
 
 def test_spec_feedback_from_the_manifest() -> None:
-    slo = FeedbackSLO.from_spec(
+    slo = Feedback.from_spec(
         {
             "enabled": True,
             "p99LatencyMs": 50,
@@ -45,15 +46,15 @@ def test_spec_feedback_from_the_manifest() -> None:
         1800,
         2,
     )
-    assert FeedbackSLO.from_spec(None).p99_latency_ms is None
-    assert FeedbackSLO.from_spec({"badWindows": None, "cacheProbeAfter": "2h"}).bad_windows == 2
+    assert Feedback.from_spec(None).p99_latency_ms is None
+    assert Feedback.from_spec({"badWindows": None, "cacheProbeAfter": "2h"}).bad_windows == 2
 
 
 def test_bad_spec_feedback_names_the_field() -> None:
     with pytest.raises(InputError, match=r"spec\.feedback\.cooldown"):
-        FeedbackSLO.from_spec({"cooldown": "later"})
+        Feedback.from_spec({"cooldown": "later"})
     with pytest.raises(InputError, match=r"spec\.feedback\.maxFailureRatio"):
-        FeedbackSLO.from_spec({"maxFailureRatio": 2})
+        Feedback.from_spec({"maxFailureRatio": 2})
 
 
 def test_decisions_serialize_with_their_action_and_camel_case() -> None:

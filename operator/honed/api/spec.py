@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.json_schema import JsonDict
 
 from honed.api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, ApiModel, first_error
 from honed.api.durations import DURATION_PATTERN, parse_duration
+from honed.errors import InputError
 
 GROUP = "honed.dev"
 VERSION = "v1alpha1"
@@ -279,23 +281,51 @@ class Feedback(ApiModel):
         description="least time between two actions",
         json_schema_extra=DURATION_RULES,
     )
-    # Tuning of the loop itself; left out, honed.feedback.slo.FeedbackSLO's defaults apply.
-    bad_windows: int | None = Field(None, ge=1, le=100, description="consecutive bad intervals before acting (2)")
-    max_failure_ratio: float | None = Field(None, ge=0, le=1, description="failed / all requests allowed (0.01)")
-    max_reoptimizations_per_day: int | None = Field(None, ge=0, le=100, description="re-optimizations a day (3)")
-    max_retunes: int | None = Field(None, ge=0, le=100, description="retunes of one version first (2)")
-    min_request_rate: float | None = Field(None, ge=0, description="req/s below which nothing is judged (0.1)")
-    cache_min_hit_ratio: float | None = Field(
-        None, ge=0, le=1, description="below it, a cache whose lookups cost more than hits save goes off (0.1)"
+    # Tuning of the loop itself: the defaults make the loop safe without being set.
+    bad_windows: int = Field(2, ge=1, le=100, description="consecutive bad intervals before acting")
+    max_failure_ratio: float = Field(0.01, ge=0, le=1, description="failed / all requests allowed")
+    max_reoptimizations_per_day: int = Field(3, ge=0, le=100, description="re-optimizations a day")
+    max_retunes: int = Field(2, ge=0, le=100, description="retunes of one version before re-optimizing")
+    min_request_rate: float = Field(0.1, ge=0, description="req/s below which nothing is judged")
+    cache_min_hit_ratio: float = Field(
+        0.1, ge=0, le=1, description="below it, a cache whose lookups cost more than hits save goes off"
     )
-    cache_probe_after: Duration | None = Field(
-        None,
-        description="when a cache the loop turned off is tried again (6h)",
+    cache_probe_after: Duration = Field(
+        "6h",
+        description="when a cache the loop turned off is tried again",
         json_schema_extra=DURATION_RULES,
     )
-    traffic_shift_factor: float | None = Field(
-        None, ge=1, description="observed batch over the largest benchmarked one that re-optimizes (2)"
+    traffic_shift_factor: float = Field(
+        2.0, ge=1, description="observed batch over the largest benchmarked one that re-optimizes"
     )
+
+    @property
+    def interval_s(self) -> float:
+        return parse_duration(self.interval)
+
+    @property
+    def cooldown_s(self) -> float:
+        return parse_duration(self.cooldown)
+
+    @property
+    def cache_probe_s(self) -> float:
+        return parse_duration(self.cache_probe_after)
+
+    @property
+    def p99_budget_us(self) -> float | None:
+        return None if self.p99_latency_ms is None else self.p99_latency_ms * 1000.0
+
+    @classmethod
+    def from_spec(cls, feedback: Mapping[str, Any] | None) -> Feedback:
+        """Read ``spec.feedback`` (nulls count as left out); errors name the field, as every bad input must."""
+        try:
+            return cls.model_validate({k: v for k, v in (feedback or {}).items() if v is not None})
+        except ValidationError as exc:
+            field, message = first_error(exc, "spec.feedback")
+            raise InputError(
+                f"{field}: {message}",
+                hint="durations are written like 30s, 1m or 1h30m; ratios are between 0 and 1",
+            ) from None
 
 
 class OptimizedModelSpec(ApiModel):

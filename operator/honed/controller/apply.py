@@ -9,13 +9,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from honed.api.status import DEPLOYED
 from honed.api.timestamps import utc_timestamp
 from honed.artifacts import ArtifactStore
 from honed.controller import names
-from honed.controller.conditions import load_status, merge_patch, set_condition
+from honed.controller.conditions import merge_patch
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, resource_of
-from honed.controller.state import Event, Observed, Plan, RepositoryWrite
+from honed.controller.reconcile import repository_write_failed
+from honed.controller.state import Event, ObjectRef, Observed, Plan, RepositoryWrite
 from honed.errors import HonedError
 from honed.settings import HonedSettings
 
@@ -30,14 +30,34 @@ async def apply_plan(
     plan: Plan,
     obs: Observed,
     write_repository: RepositoryWriter,
-) -> None:
-    """Apply in dependency order; an exception leaves the rest for the next (level-based) pass."""
-    if plan.repository is not None:
-        try:
-            # Blocking file and network I/O: keep the event loop (and other resources) responsive.
-            await asyncio.to_thread(write_repository, store, plan.repository, obs.settings)
-        except (HonedError, OSError) as exc:
-            _repository_failed(plan, obs, f"version {plan.repository.version}: {exc}")
+) -> Plan:
+    """Apply in dependency order and return the plan as applied (a failed repository write changes
+    it, through the pure ``repository_write_failed``); an exception leaves the rest for the next
+    (level-based) pass."""
+    failure = await write_plan_repository(store, plan, obs, write_repository)
+    if failure is not None:
+        log.warning("repository write failed for %s/%s: %s", obs.namespace, obs.name, failure)
+        plan = repository_write_failed(plan, obs, failure)
+    await apply_changes(client, plan, obs)
+    return plan
+
+
+async def write_plan_repository(
+    store: ArtifactStore, plan: Plan, obs: Observed, write_repository: RepositoryWriter
+) -> str | None:
+    """Write the plan's model version to the repository; what went wrong, or None."""
+    if plan.repository is None:
+        return None
+    try:
+        # Blocking file and network I/O: keep the event loop (and other resources) responsive.
+        await asyncio.to_thread(write_repository, store, plan.repository, obs.settings)
+    except (HonedError, OSError) as exc:
+        return f"version {plan.repository.version}: {exc}"
+    return None
+
+
+async def apply_changes(client: KubeClient, plan: Plan, obs: Observed) -> None:
+    """The plan's objects, then the status, then the Events."""
     for manifest in plan.create:
         resource = resource_of(manifest["apiVersion"], manifest["kind"])
         created = await client.create(resource, obs.namespace, manifest)
@@ -52,34 +72,23 @@ async def apply_plan(
     if status_patch:
         await client.patch(OPTIMIZED_MODELS, obs.namespace, obs.name, {"status": status_patch}, subresource="status")
     for event in plan.events:
-        await post_event(client, obs, event)
+        await post_event(client, obs.ref, event)
 
 
-def _repository_failed(plan: Plan, obs: Observed, message: str) -> None:
-    """Keep the Deployment as it is (the previous version keeps serving) and say why in status."""
-    plan.create = [m for m in plan.create if m["kind"] != "Deployment"]
-    plan.patch = [p for p in plan.patch if p.kind != "Deployment"]
-    status = load_status(plan.status)
-    set_condition(status, DEPLOYED, False, "RepositoryWriteFailed", message, now=obs.now, generation=obs.generation)
-    plan.status = status.to_wire()
-    plan.events.append(Event("Warning", "RepositoryWriteFailed", message))
-    log.warning("repository write failed for %s/%s: %s", obs.namespace, obs.name, message)
-
-
-def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> dict[str, Any]:
+def event_manifest(ref: ObjectRef, event: Event, now: datetime | None = None) -> dict[str, Any]:
     stamp = utc_timestamp(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
         # Events need unique names; Kubernetes' own convention is <object>.<hex>. The object's name
         # may take all 253 characters a name can have, so it is shortened to leave room.
-        "metadata": {"name": f"{names.bounded(obs.name, 236)}.{secrets.token_hex(8)}", "namespace": obs.namespace},
+        "metadata": {"name": f"{names.bounded(ref.name, 236)}.{secrets.token_hex(8)}", "namespace": ref.namespace},
         "involvedObject": {
             "apiVersion": OPTIMIZED_MODELS.api_version,
             "kind": OPTIMIZED_MODELS.kind,
-            "name": obs.name,
-            "namespace": obs.namespace,
-            "uid": obs.uid,
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "uid": ref.uid,
         },
         "type": event.type,
         "reason": event.reason,
@@ -93,9 +102,9 @@ def event_manifest(obs: Observed, event: Event, now: datetime | None = None) -> 
     }
 
 
-async def post_event(client: KubeClient, obs: Observed, event: Event) -> None:
+async def post_event(client: KubeClient, ref: ObjectRef, event: Event) -> None:
     """Events are best effort: a lost event must never fail a reconcile."""
     try:
-        await client.create(EVENTS, obs.namespace, event_manifest(obs, event))
+        await client.create(EVENTS, ref.namespace, event_manifest(ref, event))
     except Exception as exc:
-        log.warning("could not post event %s for %s/%s: %s", event.reason, obs.namespace, obs.name, exc)
+        log.warning("could not post event %s for %s/%s: %s", event.reason, ref.namespace, ref.name, exc)

@@ -88,7 +88,7 @@ def run_operator(args: argparse.Namespace) -> int:
     metrics.serve(settings.metrics_port)
     operator = handlers.Operator(settings, handlers.default_login, write_repository)
     kopf_settings = kopf.OperatorSettings()
-    handlers.configure(kopf_settings)
+    handlers.configure(kopf_settings, settings)
     kopf_settings.scanning.disabled = not settings.cluster_scanning
     # kopf installs its own SIGINT/SIGTERM handling and returns after a graceful stop.
     asyncio.run(

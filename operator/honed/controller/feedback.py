@@ -1,7 +1,8 @@
-"""The feedback loop's timer: Triton's metrics in Prometheus -> the pure policy -> status and Events.
+"""The feedback loop's steps: Triton's metrics in Prometheus -> the pure policy -> status and Events.
 
-For every OptimizedModel with ``spec.feedback.enabled`` a kopf daemon runs ``feedback_pass``
-once per ``spec.feedback.interval`` while a winner is served and ``HONED_PROMETHEUS_URL`` is set:
+For every OptimizedModel with ``spec.feedback.enabled`` a kopf daemon (``honed.controller.handlers``)
+runs ``Operator.feedback_pass`` once per ``spec.feedback.interval`` while a winner is served and
+``HONED_PROMETHEUS_URL`` is set:
 
 1. ``feedback_inputs`` (pure) reads the SLO, what is deployed, the other accepted candidates
    and the loop's memory (``status.feedback``) from the resource;
@@ -13,7 +14,8 @@ once per ``spec.feedback.interval`` while a winner is served and ``HONED_PROMETH
    optimization with reason SLOViolation or TrafficShift whose request benchmarks the observed
    batch sizes); Retune merges its settings into ``status.serving.overrides`` and Fallback writes
    ``status.serving.fallback``, which reconcile applies as a new model version (see
-   ``honed.controller.winner``); a reconcile pass follows at once.
+   ``honed.controller.winner``); the operator writes it under the resource's lock, posts the Events,
+   and runs its reconcile pass at once when ``status.serving`` changed.
 """
 
 from __future__ import annotations
@@ -22,25 +24,20 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import kopf
-
-from honed.api.spec import GROUP, PLURAL, VERSION, Serving
+from honed.api.spec import Feedback, Serving
 from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverrides, ServingRequests
 from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
-from honed.controller.apply import post_event
 from honed.controller.conditions import load_status, merge_patch, set_condition
-from honed.controller.kube import OPTIMIZED_MODELS
-from honed.controller.state import Event, Observed
+from honed.controller.state import Event, ObjectRef
 from honed.controller.winner import overrides_basis
 from honed.errors import InputError
 from honed.feedback import (
     Deployment,
     Evaluation,
     Fallback,
-    FeedbackSLO,
     FeedbackState,
     Option,
     PrometheusClient,
@@ -49,9 +46,6 @@ from honed.feedback import (
     evaluate,
 )
 from honed.settings import HonedSettings, Pool
-
-if TYPE_CHECKING:
-    from honed.controller.handlers import Operator
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +58,7 @@ NAMESPACE_LABEL = "namespace"
 @dataclass(frozen=True)
 class FeedbackInputs:
     model: str  # the Triton model name
-    slo: FeedbackSLO
+    slo: Feedback
     deployment: Deployment
     options: list[Option]
     state: FeedbackState
@@ -95,15 +89,14 @@ def instance_room(pool: Pool | None) -> int:
 def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackInputs | str:
     """What the policy needs from the resource, or why there is nothing to judge yet."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
-    feedback = spec.get("feedback") or {}
-    if not feedback.get("enabled"):
+    try:
+        slo = Feedback.from_spec(spec.get("feedback"))
+    except InputError as exc:
+        return str(exc)
+    if not slo.enabled:
         return "spec.feedback.enabled is false"
     if not settings.prometheus_url:
         return "no Prometheus is configured (HONED_PROMETHEUS_URL)"
-    try:
-        slo = FeedbackSLO.from_spec(feedback)
-    except InputError as exc:
-        return str(exc)
     winner, endpoint = status.get("winner"), status.get("endpoint")
     if not winner or not endpoint:
         return "no version is served yet"
@@ -212,79 +205,24 @@ def serving_requests(
     return requests
 
 
-async def feedback_pass(operator: Operator, namespace: str, name: str) -> float | None:
-    """One evaluation; returns the seconds until the next one (None: the resource is gone)."""
-    settings = operator.settings
-    async with operator.lock(namespace, name):
-        body = await operator.client.get(OPTIMIZED_MODELS, namespace, name)
-    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-        return None
-    inputs = feedback_inputs(body, settings)
-    if isinstance(inputs, str):
-        log.debug("feedback for %s/%s waits: %s", namespace, name, inputs)
-        return settings.reconcile_interval_s
-    assert settings.prometheus_url is not None
+def object_ref(body: dict[str, Any]) -> ObjectRef:
+    meta = body.get("metadata") or {}
+    return ObjectRef(str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", "")))
+
+
+async def observe_and_evaluate(
+    settings: HonedSettings, namespace: str, inputs: FeedbackInputs
+) -> tuple[Evaluation, datetime]:
+    """Prometheus' view of the last interval (in a worker thread: it blocks), judged by the policy."""
+    assert settings.prometheus_url is not None  # feedback_inputs said so
     client = PrometheusClient(
         settings.prometheus_url, scrape_interval_s=SCRAPE_INTERVAL_S, matchers={NAMESPACE_LABEL: namespace}
     )
     observation = await asyncio.to_thread(client.window, inputs.model, seconds=inputs.slo.interval_s)
-    now = datetime.now(UTC)
-    evaluation = evaluate(observation, inputs.slo, inputs.deployment, inputs.options, inputs.state, now)
-    async with operator.lock(namespace, name):
-        # Status may have moved while Prometheus answered: patch against what is there now.
-        body = await operator.client.get(OPTIMIZED_MODELS, namespace, name) or body
-        patch = feedback_patch(body, evaluation, now)
-        if patch.annotations:
-            annotate = {"metadata": {"annotations": patch.annotations}}
-            await operator.client.patch(OPTIMIZED_MODELS, namespace, name, annotate)
-        if patch.status:
-            await operator.client.patch(
-                OPTIMIZED_MODELS, namespace, name, {"status": patch.status}, subresource="status"
-            )
-    meta = body.get("metadata") or {}
-    obs = Observed(
-        name=name,
-        namespace=namespace,
-        uid=str(meta.get("uid", "")),
-        generation=meta.get("generation"),
-        annotations=dict(meta.get("annotations") or {}),
-        status=dict(body.get("status") or {}),
-        settings=settings,
-        now=now.isoformat(),
-    )
-    for event in patch.events:
-        await post_event(operator.client, obs, event)
-    log.info("feedback for %s/%s: %s", namespace, name, evaluation.decision.summary())
-    if "serving" in patch.status:
-        # Apply it now rather than at the next periodic pass; a failure here is retried by that pass.
-        await operator.run_pass(namespace, name)
-    return inputs.slo.interval_s
+    at = datetime.now(UTC)
+    return evaluate(observation, inputs.slo, inputs.deployment, inputs.options, inputs.state, at), at
 
 
 def feedback_enabled(spec: Any, **_: Any) -> bool:
+    """kopf filter: the feedback timer runs only while spec.feedback.enabled."""
     return bool((spec or {}).get("feedback", {}).get("enabled"))
-
-
-def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
-    """The per-resource daemon; kopf starts and stops it as spec.feedback.enabled changes."""
-    interval = operator.settings.reconcile_interval_s
-
-    @kopf.daemon(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        when=feedback_enabled,
-        initial_delay=interval,
-        cancellation_timeout=1.0,
-    )
-    async def watch_feedback(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
-        while not stopped:
-            try:
-                delay = await feedback_pass(operator, namespace or "", name)
-            except Exception as exc:  # one failed pass must not end the loop
-                log.warning("feedback for %s/%s failed: %s", namespace, name, exc)
-                delay = interval
-            if delay is None:
-                return
-            await stopped.wait(delay)

@@ -8,6 +8,7 @@ operator converges to the same plan and never repeats work that already happened
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from honed.api.spec import OptimizedModelSpec, Serving, SpecError, parse_spec
@@ -28,6 +29,7 @@ from honed.controller.selection import Criteria, PoolOutcome, Selection, select,
 from honed.controller.state import (
     Delete,
     DeploymentState,
+    Event,
     Observed,
     Patch,
     Plan,
@@ -104,6 +106,7 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
         # Nothing is created or touched: a serving version keeps serving the last valid spec.
         condition(OPTIMIZED, False, exc.reason, str(exc))
         new.phase = "Failed"
+        plan.invalid_spec = str(exc)
         return _finish(plan, old, new)
 
     optimization = names.optimization_id(spec, obs.annotations)
@@ -115,6 +118,21 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
     _feedback_configured(new, obs, spec)
     new.phase = _phase(new, optimizing)
     return _finish(plan, old, new)
+
+
+def repository_write_failed(plan: Plan, obs: Observed, message: str) -> Plan:
+    """The plan once its repository write failed: the Deployment stays as it is (pods of the new
+    version could not load it; the previous version keeps serving) and status and an Event say why."""
+    status = load_status(plan.status)
+    set_condition(status, DEPLOYED, False, "RepositoryWriteFailed", message, now=obs.now, generation=obs.generation)
+    return replace(
+        plan,
+        repository=None,
+        create=[m for m in plan.create if m["kind"] != "Deployment"],
+        patch=[p for p in plan.patch if p.kind != "Deployment"],
+        status=status.to_wire(),
+        events=[*plan.events, Event("Warning", "RepositoryWriteFailed", message)],
+    )
 
 
 def _run_of(obs: Observed, optimization: str) -> str:

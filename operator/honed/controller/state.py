@@ -72,6 +72,15 @@ class ReportRead:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """The OptimizedModel an Event is about."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything reconcile needs, gathered by ``observe`` before it runs."""
 
@@ -92,6 +101,10 @@ class Observed:
     deployment: DeploymentState | None = None
     server_pods: tuple[PodState, ...] = ()  # the Triton pods of every version, terminating ones left out
     service: bool = False
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.name, self.namespace, self.uid)
 
 
 @dataclass(frozen=True)
@@ -143,6 +156,9 @@ class Plan:
     status: dict[str, Any] = field(default_factory=dict)  # the whole new status
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # Why the spec cannot be acted on (the message also in the Optimized condition); the handlers
+    # turn it into kopf.PermanentError so kopf does not retry what only a spec change fixes.
+    invalid_spec: str | None = None
     # For the operator's metrics: set when this pass finished an optimization.
     optimization_outcome: Literal["succeeded", "failed"] | None = None
     optimization_seconds: float | None = None

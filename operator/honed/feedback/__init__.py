@@ -6,7 +6,6 @@
 from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
 from honed.feedback.evaluate import Condition, Evaluation, Event, evaluate
 from honed.feedback.prometheus import PrometheusClient
-from honed.feedback.slo import FeedbackSLO
 from honed.feedback.state import Deployment, FeedbackState, Option, options_from_report
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 
@@ -17,7 +16,6 @@ __all__ = [
     "Evaluation",
     "Event",
     "Fallback",
-    "FeedbackSLO",
     "FeedbackState",
     "Keep",
     "MetricWindow",

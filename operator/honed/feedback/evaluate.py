@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from honed.api.spec import Feedback
 from honed.feedback.decisions import Decision, Keep, Number
 from honed.feedback.policy import Verdict, decide
-from honed.feedback.slo import FeedbackSLO
 from honed.feedback.state import DecisionRecord, Deployment, FeedbackState, Option
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 
@@ -98,7 +98,7 @@ def _slo_events(verdict: Verdict, before: bool | None) -> list[Event]:
 
 def evaluate(
     observation: Observation,
-    slo: FeedbackSLO,
+    slo: Feedback,
     deployment: Deployment,
     options: list[Option],
     state: FeedbackState,

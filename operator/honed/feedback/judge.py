@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from honed.api.spec import Feedback
 from honed.feedback.decisions import Number
-from honed.feedback.slo import FeedbackSLO
 from honed.feedback.state import Deployment, ceil_int
 from honed.feedback.window import MetricWindow
 
@@ -64,7 +64,7 @@ def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
     return window.request_rate * max(since, 0.0) * WARMUP_SHARE >= warmup
 
 
-def judge(window: MetricWindow, slo: FeedbackSLO, deployment: Deployment) -> Verdict:
+def judge(window: MetricWindow, slo: Feedback, deployment: Deployment) -> Verdict:
     if window.request_rate < slo.min_request_rate:
         return Verdict("Unknown", "Idle", f"{window.request_rate:.3g} req/s is too little traffic to judge")
     if window.failure_ratio > slo.max_failure_ratio:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from honed.api.spec import Feedback
 from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
 from honed.feedback.judge import Verdict, batch_profile, judge, observed_concurrency, observed_numbers, rounded
-from honed.feedback.slo import FeedbackSLO
 from honed.feedback.state import Deployment, FeedbackState, Option
 from honed.feedback.window import MetricWindow
 
@@ -50,7 +50,7 @@ def runner_up(
     deployment: Deployment,
     state: FeedbackState,
     window: MetricWindow,
-    slo: FeedbackSLO,
+    slo: Feedback,
 ) -> tuple[Option, float] | None:
     """The best other accepted candidate whose benchmark fits the budget at the observed batch."""
     batch = window.batch.exec_p90 or window.avg_batch_size or 1.0
@@ -74,7 +74,7 @@ class _Policy:
     def __init__(
         self,
         window: MetricWindow,
-        slo: FeedbackSLO,
+        slo: Feedback,
         deployment: Deployment,
         options: list[Option],
         state: FeedbackState,
@@ -153,8 +153,6 @@ class _Policy:
 
     def run(self) -> PolicyResult:
         verdict = judge(self.window, self.slo, self.deployment)
-        if not self.slo.enabled:
-            return PolicyResult(self.keep("feedback is disabled in spec.feedback"), self.state, verdict)
         last = self.state.last_action_at
         if last is not None and self.window.start < last - timedelta(seconds=ACTION_OVERLAP * self.window.seconds):
             reason = f"window starts before the last action ({last.isoformat()}); waiting for fresh evidence"
@@ -302,7 +300,7 @@ class _Policy:
 
 def decide(
     window: MetricWindow,
-    slo: FeedbackSLO,
+    slo: Feedback,
     deployment: Deployment,
     options: list[Option],
     state: FeedbackState,

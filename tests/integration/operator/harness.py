@@ -78,7 +78,7 @@ class RunningOperator:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         kopf_settings = kopf.OperatorSettings()
-        handlers.configure(kopf_settings)
+        handlers.configure(kopf_settings, settings)
         kopf_settings.scanning.disabled = True
         kopf_settings.watching.reconnect_backoff = 0.1
         self.kopf_settings = kopf_settings
