@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -10,7 +11,9 @@ from honed.optimizer.machine import default_threads
 from honed.optimizer.tensors import TensorSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-OBJECTIVES = ("latency", "throughput")
+# Within one run the price is fixed, so cost ranks like throughput; only the operator needs it.
+EngineObjective = Literal["latency", "throughput"]
+OBJECTIVES: tuple[str, ...] = get_args(EngineObjective)
 
 
 class OptimizeOptions(BaseModel):
@@ -18,7 +21,7 @@ class OptimizeOptions(BaseModel):
     data: Path | None = None
     metric: str | None = None
     max_metric_drop: float = Field(default=0.01, ge=0)
-    objective: str = "latency"
+    objective: EngineObjective = "latency"
     latency_budget_ms: float | None = Field(default=None, gt=0)
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"])
@@ -33,9 +36,9 @@ class OptimizeOptions(BaseModel):
     rounds: int = Field(default=3, ge=1)
     measure_seconds: float = Field(default=1.5, gt=0, description="timed seconds per candidate and batch size")
 
-    @field_validator("objective")
+    @field_validator("objective", mode="before")
     @classmethod
-    def _objective(cls, value: str) -> str:
+    def _objective(cls, value: object) -> object:  # before the Literal check: our message, not pydantic's
         if value not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         return value
