@@ -65,6 +65,7 @@ def test_flags_and_a_request_left_at_defaults_ask_for_the_same_search(tmp_path: 
     [
         (["m.onnx", "--batch-sizes", "0"], "--batch-sizes"),
         (["m.onnx", "--precisions", "int4"], "--precisions"),
+        (["m.onnx", "--backends", "onnxruntime,tensorflow"], "--backends: .* \\(got 'tensorflow'\\)"),
         (["m.onnx", "--max-metric-drop", "-1"], "--max-metric-drop"),
         ([], "no model"),
     ],

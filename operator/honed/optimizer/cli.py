@@ -124,7 +124,8 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
-        raise InputError(f"{field}: {first['msg']}", hint="see honed optimize --help") from None
+        got = f" (got {first['input']!r})" if len(first["loc"]) > 1 else ""  # which list entry is wrong
+        raise InputError(f"{field}: {first['msg']}{got}", hint="see honed optimize --help") from None
 
 
 def run_optimize(args: argparse.Namespace) -> int:
