@@ -11,7 +11,8 @@ from honed.api.durations import format_duration, parse_duration
 from honed.api.request import OptimizeRequest, RequestModel, load_request
 from honed.api.spec import Dtype, SpecError, parse_spec
 from honed.errors import InputError
-from honed.optimizer.tensors import TRITON_DTYPES
+from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.tensors import TRITON_DTYPES, TensorSpec
 
 MINIMAL = {"model": {"uri": "s3://models/resnet50/model.onnx"}, "targets": [{"pool": "cpu"}]}
 
@@ -167,8 +168,13 @@ def test_request_as_engine_options() -> None:
         precisions=["fp32", "int8"],
         time_budget_s=90,
     )
-    fields = request.engine_fields()
-    assert fields["model"] == "/models/m.onnx" and fields["data"] == "s3://data/val.npz"
-    assert fields["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
-    assert fields["precisions"] == ["fp32", "int8"] and fields["time_budget_s"] == 90
-    assert "backends" not in fields and "metric" not in fields  # left to the engine's defaults
+    options = OptimizeOptions.from_request(request, out=Path("/tmp/o"))
+    assert (
+        options.model == "/models/m.onnx" and options.data == "s3://data/val.npz"
+    )  # fetched by the CLI, not folded by Path
+    assert options.inputs == [TensorSpec(name="x", dtype="float32", shape=[-1, 4])]
+    assert options.precisions == ["fp32", "int8"] and options.time_budget_s == 90
+    assert options.out == Path("/tmp/o")
+    # left out of the request: the one set of defaults, the same a local run gets
+    local = OptimizeOptions(model="m.onnx")
+    assert (options.backends, options.metric, options.batch_sizes) == (local.backends, None, local.batch_sizes)

@@ -50,11 +50,22 @@ def test_request_file_overrides_flags(tmp_path: Path) -> None:
     assert options.precisions == ["fp32"]
 
 
+def test_flags_and_a_request_left_at_defaults_ask_for_the_same_search(tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text('{"schema": "honed.request/v1", "model": {"uri": "file:///m/x.onnx"}}')
+    from_request = options_from_args(parse("--request", str(request), "--out", str(tmp_path)))
+    from_flags = options_from_args(parse("/m/x.onnx", "--out", str(tmp_path)))
+    assert from_request.search_fields() == from_flags.search_fields()
+    assert from_flags.batch_sizes == [1, 8] and from_flags.time_budget_s == 600 and from_flags.objective == "latency"
+    assert from_request.out == tmp_path  # --out still applies with --request
+
+
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
         (["m.onnx", "--batch-sizes", "0"], "--batch-sizes"),
         (["m.onnx", "--precisions", "int4"], "--precisions"),
+        (["m.onnx", "--backends", "onnxruntime,tensorflow"], "--backends: .* \\(got 'tensorflow'\\)"),
         (["m.onnx", "--max-metric-drop", "-1"], "--max-metric-drop"),
         ([], "no model"),
     ],

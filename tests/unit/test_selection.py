@@ -1,6 +1,6 @@
 from honed.optimizer.measure import latency_stats, rounds_schedule, throughput
 from honed.optimizer.report import Candidate, Latency
-from honed.optimizer.search import MaxThroughput, MinLatency, select
+from honed.optimizer.selection import Criteria, pick
 
 
 def cand(
@@ -29,7 +29,7 @@ def test_min_latency_ignores_rejected_and_breaks_near_ties_on_p99() -> None:
         cand("b", 1.01, 1.2),
         cand("c", 2.0, 2.1),
     ]
-    assert MinLatency().pick(cands).name == "b"  # type: ignore[union-attr]
+    assert pick(cands, Criteria("latency")).name == "b"  # type: ignore[union-attr]
 
 
 def test_max_throughput_respects_the_latency_budget_per_batch() -> None:
@@ -47,14 +47,14 @@ def test_max_throughput_respects_the_latency_budget_per_batch() -> None:
         {"1": 1000, "8": 4000},
         by_batch={"1": Latency(p50=1, p90=1, p99=1.5), "8": Latency(p50=2, p90=2, p99=4)},
     )
-    assert MaxThroughput(None).pick([big, small]).name == "big-batches"  # type: ignore[union-attr]
-    assert MaxThroughput(10).pick([big, small]).name == "small"  # type: ignore[union-attr]
+    assert pick([big, small], Criteria("throughput")).name == "big-batches"  # type: ignore[union-attr]
+    assert pick([big, small], Criteria("throughput", latency_budget_ms=10)).name == "small"  # type: ignore[union-attr]
 
 
 def test_latency_objective_with_a_budget_nobody_meets_has_no_winner() -> None:
-    assert select([cand("a", 5, 9)], "latency", latency_budget_ms=1) is None
-    assert select([cand("a", 5, 9)], "latency", latency_budget_ms=None).name == "a"  # type: ignore[union-attr]
-    assert select([], "throughput", None) is None
+    assert pick([cand("a", 5, 9)], Criteria("latency", latency_budget_ms=1)) is None
+    assert pick([cand("a", 5, 9)], Criteria("latency")).name == "a"  # type: ignore[union-attr]
+    assert pick([], Criteria("throughput")) is None
 
 
 def test_stats_and_throughput() -> None:

@@ -1,7 +1,11 @@
-"""The optimizer Job's input: ``honed optimize --request request.json --out STORE_URI``.
+"""The search request: what to search and how, with every default defined once.
 
-The operator builds it from the spec and the pool; ``honed optimize`` reads it with
-``load_request``. The fields mirror the CLI options so a request reproduces a local run.
+``SearchOptions`` holds the knobs of a search (objective, budget, batch sizes, precisions...)
+and their defaults. Two things extend it: ``OptimizeRequest``, the optimizer Job's input
+(``honed optimize --request request.json --out STORE_URI``, wire schema ``honed.request/v1``,
+built by the operator from the spec and the pool), and the engine's
+``honed.optimizer.options.OptimizeOptions``, which the CLI flags and a request both produce.
+The CRD's defaults for the same knobs (``honed.api.spec``) are the constants below.
 """
 
 from __future__ import annotations
@@ -9,12 +13,58 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from honed.api.spec import Backend, Dtype, Metric, ModelFormat, Precision
+from honed.api.spec import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MAX_METRIC_DROP,
+    Backend,
+    Dtype,
+    Metric,
+    ModelFormat,
+    Precision,
+)
 from honed.errors import InputError
 
 REQUEST_SCHEMA = "honed.request/v1"
+
+# Inside one pool the price is fixed, so the cost objective ranks like throughput there: the
+# engine knows these two, the operator's spec adds cost.
+EngineObjective = Literal["latency", "throughput"]
+DEFAULT_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
+DEFAULT_TIME_BUDGET_S = 600.0
+
+
+class SearchOptions(BaseModel):
+    """The knobs of one search and their defaults; a request and the engine's options extend it."""
+
+    metric: Metric | None = Field(None, description="None = the engine's default for the data")
+    max_metric_drop: float = Field(DEFAULT_MAX_METRIC_DROP, ge=0)
+    objective: EngineObjective = "latency"
+    latency_budget_ms: float | None = Field(None, gt=0)
+    batch_sizes: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
+    precisions: list[Precision] = Field(default_factory=lambda: list(DEFAULT_PRECISIONS))
+    backends: list[Backend] = Field(default_factory=list, description="empty = all the device supports")
+    time_budget_s: float = Field(DEFAULT_TIME_BUDGET_S, gt=0)
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, value: list[int]) -> list[int]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError("batch sizes must be positive integers, e.g. 1,8")
+        return sorted(set(value))
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one precision")
+        return value
+
+    def search_fields(self) -> dict[str, Any]:
+        """The knobs alone, as keyword arguments for another ``SearchOptions``."""
+        return {name: getattr(self, name) for name in SearchOptions.model_fields}
 
 
 class RequestTensor(BaseModel):
@@ -33,10 +83,10 @@ class RequestModel(BaseModel):
     inputs: list[RequestTensor] = Field(default_factory=list)
 
 
-class OptimizeRequest(BaseModel):
+class OptimizeRequest(SearchOptions):
     """Everything ``honed optimize`` needs besides ``--out``; keys are a contract with the engine.
 
-    A field left None is left to the engine's default for the device (written without it).
+    A field left out of the JSON takes the ``SearchOptions`` default.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -44,46 +94,18 @@ class OptimizeRequest(BaseModel):
     schema_: str = Field(default=REQUEST_SCHEMA, alias="schema")
     model: RequestModel
     data_uri: str | None = Field(None, description="validation/calibration npz; None = synthesize")
-    metric: Metric | None = Field(None, description="None = the engine's default for the data")
-    max_metric_drop: float = 0.01
-    # Inside one pool the price is fixed, so the cost objective ranks like throughput there.
-    objective: Literal["latency", "throughput"] = "latency"
-    latency_budget_ms: float | None = None
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    precisions: list[Precision] | None = Field(None, description="None = all the device supports")
-    backends: list[Backend] | None = Field(None, description="None = all the device supports")
-    time_budget_s: float = 1200.0
-    device: Literal["cpu", "cuda"] = "cpu"
     pool: str | None = Field(None, description="the node pool the Job runs on, for the report")
-    threads: int | None = Field(None, description="CPU threads; None = the container's CPUs")
+    threads: int | None = Field(None, ge=1, description="CPU threads; None = the container's CPUs")
 
     def write(self, path: Path) -> None:
         path.write_text(self.to_json() + "\n")
 
-    def engine_fields(self) -> dict[str, Any]:
-        """The request as ``honed optimize`` option names (its OptimizeOptions fields).
+    def model_path(self) -> str:
+        """file:// URIs become paths; other URIs (s3://, http(s)://) are left for the engine to fetch."""
+        return _path_or_uri(self.model.uri)
 
-        file:// URIs become paths; other URIs (s3://, http(s)://) are left for the engine to fetch.
-        """
-        fields: dict[str, Any] = {
-            "model": _path_or_uri(self.model.uri),
-            "inputs": [tensor.model_dump() for tensor in self.model.inputs],
-            "max_metric_drop": self.max_metric_drop,
-            "objective": self.objective,
-            "batch_sizes": list(self.batch_sizes),
-            "time_budget_s": self.time_budget_s,
-            "device": self.device,
-        }
-        optional = {
-            "data": None if self.data_uri is None else _path_or_uri(self.data_uri),
-            "metric": self.metric,
-            "latency_budget_ms": self.latency_budget_ms,
-            "precisions": self.precisions,
-            "backends": self.backends,
-            "threads": self.threads,
-        }
-        fields.update({key: value for key, value in optional.items() if value is not None})
-        return fields
+    def data_path(self) -> str | None:
+        return None if self.data_uri is None else _path_or_uri(self.data_uri)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)

@@ -89,6 +89,10 @@ Backend = Literal["onnxruntime", "openvino", "torch", "tensorrt"]
 Dimension = Annotated[int, Field(ge=-1, description="a positive size, or -1 for an axis that varies")]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 
+# Defaults shared with the search request and the engine (``honed.api.request``): one value each.
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 8)
+DEFAULT_MAX_METRIC_DROP = 0.01
+
 
 ZERO_DIMENSION = "dimensions are positive or -1 (an axis that varies), never 0"
 
@@ -174,7 +178,7 @@ class Validation(ApiModel):
         None, description="how outputs are compared with the original's; the engine's default when absent"
     )
     max_metric_drop: float = Field(
-        0.01, ge=0, description="largest accepted metric drop against the original (larger is worse)"
+        DEFAULT_MAX_METRIC_DROP, ge=0, description="largest accepted metric drop against the original (larger is worse)"
     )
 
 
@@ -190,7 +194,7 @@ class Search(ApiModel):
         None, gt=0, description="candidates whose p99 at batch 1 exceeds this are not eligible"
     )
     batch_sizes: list[BatchSize] = Field(
-        default_factory=lambda: [1, 8],
+        default_factory=lambda: list(DEFAULT_BATCH_SIZES),
         min_length=1,
         max_length=16,
         description="batch sizes to benchmark",

@@ -92,11 +92,12 @@ def build_request(
         objective="latency" if search.objective == "latency" else "throughput",
         latency_budget_ms=search.latency_budget_ms,
         batch_sizes=batch_sizes or list(search.batch_sizes),
-        precisions=list(search.precisions) or None,
-        backends=list(search.backends) or None,
+        backends=list(search.backends),
         time_budget_s=search.time_budget_seconds(),
         device=pool.device,
         pool=pool.name,
+        # An empty list in the spec means "the engine's default", which the request's default is.
+        **({"precisions": list(search.precisions)} if search.precisions else {}),
     )
 
 

@@ -1,8 +1,10 @@
-"""Choose the winner across pools: pure functions over the pools' reports.
+"""The operator's side of choosing a winner across pools: pool outcomes, failures, the status.
 
-Each pool's Job ranked its own candidates on its own hardware; here they meet. Latency and
-throughput compare directly; cost turns throughput into price per million inferences with
-each pool's price: ``price_per_hour / (3600 * throughput) * 1e6``.
+The rule itself (who is eligible, how candidates rank, cost per million) is
+``honed.optimizer.selection``, the same one each pool's engine used, so with one pool the
+operator's winner is the engine's. Here: every pool's candidates meet as offers with that
+pool's name and price, a failed pool is a reason rather than a crash, and the ranked list
+becomes the status's rows.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from honed.api.spec import Objective
 from honed.api.status import CandidateSummary, Verdict
+from honed.optimizer import selection as rule
 from honed.optimizer.report import Candidate, Report
+from honed.optimizer.selection import Criteria, cost_per_million
 from honed.settings import Pool
 
 FailureReason = Literal["AllPoolsFailed", "NoCandidateWithinDrop", "NoCandidateWithinBudget", "NoCandidates"]
@@ -28,18 +31,12 @@ class PoolOutcome:
 
 
 @dataclass(frozen=True)
-class Criteria:
-    objective: Objective
-    max_metric_drop: float
-    latency_budget_ms: float | None = None
-
-
-@dataclass(frozen=True)
 class Scored:
     pool: Pool
     candidate: Candidate
     verdict: Verdict
     reason: str = ""
+    throughput: float = 0.0  # items/s at the best batch size within the latency budget
 
     @property
     def p50(self) -> float | None:
@@ -48,10 +45,6 @@ class Scored:
     @property
     def p99(self) -> float | None:
         return None if self.candidate.latency_ms is None else self.candidate.latency_ms.p99
-
-    @property
-    def throughput(self) -> float:
-        return self.candidate.best_throughput()
 
     @property
     def drop(self) -> float | None:
@@ -95,71 +88,20 @@ def significant(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
-def cost_per_million(price_per_hour: float | None, throughput: float) -> float | None:
-    """Price of a million inferences on a node running at ``throughput`` items/s."""
-    if price_per_hour is None or throughput <= 0:
-        return None
-    return price_per_hour / (3600.0 * throughput) * 1e6
-
-
-def _score(pool: Pool, candidate: Candidate, criteria: Criteria) -> Scored:
-    if candidate.status == "failed":
-        return Scored(pool, candidate, "failed", candidate.reason or "failed")
-    if candidate.status == "rejected":
-        return Scored(pool, candidate, "rejected", candidate.reason or "rejected by the engine")
-    drop = None if candidate.metric is None else candidate.metric.drop
-    if drop is not None and drop > criteria.max_metric_drop:
-        return Scored(pool, candidate, "rejected", f"metric drop {drop:.4g} > {criteria.max_metric_drop:g}")
-    if candidate.latency_ms is None:
-        return Scored(pool, candidate, "failed", "no latency measured")
-    if criteria.latency_budget_ms is not None and candidate.latency_ms.p99 > criteria.latency_budget_ms:
-        return Scored(
-            pool,
-            candidate,
-            "over-budget",
-            f"p99 {candidate.latency_ms.p99:.3g} ms > budget {criteria.latency_budget_ms:g} ms",
-        )
-    if criteria.objective in ("throughput", "cost") and candidate.best_throughput() <= 0:
-        return Scored(pool, candidate, "failed", "no throughput measured")
-    if criteria.objective == "cost" and pool.price_per_hour is None:
-        return Scored(pool, candidate, "failed", f"pool {pool.name} has no pricePerHour")
-    return Scored(pool, candidate, "eligible")
-
-
-def _objective_key(item: Scored, objective: Objective) -> tuple:
-    p50 = item.p50 if item.p50 is not None else float("inf")
-    p99 = item.p99 if item.p99 is not None else float("inf")
-    tie = (item.pool.name, item.candidate.name)  # deterministic among equals
-    if objective == "throughput":
-        return (-item.throughput, p50, *tie)
-    if objective == "cost":
-        cost = item.cost if item.cost is not None else float("inf")
-        return (cost, p50, *tie)
-    return (p50, p99, *tie)
-
-
-_VERDICT_ORDER = {"eligible": 0, "over-budget": 1, "rejected": 2, "failed": 3}
-
-
-def _rank_key(item: Scored, objective: Objective) -> tuple:
-    order = _VERDICT_ORDER[item.verdict]
-    if item.verdict == "rejected":  # the closest misses first: they say how far off the limit is
-        drop = item.drop if item.drop is not None else float("inf")
-        return (order, drop, item.pool.name, item.candidate.name)
-    if item.verdict == "failed":
-        return (order, 0.0, item.pool.name, item.candidate.name)
-    return (order, *_objective_key(item, objective))
+def _scored(pool: Pool, judged: rule.Judged) -> Scored:
+    return Scored(pool, judged.candidate, judged.verdict, judged.reason, judged.throughput)
 
 
 def select(outcomes: list[PoolOutcome], criteria: Criteria) -> Selection:
     """Rank every candidate of every pool and pick the best eligible one (or say why none)."""
-    scored = [
-        _score(outcome.pool, candidate, criteria)
+    pools = {outcome.pool.name: outcome.pool for outcome in outcomes}
+    offers = [
+        rule.Offer(candidate, outcome.pool.name, outcome.pool.price_per_hour)
         for outcome in outcomes
         if outcome.report is not None
         for candidate in outcome.report.candidates
     ]
-    ranked = sorted(scored, key=lambda item: _rank_key(item, criteria.objective))
+    ranked = [_scored(pools[judged.offer.place], judged) for judged in rule.rank(offers, criteria)]
     eligible = [item for item in ranked if item.verdict == "eligible"]
     if eligible:
         return Selection(winner=eligible[0], ranked=ranked)

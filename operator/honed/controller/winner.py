@@ -211,7 +211,8 @@ def _fallback(
         events.append(Event("Warning", "FallbackImpossible", f"the {choice.pool} report has no {choice.name!r}"))
         return
     previous = f"{winner.name} on {winner.pool}"
-    scored = Scored(pool, candidate, "eligible")
+    # The throughput the status showed when this candidate was ranked: within the budget then.
+    scored = Scored(pool, candidate, "eligible", throughput=choice.throughput or 0.0)
     fallen = build_winner(obs, winner.optimization, scored, report, spec_serving, next_version(new, obs))
     fallen.reason = FALLBACK_REASON
     fallen.fallback_from = previous

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.step(f"trained: validation accuracy {accuracy:.3f}; optimizing honed.demo.digits:trained_cnn")
         options = OptimizeOptions(
             model="honed.demo.digits:trained_cnn",
-            data=data,
+            data=str(data),
             max_metric_drop=0.005,
             time_budget_s=time_budget(args.time_budget),
             out=args.out / "optimized",

@@ -6,12 +6,14 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from honed.api.durations import DURATION_FORM, parse_duration
+from honed.api.durations import DURATION_FORM, format_duration, parse_duration
+from honed.api.spec import Metric
 from honed.errors import InputError
-from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.options import OBJECTIVES, OptimizeOptions
 from honed.optimizer.tensors import parse_input_option
 
 
@@ -45,14 +47,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help="an .onnx file, a TorchScript file, or module:factory for PyTorch")
     p.add_argument("--request", type=Path, help="JSON file with all options (used by the operator's Jobs)")
     p.add_argument("--data", type=Path, help=".npz with one array per input (+ optional 'labels')")
-    p.add_argument("--metric", choices=["top1", "accuracy", "cosine", "max_abs_diff", "rmse"])
-    p.add_argument("--max-metric-drop", type=float, default=0.01)
-    p.add_argument("--objective", choices=["latency", "throughput"], default="latency")
+    p.add_argument("--metric", choices=get_args(Metric))
+    # No defaults here: a flag left out takes OptimizeOptions' default, the one place it is defined.
+    p.add_argument("--max-metric-drop", type=float, help=f"default {_default('max_metric_drop')}")
+    p.add_argument("--objective", choices=OBJECTIVES, help=f"default {_default('objective')}")
     p.add_argument("--latency-budget-ms", type=float)
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8])
-    p.add_argument("--precisions", type=_str_list, default=["fp32", "bf16", "int8"])
-    p.add_argument("--backends", type=_str_list, default=[])
-    p.add_argument("--time-budget", default="10m", help="e.g. 90s, 10m, 1h30m, or seconds")
+    p.add_argument("--batch-sizes", type=_int_list, help=f"default {_default('batch_sizes')}")
+    p.add_argument("--precisions", type=_str_list, help=f"default {_default('precisions')}")
+    p.add_argument("--backends", type=_str_list, help="default: every one the device supports")
+    p.add_argument(
+        "--time-budget",
+        help=f"e.g. 90s, 10m, 1h30m, or seconds; default {format_duration(float(_default('time_budget_s')))}",
+    )
     p.add_argument(
         "--input",
         action="append",
@@ -62,9 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "repeatable)",
     )
     p.add_argument("--threads", type=int, help="threads per candidate (default: physical cores)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--measure-seconds", type=float, default=1.5, help="timed seconds per candidate and batch")
-    p.add_argument("--out", default="honed-out", help="output directory, or a store URI (file://, s3://, pvc://)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help=f"default {_default('device')}")
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        help=f"timed seconds per candidate and batch size; default {_default('measure_seconds')}",
+    )
+    p.add_argument("--out", default=_default("out"), help="output directory, or a store URI (file://, s3://, pvc://)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=run_optimize)
@@ -75,10 +85,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=run_report)
 
 
+def _default(name: str) -> str:
+    default = OptimizeOptions.model_fields[name].get_default(call_default_factory=True)
+    return ",".join(map(str, default)) if isinstance(default, list) else str(default)
+
+
 def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
-    fields = {
+    """The typed options from the flags, or from ``--request`` (the operator's Jobs) plus ``--out``."""
+    given: dict[str, Any] = {
         "model": args.model,
-        "data": args.data,
+        "data": None if args.data is None else str(args.data),
         "metric": args.metric,
         "max_metric_drop": args.max_metric_drop,
         "objective": args.objective,
@@ -86,26 +102,30 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
         "batch_sizes": args.batch_sizes,
         "precisions": args.precisions,
         "backends": args.backends,
-        "time_budget_s": time_budget(args.time_budget),
+        "time_budget_s": None if args.time_budget is None else time_budget(args.time_budget),
         "out": args.out,
         "inputs": [parse_input_option(text) for text in args.input],
         "device": args.device,
         "measure_seconds": args.measure_seconds,
+        "threads": args.threads,
     }
-    if args.threads:
-        fields["threads"] = args.threads
-    if args.request is not None:
-        from honed.api.request import load_request
-
-        fields.update(load_request(args.request).engine_fields())
-    if not fields.get("model"):
-        raise InputError("no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)")
+    given = {key: value for key, value in given.items() if value is not None}
     try:
-        return OptimizeOptions.model_validate(fields)
+        if args.request is not None:
+            from honed.api.request import load_request
+
+            local = {key: given[key] for key in ("out", "measure_seconds", "threads") if key in given}
+            return OptimizeOptions.from_request(load_request(args.request), **local)
+        if not given.get("model"):
+            raise InputError(
+                "no model given", hint="honed optimize MODEL (an .onnx, TorchScript file or module:factory)"
+            )
+        return OptimizeOptions.model_validate(given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise InputError(f"{field}: {first['msg']}", hint="see honed optimize --help") from None
+        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        got = f" (got {first['input']!r})" if len(first["loc"]) > 1 else ""  # which list entry is wrong
+        raise InputError(f"{field}: {first['msg']}{got}", hint="see honed optimize --help") from None
 
 
 def run_optimize(args: argparse.Namespace) -> int:
@@ -138,8 +158,8 @@ def _optimize(args: argparse.Namespace) -> int:
     inputs_dir = Path(tempfile.mkdtemp(prefix="honed-inputs-"))
     if remote.is_remote(options.model):
         options.model = str(remote.fetch(options.model, inputs_dir, "model"))
-    if options.data is not None and remote.is_remote(str(options.data)):
-        options.data = remote.fetch(str(options.data), inputs_dir, "data")
+    if options.data is not None and remote.is_remote(options.data):
+        options.data = str(remote.fetch(options.data, inputs_dir, "data"))
     report = optimize(options, Progress(quiet=args.quiet))
     if not args.no_plot:
         plot_report(report, options.out / "latency-throughput.png")

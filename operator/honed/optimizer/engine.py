@@ -55,15 +55,16 @@ class Prepared:
 
 def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
     """Load the model and the data and check they fit each other; every problem is an InputError."""
-    arrays = datamod.read_npz(options.data) if options.data else None
+    data = Path(options.data) if options.data else None
+    arrays = datamod.read_npz(data) if data else None
     progress.step(f"loading model {options.model}")
     source = load_source(options.model, work, options.inputs, datamod.npz_shapes(arrays) if arrays else None)
     notes = list(source.notes)
     for note in source.notes:
         progress.warn(note)
     fixed = source.fixed_batch
-    if arrays is not None and options.data is not None:
-        dataset = datamod.check_arrays(arrays, source.inputs, options.data, fixed)
+    if arrays is not None and data is not None:
+        dataset = datamod.check_arrays(arrays, source.inputs, data, fixed)
     else:
         from honed.optimizer.onnx_graph import integer_input_bounds
 
@@ -128,7 +129,7 @@ def plan_candidates(
         inputs=src.inputs,
         outputs=src.outputs,
         source_format=src.format,
-        precisions=options.precisions,
+        precisions=list[str](options.precisions),
         cpu_flags=cpu_flags(),
         device=options.device,
         attention=prep.attention,

@@ -1,56 +1,65 @@
-"""Typed options of one optimization run, shared by the CLI, ``--request`` files and the engine."""
+"""The engine's options for one run: one typed model that the CLI flags and a request both produce.
+
+The search knobs and their defaults are ``honed.api.request.SearchOptions``; this adds what only
+a local run has (paths, input shapes, measurement settings).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
+from honed.api.request import EngineObjective, OptimizeRequest, SearchOptions
+from honed.api.spec import Precision
 from honed.optimizer.machine import default_threads
 from honed.optimizer.tensors import TensorSpec
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-OBJECTIVES = ("latency", "throughput")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+OBJECTIVES: tuple[str, ...] = get_args(EngineObjective)
 
 
-class OptimizeOptions(BaseModel):
+class OptimizeOptions(SearchOptions):
     model: str
-    data: Path | None = None
-    metric: str | None = None
-    max_metric_drop: float = Field(default=0.01, ge=0)
-    objective: str = "latency"
-    latency_budget_ms: float | None = Field(default=None, gt=0)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"])
-    backends: list[str] = Field(default_factory=list)
-    time_budget_s: float = Field(default=600.0, gt=0)
+    # A path, or a URI the CLI fetches first: a Path would fold s3://b/k into s3:/b/k.
+    data: str | None = None
     out: Path = Path("honed-out")
     inputs: list[TensorSpec] = Field(default_factory=list)
     threads: int = Field(default_factory=default_threads, ge=1)
-    device: str = "cpu"
     max_samples: int = Field(default=500, ge=1)
     synthetic_samples: int = Field(default=64, ge=1)
     rounds: int = Field(default=3, ge=1)
     measure_seconds: float = Field(default=1.5, gt=0, description="timed seconds per candidate and batch size")
 
-    @field_validator("objective")
+    @field_validator("objective", mode="before")
     @classmethod
-    def _objective(cls, value: str) -> str:
+    def _objective(cls, value: object) -> object:  # before the Literal check: our message, not pydantic's
         if value not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         return value
 
-    @field_validator("batch_sizes")
+    @field_validator("precisions", mode="before")
     @classmethod
-    def _batches(cls, value: list[int]) -> list[int]:
-        if not value or any(b < 1 for b in value):
-            raise ValueError("batch sizes must be positive integers, e.g. 1,8")
-        return sorted(set(value))
-
-    @field_validator("precisions")
-    @classmethod
-    def _precisions(cls, value: list[str]) -> list[str]:
-        unknown = [p for p in value if p not in PRECISIONS]
-        if unknown or not value:
+    def _known_precisions(cls, value: object) -> object:
+        if isinstance(value, list) and (not value or any(p not in PRECISIONS for p in value)):
             raise ValueError(f"precisions must be among {', '.join(PRECISIONS)} (got {value})")
         return value
+
+    @classmethod
+    def from_request(cls, request: OptimizeRequest, **local: Any) -> OptimizeOptions:
+        """The run a request asks for; ``local`` adds what the request does not carry (``out``...).
+
+        Only the request's own fields are taken (defaults included): a request describes the
+        whole search, so a flag on the command line cannot half-change it.
+        """
+        fields: dict[str, Any] = {
+            **local,
+            **request.search_fields(),
+            "model": request.model_path(),
+            "inputs": [tensor.model_dump() for tensor in request.model.inputs],
+            "data": request.data_path(),
+        }
+        if request.threads is not None:
+            fields["threads"] = request.threads
+        return cls.model_validate(fields)

@@ -21,7 +21,7 @@ from honed.optimizer.report import (
     Report,
     SearchSettings,
 )
-from honed.optimizer.search import select
+from honed.optimizer.selection import Criteria, pick
 
 
 def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Report:
@@ -126,7 +126,7 @@ def _assemble(
     for cand in candidates:
         if base_p50 and cand.latency_ms and cand.latency_ms.p50 > 0:
             cand.speedup = round(base_p50 / cand.latency_ms.p50, 3)
-    winner = select(candidates, options.objective, options.latency_budget_ms)
+    winner = pick(candidates, Criteria(options.objective, options.max_metric_drop, options.latency_budget_ms))
     notes = list(prep.notes)
     if winner is None:
         drops = [c.metric.drop for c in candidates if c.metric is not None and c is not baseline]

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from honed.api.request import DEFAULT_TIME_BUDGET_S, EngineObjective
+from honed.api.spec import DEFAULT_BATCH_SIZES, DEFAULT_MAX_METRIC_DROP
 from honed.errors import InputError
 from honed.optimizer.tensors import TensorSpec
 
@@ -99,14 +101,16 @@ class DataInfo(BaseModel):
 
 
 class SearchSettings(BaseModel):
-    objective: Literal["latency", "throughput"] = "latency"
+    """The search as it ran (batch sizes as timed, the metric as resolved); defaults read old reports."""
+
+    objective: EngineObjective = "latency"
     latency_budget_ms: float | None = None
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    batch_sizes: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
     precisions: list[str] = Field(default_factory=list)
     backends: list[str] = Field(default_factory=list)
-    time_budget_s: float = 600.0
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
     metric: str = "top1"
-    max_metric_drop: float = 0.01
+    max_metric_drop: float = DEFAULT_MAX_METRIC_DROP
 
 
 class Report(BaseModel):

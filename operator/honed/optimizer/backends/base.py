@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from honed.api.spec import DEFAULT_BATCH_SIZES
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
 
@@ -56,7 +57,7 @@ class SearchContext:
     attention: bool = False  # the graph has attention (MatMul-softmax-MatMul); picks quantization presets
     matmul_heavy: bool = False  # more MatMul/Gemm than Conv: dynamic int8 quantization pays off
     has_torch_program: bool = False
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
 
 
 @dataclass
