@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from honed.api.spec import Feedback, Serving
+from honed.api.spec import DEFAULT_BATCH_SIZES, Feedback, Serving
 from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverrides, ServingRequests
 from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
@@ -102,7 +102,7 @@ def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackIn
         return "no version is served yet"
     serving = spec.get("serving") or {}
     batching = serving.get("dynamicBatching") or {}
-    benchmarked = [int(b) for b in (spec.get("search") or {}).get("batchSizes") or [1, 8]]
+    benchmarked = [int(b) for b in (spec.get("search") or {}).get("batchSizes") or DEFAULT_BATCH_SIZES]
     # What the served version runs: the loop's overrides over spec.serving over what honed derived
     # from the benchmark (status.winner.config).
     overrides = winner.get("overrides") or {}
