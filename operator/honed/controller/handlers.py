@@ -191,33 +191,16 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
 
     # Waiting (for Jobs, a rollout) is the daemon's job, on the plan's requeue_after; these
     # handlers only make a change take effect at once, so they retry failures, not waits.
-    @kopf.on.create(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        backoff=RETRY_DELAY_S,
-        retries=HANDLER_RETRIES,
-        timeout=HANDLER_TIMEOUT_S,
-    )
-    @kopf.on.update(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        backoff=RETRY_DELAY_S,
-        retries=HANDLER_RETRIES,
-        timeout=HANDLER_TIMEOUT_S,
-    )
-    @kopf.on.resume(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        backoff=RETRY_DELAY_S,
-        retries=HANDLER_RETRIES,
-        timeout=HANDLER_TIMEOUT_S,
-    )
+    retrying: dict[str, Any] = {
+        "registry": registry,
+        "backoff": RETRY_DELAY_S,
+        "retries": HANDLER_RETRIES,
+        "timeout": HANDLER_TIMEOUT_S,
+    }
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, **retrying)
+    @kopf.on.update(GROUP, VERSION, PLURAL, **retrying)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, **retrying)
     async def changed(name: str, namespace: str | None, **_: Any) -> None:
         try:
             plan = await operator.run_pass(namespace or "", name)
