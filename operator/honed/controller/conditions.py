@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,9 @@ from pydantic import ValidationError
 
 from honed.api.status import OWN_CONDITIONS, Condition, ConditionStatus, OptimizedModelStatus
 from honed.controller.state import Event
+
+# How reconcile's parts set a condition of the status being built: (type, true?, reason, message).
+SetCondition = Callable[[str, bool, str, str], None]
 
 # Reasons that mean something needs a person's attention: they become Warning events.
 WARNING_REASONS = frozenset(

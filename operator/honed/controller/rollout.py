@@ -1,0 +1,137 @@
+"""The serving half of reconcile: the winner's repository version, Triton Deployment and Service,
+and what the Deployed and Ready conditions say about the rollout (pure, like reconcile)."""
+
+from __future__ import annotations
+
+from honed.api.spec import OptimizedModelSpec, Serving
+from honed.api.status import DEPLOYED, READY, OptimizedModelStatus
+from honed.artifacts import join_uri
+from honed.controller import names
+from honed.controller.conditions import SetCondition
+from honed.controller.jobs import Owner
+from honed.controller.state import DeploymentState, Observed, Patch, Plan, PodProblem, PodState, RepositoryWrite
+from honed.controller.triton import endpoint, runs_serving_config, triton_deployment, triton_service
+from honed.controller.winner import effective_serving
+
+POLL_DEPLOYING_S = 10.0
+
+
+def deploy(
+    plan: Plan, new: OptimizedModelStatus, obs: Observed, spec: OptimizedModelSpec, condition: SetCondition
+) -> None:
+    winner = new.winner
+    if winner is None:
+        condition(DEPLOYED, False, "AwaitingWinner", "nothing to deploy until an optimization selects a winner")
+        condition(READY, False, "AwaitingWinner", "no model is served yet")
+        return
+    settings = obs.settings
+    pool = settings.pool(winner.pool)
+    if pool is None:
+        condition(DEPLOYED, False, "PoolRemoved", f"the winner's pool {winner.pool!r} is no longer configured")
+        return
+    owner = Owner(obs.name, obs.namespace, obs.uid)
+    serving = effective_serving(spec.serving, winner.overrides)
+    if winner.version not in obs.repository_ready:
+        repository = join_uri(settings.artifact_store, names.repository_key(obs.namespace, obs.name))
+        plan.repository = RepositoryWrite(
+            version=winner.version,
+            pool=winner.pool,
+            candidate=winner.name,
+            report_uri=winner.report,
+            repository_uri=repository,
+            model_name=names.triton_model_name(obs.name),
+            serving=serving.model_dump(mode="json"),
+            serving_version=new.endpoint.version if new.endpoint else None,
+        )
+    replicas = spec.serving.replicas
+    dep = obs.deployment
+    serves = dep is not None and _serves(dep, winner.version, serving, pool.name)
+    if dep is None:
+        plan.create.append(triton_deployment(owner, serving, pool, settings, winner.version))
+    elif not serves:
+        # A new version, serving config or pool: the pods restart anyway, so they get the
+        # operator's current settings (Triton image, security, mounts) as well.
+        desired = triton_deployment(owner, serving, pool, settings, winner.version)
+        body = {"metadata": desired["metadata"], "spec": desired["spec"]}
+        # A merge patch merges maps: selector keys of the previous pool must be removed explicitly.
+        selector = desired["spec"]["template"]["spec"].get("nodeSelector", {})
+        stale = {key: None for key in dep.node_selector if key not in selector}
+        if stale:
+            body["spec"]["template"]["spec"]["nodeSelector"] = {**selector, **stale}
+        plan.patch.append(Patch("apps/v1", "Deployment", desired["metadata"]["name"], body))
+    elif dep.replicas != replicas:
+        # Scaling adds or removes pods of the running template; it restarts none.
+        plan.patch.append(Patch("apps/v1", "Deployment", names.server_name(obs.name), {"spec": {"replicas": replicas}}))
+    # Otherwise the Deployment is left alone: a new operator (another Triton image, other settings)
+    # must not restart what serves; its settings apply with the next version.
+    if not obs.service:
+        plan.create.append(triton_service(owner))
+
+    current = serves and dep is not None and dep.rolled_out and dep.replicas == replicas
+    # Pods of the template that serves the winner, by the annotations the template gives them.
+    fresh = [
+        p
+        for p in obs.server_pods
+        if serves and dep is not None and (p.version, p.serving_config) == (dep.version, dep.serving_config)
+    ]
+    previous = [p for p in obs.server_pods if p not in fresh]
+    fresh_ready = sum(p.ready for p in fresh)
+    previous_ready = sum(p.ready for p in previous)
+    # As `kubectl rollout status`, counted on the pods: every pod is of the new template and ready.
+    rolled = current and fresh_ready >= replicas and not previous
+    what = f"version {winner.version} ({winner.name} on {winner.pool})"
+    served_before = max((p.version for p in previous if p.ready and p.version), default=None)
+    keeps = f"; version {served_before} keeps serving" if previous_ready and served_before else ""
+    problem = None if rolled else _new_pods_problem(fresh, dep if serves else None)
+    if rolled:
+        condition(DEPLOYED, True, "RolledOut", f"{what}: {fresh_ready}/{replicas} replicas ready")
+    elif current and problem is not None:
+        # The new version's pods cannot run (no node, no image, a crash): the old pods keep serving
+        # (maxUnavailable 0) and the endpoint keeps naming their version.
+        condition(
+            DEPLOYED,
+            False,
+            problem.reason,
+            f"{what}: {fresh_ready}/{replicas} new pods ready; {problem.describe()}{keeps}",
+        )
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
+    elif current and dep is not None and dep.stalled:
+        condition(DEPLOYED, False, "RolloutStalled", f"{what} did not become ready: {dep.stalled}{keeps}")
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
+    else:
+        condition(DEPLOYED, False, "RollingOut", f"{what}: {fresh_ready}/{replicas} replicas ready{keeps}")
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
+    if fresh_ready + previous_ready > 0:
+        if fresh_ready and not previous_ready:
+            new.endpoint = endpoint(owner, winner.version)
+        elif new.endpoint is None or (served_before and new.endpoint.version != served_before):
+            # Both versions answer while the rollout runs: announce the one that served before.
+            new.endpoint = endpoint(owner, served_before or winner.version)
+        served = new.endpoint
+        condition(READY, True, "Serving", f"model {served.model} version {served.version} at {served.http}")
+    elif replicas == 0:
+        new.endpoint = None
+        condition(READY, False, "ScaledToZero", "spec.serving.replicas is 0")
+    else:
+        why = f": {problem.describe()}" if problem is not None else ""
+        condition(
+            READY,
+            False,
+            "NotReady" if dep is not None else "Deploying",
+            f"no Triton pod of {what} is ready yet{why}",
+        )
+
+
+def _serves(dep: DeploymentState, version: int, serving: Serving, pool: str) -> bool:
+    """Whether the Deployment's pod template runs ``version`` with ``serving`` on ``pool``."""
+    return (
+        dep.version == version and dep.pool == pool and runs_serving_config(dep.serving_config, serving, dep.replicas)
+    )
+
+
+def _new_pods_problem(fresh: list[PodState], dep: DeploymentState | None) -> PodProblem | None:
+    """Why the new template's pods do not serve: the first such pod's problem, or the ReplicaSet's."""
+    for pod in sorted(fresh, key=lambda p: p.name):
+        if not pod.ready and pod.problem is not None:
+            return pod.problem
+    return dep.problem if dep is not None else None
