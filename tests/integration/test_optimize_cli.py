@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from honed.optimizer.artifact import load_runner
-from honed.optimizer.homedir import writable
 from honed.optimizer.report import load_report
+from tests.fixtures.dirs import read_only_dir
 from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
 from tests.fixtures.serving_artifacts import mlp_onnx
 
@@ -130,13 +130,7 @@ def test_fixed_batch_model_is_measured_at_its_own_batch(tmp_path: Path) -> None:
 def test_a_read_only_home_gives_no_warnings_and_nothing_is_written_beside_out(tmp_path: Path) -> None:
     """As in a container with a read-only root filesystem: ONNX Runtime, OpenVINO + NNCF and
     matplotlib all want directories under HOME; none may warn, and the run writes only to --out."""
-    home = tmp_path / "home"
-    home.mkdir()
-    home.chmod(0o555)
-    if writable(home):  # mode bits do not stop root; sysfs does
-        home = Path("/sys")
-        if not home.is_dir() or writable(home):
-            pytest.skip("no read-only directory available to this user")
+    home = read_only_dir(tmp_path)
     model = mlp_onnx(tmp_path / "mlp.onnx")
     cwd = tmp_path / "cwd"
     cwd.mkdir()

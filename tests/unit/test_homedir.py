@@ -9,6 +9,7 @@ import pytest
 
 from honed.optimizer import homedir
 from honed.optimizer.homedir import use_writable_home, writable
+from tests.fixtures.dirs import read_only_dir
 
 
 @pytest.fixture(autouse=True)
@@ -17,17 +18,6 @@ def private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-
-
-def read_only_dir(tmp_path: Path) -> Path:
-    """A directory nobody can create files in (mode bits do not stop root; /sys does)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    home.chmod(0o555)
-    for candidate in (home, Path("/sys")):
-        if candidate.is_dir() and not writable(candidate):
-            return candidate
-    pytest.skip("no read-only directory available to this user")
 
 
 def test_a_writable_home_changes_nothing(tmp_path: Path) -> None:
