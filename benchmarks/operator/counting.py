@@ -243,6 +243,7 @@ class AuditWindow:
     operator_watches: Counter[str]  # resource -> watch streams the operator opened
     operator_per_bucket: Counter[int]  # bucket index -> the operator's short requests (peak rates)
     operator_errors: Counter[int]  # HTTP code >= 400 -> count (the operator's clients)
+    first_operator_at: float | None = None  # the operator's first request in the window
 
     @property
     def seconds(self) -> float:
@@ -262,6 +263,8 @@ def audit_windows(
             if not window.start <= record.at < window.end:
                 continue
             operator = record.client in OPERATOR_CLIENTS
+            if operator and (window.first_operator_at is None or record.at < window.first_operator_at):
+                window.first_operator_at = record.at
             if operator and record.code >= 400:
                 window.operator_errors[record.code] += 1
             if record.watch_start:
@@ -277,6 +280,16 @@ def audit_windows(
     return out
 
 
-def peak_rate(per_bucket: Mapping[int, float], bucket_s: float) -> float:
-    """The busiest bucket's requests per second (0 when there were none)."""
-    return max(per_bucket.values(), default=0.0) / bucket_s
+def peak_rate(per_bucket: Mapping[int, float], bucket_s: float, window_s: float | None = None) -> float:
+    """The busiest bucket's requests per second (0 when there were none).
+
+    With ``window_s`` the last bucket is as long as what is left of the window (at least 1 s),
+    so a window shorter than a bucket is not diluted.
+    """
+
+    def seconds(index: int) -> float:
+        if window_s is None:
+            return bucket_s
+        return max(1.0, min(bucket_s, window_s - index * bucket_s))
+
+    return max((count / seconds(index) for index, count in per_bucket.items()), default=0.0)

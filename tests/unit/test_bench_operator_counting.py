@@ -210,3 +210,6 @@ def test_audit_windows_split_watches_leases_and_the_operators_requests() -> None
     assert windows["late"].requests == {"kube-controller-manager": 1, "other": 1}  # end exclusive, start inclusive
     assert windows["late"].seconds == 57
     assert peak_rate({}, 10.0) == 0.0
+    # A 2.5 s window in 10 s buckets: its 20 requests came at 8 per second, not 2.
+    assert peak_rate({0: 20}, 10.0, 2.5) == 8.0
+    assert peak_rate({0: 20, 1: 3}, 10.0, 10.2) == 3.0  # the 0.2 s tail counts as 1 s
