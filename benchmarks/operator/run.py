@@ -896,6 +896,8 @@ def checkout() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD").strip(),
+        # The operator measured: the last commit that changed operator/.
+        "operator_commit": git("log", "-1", "--format=%H", "--", "operator").strip(),
         "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
         "operator_code_dirty": bool(git("status", "--porcelain", "--", "operator").strip()),
     }
@@ -920,7 +922,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"Operator: {report['checkout']['branch']} @ {report['checkout']['commit'][:12]}"
+        f"Operator: operator/ as of {report['checkout'].get('operator_commit', '')[:12]} "
+        f"(checkout {report['checkout']['branch']} @ {report['checkout']['commit'][:12]})"
         f"{' (operator/ modified)' if report['checkout']['operator_code_dirty'] else ''}; "
         f"{report['versions'].get('kube_apiserver', 'kube-apiserver ?')} (envtest: etcd + kube-apiserver + "
         f"kube-controller-manager, no scheduler or kubelet); kopf {report['versions'].get('kopf')}; {m['prometheus']}.",
