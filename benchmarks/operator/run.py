@@ -263,16 +263,29 @@ class Sampler:
 
 @dataclass
 class Scrape:
-    at: float
+    """Every counter at one window edge. Each source is read at the same moment (in parallel) and
+    keeps its own time: a saturated API server or operator answers /metrics seconds late, and a
+    source read after it would otherwise be counted over another window."""
+
+    at: float  # when the API server gathered its counters (the middle of its /metrics request)
     requests: dict[Labels, float]
     longrunning: dict[Labels, float]
     harness: Counter[str]
     cpu: dict[str, float | None]
     rss_kb: dict[str, int] = field(default_factory=dict)
+    operator_at: float | None = None
     operator_api: dict[Labels, float] | None = None
     operator_reconciles: dict[Labels, float] | None = None
+    prometheus_at: float | None = None
     prometheus_queries: float | None = None
     operator_log_offset: int = 0
+
+
+def timed(fetch: Callable[[], str | None]) -> tuple[float, str | None]:
+    """(the middle of the request, its answer)."""
+    started = time.time()
+    text = fetch()
+    return (started + time.time()) / 2, text
 
 
 class Bench:
@@ -441,30 +454,44 @@ class Bench:
     def scrape(self) -> Scrape:
         api = self.require_api()
         harness = api.snapshot()  # before the scrape: it is not counted by the API server anyway
-        at = time.time()
-        text = api.metrics()
+        operator = self.operator
         cpu: dict[str, float | None] = {name: cpu_seconds(pid) for name, pid in self.control_plane.items()}
+        rss_kb: dict[str, int] = {}
+        offset = 0
+        if operator is not None:
+            cpu["operator"] = cpu_seconds(operator.pid)
+            rss_kb = memory_kb(operator.pid)
+            with suppress(OSError):
+                offset = self.operator_log.stat().st_size
+        with ThreadPoolExecutor(3) as pool:
+            apiserver = pool.submit(timed, api.metrics)
+            # A saturated operator answers its /metrics slowly (one Python process, the GIL).
+            own = (
+                pool.submit(timed, lambda: http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout_s=30.0))
+                if operator is not None
+                else None
+            )
+            prometheus = self.prometheus
+            prom = pool.submit(timed, lambda: http_text(f"{prometheus.url}/metrics")) if prometheus else None
+            at, text = apiserver.result()
         scrape = Scrape(
             at=at,
-            requests=samples(text, "apiserver_request_total"),
-            longrunning=samples(text, "apiserver_longrunning_requests"),
+            requests=samples(text or "", "apiserver_request_total"),
+            longrunning=samples(text or "", "apiserver_longrunning_requests"),
             harness=harness,
             cpu=cpu,
+            rss_kb=rss_kb,
+            operator_log_offset=offset,
         )
-        if self.operator is not None:
-            cpu["operator"] = cpu_seconds(self.operator.pid)
-            scrape.rss_kb = memory_kb(self.operator.pid)
-            # A saturated operator answers its /metrics slowly (one Python process, the GIL).
-            own = http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout_s=30.0)
-            if own is not None:
-                scrape.operator_api = samples(own, "honed_api_requests_total") or None
-                scrape.operator_reconciles = samples(own, "honed_reconciles_total") or None
-            with suppress(OSError):
-                scrape.operator_log_offset = self.operator_log.stat().st_size
-        if self.prometheus is not None:
-            prom = http_text(f"{self.prometheus.url}/metrics")
-            if prom is not None:
-                handled = samples(prom, "prometheus_http_requests_total")
+        if own is not None:
+            scrape.operator_at, own_text = own.result()
+            if own_text is not None:
+                scrape.operator_api = samples(own_text, "honed_api_requests_total") or None
+                scrape.operator_reconciles = samples(own_text, "honed_reconciles_total") or None
+        if prom is not None:
+            scrape.prometheus_at, prom_text = prom.result()
+            if prom_text is not None:
+                handled = samples(prom_text, "prometheus_http_requests_total")
                 scrape.prometheus_queries = sum(
                     select(handled, handler=("/api/v1/query", "/api/v1/query_range")).values()
                 )
@@ -686,9 +713,11 @@ def window(
         }
     if s1.operator_api is not None:
         own = delta(s0.operator_api or {}, s1.operator_api)
+        # Over the operator's own read times (its process start, in the busy window).
+        own_seconds = (s1.operator_at or s1.at) - (s0.operator_at or s0.at)
         out["honed_api_requests_total"] = {
             "total": sum(own.values()),
-            "per_min": round(sum(own.values()) / minutes, 1),
+            "per_min": round(sum(own.values()) / (own_seconds / 60), 1) if own_seconds > 0 else None,
             "by_verb_resource": {
                 f"{verb} {resource}": value
                 for (verb, resource), value in sorted(group_by(own, "verb", "resource").items())
@@ -849,7 +878,8 @@ def run_one(opts: Options, n: int) -> dict[str, Any]:
         result["reconcile"]["first_request_s"] = round(first - spans["busy"][0], 1)
     if "feedback0" in scrapes and "feedback1" in scrapes:
         f0, f1 = scrapes["feedback0"], scrapes["feedback1"]
-        intervals = (f1.at - f0.at) / opts.feedback_interval_s
+        # Prometheus' counter over Prometheus' own read times.
+        intervals = ((f1.prometheus_at or f1.at) - (f0.prometheus_at or f0.at)) / opts.feedback_interval_s
         queries = (
             (f1.prometheus_queries or 0) - (f0.prometheus_queries or 0) if f0.prometheus_queries is not None else None
         )
