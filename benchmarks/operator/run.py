@@ -132,6 +132,7 @@ class Options:
     operator_env: dict[str, str]
     keep: bool
     audit: bool
+    operator_source: Path
 
 
 # -- the harness's own API client, counted -------------------------------------------------------
@@ -311,6 +312,8 @@ class Bench:
         self.models: list[tuple[str, str]] = []
         self.uids: dict[str, tuple[str, str]] = {}
         self.operator_env: dict[str, str] = {}
+        self.operator_settings: dict[str, Any] = {}
+        self.process_env: dict[str, str] = {}
 
     def say(self, message: str) -> None:
         log(f"[N={self.n}] {message}")
@@ -398,15 +401,17 @@ class Bench:
 
     # -- the operator ------------------------------------------------------------------------------
 
-    def start_operator(self) -> float:
+    def prepare_operator(self) -> None:
+        """The operator's environment and the settings it will read (before the busy window starts)."""
         from tests.fixtures.prometheus import free_port
 
         self.metrics_port, health_port = free_port(), free_port()
+        source = str(self.opts.operator_source)
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            # This checkout's operator, not whatever the venv has installed.
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "operator"), os.environ.get("PYTHONPATH")) if p),
+            # This checkout's operator (or --operator-source), not whatever the venv has installed.
+            "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
             "HONED_POOLS": json.dumps([{"name": POOL, "image": "honed/optimizer-cpu:bench", "device": "cpu"}]),
             "HONED_ARTIFACT_STORE": f"file://{self.work}/store",
             "HONED_METRICS_PORT": str(self.metrics_port),
@@ -417,11 +422,21 @@ class Bench:
             env["HONED_PROMETHEUS_URL"] = self.prometheus.url
         env.update(self.opts.operator_env)
         self.operator_env = {k: v for k, v in env.items() if k.startswith("HONED_") and not k.startswith("HONED_K8S")}
+        self.operator_settings = effective_settings({**self.operator_env, "PYTHONPATH": env["PYTHONPATH"]})
+        self.process_env = env
+
+    def start_operator(self) -> float:
+        """``python -m honed operator --all-namespaces``, as a user runs it; returns when it started."""
         command = [sys.executable, "-m", "honed", "operator", "--all-namespaces"]
         started = time.time()
         with self.operator_log.open("wb") as out:
             self.operator = subprocess.Popen(
-                command, cwd=self.work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=self.work,
+                env=self.process_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.stack.callback(self.stop_operator)
         self.sampler = Sampler(self.operator.pid, started)
@@ -761,20 +776,19 @@ def audit_figures(audit: AuditWindow, n: int) -> dict[str, Any]:
 
 
 def effective_settings(env: dict[str, str]) -> dict[str, Any]:
-    """The checkout's operator settings as the operator reads them from ``env``."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("HONED_")}
-    try:
-        for key in saved:
-            os.environ.pop(key)
-        os.environ.update(env)
-        from honed.settings import load_settings
-
-        settings = load_settings()
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
-        os.environ.update(saved)
-    return {name: getattr(settings, name) for name in RECORDED_SETTINGS if hasattr(settings, name)}
+    """The operator's settings as the operator itself reads them from ``env`` (its own code: a later
+    operator has settings this checkout does not know)."""
+    code = (
+        "import json; from honed.settings import load_settings; s = load_settings(); "
+        f"print(json.dumps({{k: getattr(s, k) for k in {list(RECORDED_SETTINGS)!r} if hasattr(s, k)}}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HONED_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    if result.returncode != 0:
+        raise BenchError(f"the operator's settings do not load: {result.stderr.strip().splitlines()[-1:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def run_one(opts: Options, n: int) -> dict[str, Any]:
@@ -798,9 +812,10 @@ def run_one(opts: Options, n: int) -> dict[str, Any]:
         baseline_per_min = baseline["apiserver_request_total"]["per_min_all_clients_minus_harness"]
         bench.say(f"baseline, no operator, {opts.baseline_s:.0f} s: {baseline_per_min} requests/min (control plane)")
 
+        bench.prepare_operator()
         scrapes["busy0"] = bench.scrape()
         started = bench.start_operator()
-        result["operator_settings"] = effective_settings(bench.operator_env)
+        result["operator_settings"] = bench.operator_settings
         bench.say(
             f"operator started (pid {bench.operator.pid if bench.operator else '?'}): {result['operator_settings']}"
         )
@@ -976,19 +991,22 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def checkout() -> dict[str, Any]:
+def checkout(source: Path) -> dict[str, Any]:
+    """What was measured: the operator source's git commit (the last that changed it), when it has one."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=20).stdout
+            return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=20).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
 
     return {
+        "operator_source": str(source),
         "commit": git("rev-parse", "HEAD").strip(),
-        # The operator measured: the last commit that changed operator/.
-        "operator_commit": git("log", "-1", "--format=%H", "--", "operator").strip(),
+        # The operator measured: the last commit that changed its directory.
+        "operator_commit": git("log", "-1", "--format=%H", "--", ".").strip(),
         "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
-        "operator_code_dirty": bool(git("status", "--porcelain", "--", "operator").strip()),
+        "operator_code_dirty": bool(git("status", "--porcelain", "--", ".").strip()),
     }
 
 
@@ -1011,9 +1029,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"Operator: operator/ as of {report['checkout'].get('operator_commit', '')[:12]} "
-        f"(checkout {report['checkout']['branch']} @ {report['checkout']['commit'][:12]})"
-        f"{' (operator/ modified)' if report['checkout']['operator_code_dirty'] else ''}; "
+        f"Operator: {_source(report['checkout'])}; "
         f"{report['versions'].get('kube_apiserver', 'kube-apiserver ?')} (envtest: etcd + kube-apiserver + "
         f"kube-controller-manager, no scheduler or kubelet); kopf {report['versions'].get('kopf')}; {m['prometheus']}.",
         f"Machine: {m['cpu']}, {m['cores']} cores shared with other jobs, {m['memory_gib']} GiB; load average "
@@ -1129,6 +1145,18 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _source(checkout: dict[str, Any]) -> str:
+    source = checkout.get("operator_source") or str(ROOT / "operator")
+    name = "operator/" if source == str(ROOT / "operator") else f"`{source}`"
+    if not checkout.get("commit"):
+        return f"{name} (not in git)"
+    dirty = ", with uncommitted changes" if checkout.get("operator_code_dirty") else ""
+    return (
+        f"{name} as of {checkout.get('operator_commit', '')[:12]} "
+        f"(checkout {checkout.get('branch')} @ {checkout['commit'][:12]}{dirty})"
+    )
+
+
 def _evaluations(prom: dict[str, Any], n: int) -> str:
     if not prom:
         return "–"
@@ -1241,6 +1269,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="extra operator setting, repeatable (HONED_API_QPS=20, HONED_RESYNC_INTERVAL_S=600, ...)",
     )
     parser.add_argument("--keep", action="store_true", help="keep each N's work directory (logs, audit log)")
+    parser.add_argument(
+        "--operator-source",
+        type=Path,
+        default=ROOT / "operator",
+        help="directory holding the honed package to run (default: this checkout's operator/; another "
+        "worktree's operator/ measures another version with the same harness)",
+    )
     args = parser.parse_args(argv)
     operator_env = {}
     for item in args.operator_env:
@@ -1271,6 +1306,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         operator_env=operator_env,
         keep=args.keep,
         audit=not args.no_audit,
+        operator_source=args.operator_source.resolve(),
     )
 
 
@@ -1281,6 +1317,8 @@ def preflight(opts: Options) -> str | None:
     why = missing(ENVTEST_BINARIES, root=False)
     if why:
         return why
+    if not (opts.operator_source / "honed" / "__init__.py").is_file():
+        return f"no honed package in --operator-source {opts.operator_source}"
     if opts.feedback and prometheus_binary() is None:
         return f"no prometheus binary for the feedback phase: {INSTALL_HINT}, or pass --no-feedback"
     return None
@@ -1303,7 +1341,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "machine": machine(),
         "versions": versions(),
-        "checkout": checkout(),
+        "checkout": checkout(opts.operator_source),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "runs": [],
     }
