@@ -17,6 +17,7 @@ from benchmarks.operator.counting import (
     samples,
     select,
 )
+from benchmarks.operator.triton_series import exposition, series_per_model
 
 
 def series(verb: str, resource: str, value: float, *, group: str = "", sub: str = "", client: str = "") -> str:
@@ -213,3 +214,15 @@ def test_audit_windows_split_watches_leases_and_the_operators_requests() -> None
     # A 2.5 s window in 10 s buckets: its 20 requests came at 8 per second, not 2.
     assert peak_rate({0: 20}, 10.0, 2.5) == 8.0
     assert peak_rate({0: 20, 1: 3}, 10.0, 10.2) == 3.0  # the 0.2 s tail counts as 1 s
+
+
+def test_triton_series_cover_every_model_with_what_the_feedback_queries_read() -> None:
+    text = exposition([("ns-a", "m-1"), ("ns-b", "m-2")])
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert len(lines) == 2 * series_per_model()
+    counts = samples(text, "nv_inference_count")
+    assert set(counts) == {
+        (("model", "m-1"), ("namespace", "ns-a"), ("version", "1")),
+        (("model", "m-2"), ("namespace", "ns-b"), ("version", "1")),
+    }
+    assert len(samples(text, "nv_inference_request_summary_us")) == 2 * 3  # three quantiles each
