@@ -73,6 +73,15 @@ def samples(text: str, metric: str) -> dict[Labels, float]:
     return found
 
 
+def declares(text: str, metric: str) -> bool:
+    """Whether the exposition declares ``metric`` (a counter appears with or without ``_total``),
+    even with no samples yet: a labelled counter has none until its first increment."""
+    base = metric.removesuffix("_total")
+    return any(
+        line.startswith(f"# TYPE {base} ") or line.startswith(f"# TYPE {base}_total ") for line in text.splitlines()
+    )
+
+
 def delta(before: Mapping[Labels, float], after: Mapping[Labels, float]) -> dict[Labels, float]:
     """``after - before`` per series; a series new in ``after`` counts from 0. Zero deltas are dropped."""
     out = {}

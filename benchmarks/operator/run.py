@@ -68,6 +68,7 @@ from benchmarks.operator.counting import (
     AuditWindow,
     Labels,
     audit_windows,
+    declares,
     delta,
     group_by,
     parse_audit,
@@ -505,8 +506,13 @@ class Bench:
             scrape.operator_at, took, own_text = own.result()
             scrape.read_s["operator"] = round(took, 2)
             if own_text is not None:
-                scrape.operator_api = samples(own_text, "honed_api_requests_total") or None
-                scrape.operator_reconciles = samples(own_text, "honed_reconciles_total") or None
+                # None: this operator has no such counter; {}: it has, with nothing counted yet.
+                for attribute, metric in (
+                    ("operator_api", "honed_api_requests_total"),
+                    ("operator_reconciles", "honed_reconciles_total"),
+                ):
+                    if declares(own_text, metric):
+                        setattr(scrape, attribute, samples(own_text, metric))
         if prom is not None:
             scrape.prometheus_at, took, prom_text = prom.result()
             scrape.read_s["prometheus"] = round(took, 2)

@@ -8,6 +8,7 @@ import pytest
 from benchmarks.operator.counting import (
     audit_windows,
     client_of,
+    declares,
     delta,
     group_by,
     parse_audit,
@@ -226,3 +227,12 @@ def test_triton_series_cover_every_model_with_what_the_feedback_queries_read() -
         (("model", "m-2"), ("namespace", "ns-b"), ("version", "1")),
     }
     assert len(samples(text, "nv_inference_request_summary_us")) == 2 * 3  # three quantiles each
+
+
+def test_a_declared_counter_without_samples_is_told_from_an_absent_one() -> None:
+    # prometheus_client before a labelled counter's first increment, and after.
+    empty = "# HELP honed_api_requests_total Requests\n# TYPE honed_api_requests_total counter\n"
+    assert declares(empty, "honed_api_requests_total") and samples(empty, "honed_api_requests_total") == {}
+    assert declares("# TYPE honed_reconciles counter\n", "honed_reconciles_total")
+    assert not declares("# TYPE honed_reconciles_seconds histogram\n", "honed_reconciles_total")
+    assert not declares("honed_api_requests_total 1\n", "honed_api_requests_total")
