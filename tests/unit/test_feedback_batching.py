@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from honed.feedback import MetricsUnavailable, MetricWindow, PrometheusClient
 from honed.feedback.prometheus import (
@@ -140,3 +145,37 @@ def test_no_models_ask_nothing_and_a_dead_prometheus_blinds_every_model() -> Non
     assert list(found) == keys
     assert all(isinstance(o, MetricsUnavailable) and "cannot reach Prometheus" in o.reason for o in found.values())
     assert [o.model for o in found.values()] == ["x", "x"]
+
+
+class _MatrixAnswer(BaseHTTPRequestHandler):
+    """Answers every POST with a range result: a Prometheus answer the client cannot use."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass  # quiet test output
+
+
+@pytest.fixture
+def matrix_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MatrixAnswer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_batched_query_that_fails_keeps_the_reason_short(matrix_server: str) -> None:
+    keys = [ModelKey("team", f"model-{i:04}") for i in range(1000)]
+    found = PrometheusClient(matrix_server).windows(keys, seconds=60, at=END)
+    reasons = {o.reason for o in found.values() if isinstance(o, MetricsUnavailable)}
+    assert len(found) == 1000 and len(reasons) == 1
+    (reason,) = reasons
+    assert "expected an instant vector" in reason and "got matrix" in reason and len(reason) < 400

@@ -84,11 +84,11 @@ def series_selector(keys: Iterable[ModelKey], matchers: Mapping[str, str]) -> st
     """The selector of every query: ``matchers`` exactly, and the requested namespaces and models.
 
     Two regexes cannot say "these (namespace, model) pairs": they select the cross product of the
-    namespaces and the models, and ``split`` drops the pairs nobody asked for. The superset is
-    bounded by the models with those names in those namespaces, and Prometheus reads only the
-    series of the models asked for, where a namespace matcher alone would make it aggregate every
-    model of those namespaces (all of them, for every replica, however the models are sharded). The
-    selector grows with the number of models, so ``query`` sends it as a POST form, never in a URL.
+    namespaces and the models, and ``split`` drops the pairs nobody asked for. That superset is
+    bounded by the models with those names in those namespaces, so Prometheus reads little more
+    than the series asked for; a namespace matcher alone would have it aggregate every model of
+    those namespaces, the ones other replicas watch included. The selector grows with the number
+    of models, so ``query`` sends it in a POST form, never in a URL.
     """
     keys = list(keys)
     labels = [f'{k}="{_escape(v)}"' for k, v in matchers.items()]
@@ -147,6 +147,7 @@ def window_queries(sel: str, seconds: float, scrape_interval_s: float) -> dict[s
     }
 
 
+# The queries one windows() call sends, whatever the number of models.
 QUERIES = len(window_queries("{}", 60, 15))
 
 
@@ -293,11 +294,11 @@ class PrometheusClient:
             raise PrometheusError(f"query failed at {self.url}: {_error_text(body)}")
         data = payload.get("data") or {}
         if data.get("resultType") != "vector":
-            raise PrometheusError(f"expected an instant vector for {promql!r}, got {data.get('resultType')}")
+            raise PrometheusError(f"expected an instant vector for {_short(promql)}, got {data.get('resultType')}")
         try:
             return [Sample(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
         except (KeyError, IndexError, TypeError, ValueError):
-            raise PrometheusError(f"malformed result from {self.url} for {promql!r}") from None
+            raise PrometheusError(f"malformed result from {self.url} for {_short(promql)}") from None
 
     def windows(
         self, models: Iterable[tuple[str, str]], *, seconds: float, at: datetime | None = None
@@ -348,6 +349,12 @@ def _add(parts: list[Quantiles]) -> Quantiles:
         return sum(present) if present else None
 
     return Quantiles(**{name: total(name) for name in QUANTILES})
+
+
+def _short(promql: str, limit: int = 200) -> str:
+    # A batched query names every model: the reason ends up in a condition message, so it gets
+    # the query's start, enough to tell which one failed.
+    return repr(promql if len(promql) <= limit else promql[:limit] + "…")
 
 
 def _error_text(body: bytes) -> str:
