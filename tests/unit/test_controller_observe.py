@@ -11,9 +11,10 @@ from aiohttp import web
 
 from honed.artifacts import ArtifactStore
 from honed.controller import metrics, names
+from honed.controller.cache import Cache, owner_name
 from honed.controller.cli import run_operator, watch_scope
-from honed.controller.handlers import Operator, build_registry, configure, owner_name, reoptimize_requested
-from honed.controller.kube import EVENTS, Resource
+from honed.controller.handlers import Operator, build_registry, configure, reoptimize_requested
+from honed.controller.kube import EVENTS, PODS, KubeClient, Resource
 from honed.controller.observe import (
     check_model_uri,
     deployment_state,
@@ -304,27 +305,16 @@ def test_metrics_follow_the_plan() -> None:
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
 
 
-class ListingClient:
-    """Answers list() from fixed objects, filtering on labels and (for Events) on the field selector."""
+def cached(*objects: tuple[Resource, dict]) -> Cache:
+    """A watch cache holding ``objects``, as its watches would have filled it (nothing is started)."""
+    cache = Cache(KubeClient(lambda: kopf.ConnectionInfo(server="https://unused")), None, watch_timeout_s=60)
+    for resource, obj in objects:
+        cache.remember(resource, {**obj, "metadata": {"namespace": "ml", **obj["metadata"]}})
+    return cache
 
-    def __init__(self, pods: list[dict], events: list[dict]) -> None:
-        self.pods, self.events, self.selectors = pods, events, []
 
-    async def list(
-        self, resource: Resource, namespace: str, labels: dict[str, str], *, field_selector: str | None = None
-    ) -> list[dict]:
-        if resource is EVENTS:
-            self.selectors.append(field_selector)
-            wanted = dict(part.split("=", 1) for part in (field_selector or "").split(",") if part)
-
-            def field(event: dict, path: str) -> object:
-                value: object = event
-                for key in path.split("."):
-                    value = value.get(key) if isinstance(value, dict) else None
-                return value
-
-            return [e for e in self.events if all(field(e, k) == v for k, v in wanted.items())]
-        return [p for p in self.pods if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+def with_pods(*pods: dict) -> Cache:
+    return cached(*((PODS, pod) for pod in pods))
 
 
 def job_manifest(**meta: object) -> dict:
@@ -332,50 +322,44 @@ def job_manifest(**meta: object) -> dict:
     return {"metadata": {"name": "m-opt-cpu-abc", "creationTimestamp": CREATED, "labels": labels, **meta}, "status": {}}
 
 
-async def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
+def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
     refused = {
+        "metadata": {"name": "m-opt-cpu-abc.1", "namespace": "ml", "resourceVersion": "7"},
         "reason": "FailedCreate",
         "involvedObject": {"kind": "Job", "name": "m-opt-cpu-abc"},
         "message": 'Error creating: pods "m-opt-cpu-abc-x" is forbidden: violates PodSecurity "restricted:latest"',
     }
-    client = ListingClient(pods=[], events=[refused])
-    soon = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:00:10Z")  # type: ignore[arg-type]
-    assert soon.phase == "Pending" and soon.problem is None and client.selectors == []  # give the Job controller time
-    late = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:01:00Z")  # type: ignore[arg-type]
-    assert client.selectors == ["involvedObject.kind=Job,involvedObject.name=m-opt-cpu-abc,reason=FailedCreate"]
-    assert late.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+    other = {**refused, "metadata": {"name": "other.1", "namespace": "ml"}, "involvedObject": {"name": "other"}}
+    state = job_state(
+        cached((EVENTS, refused), (EVENTS, other)), "ml", job_manifest(), labels={}, decided=False, current="abc"
+    )
+    assert state.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+    assert (
+        job_state(cached((EVENTS, other)), "ml", job_manifest(), labels={}, decided=False, current="abc").problem
+        is None
+    )
 
 
-async def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
+def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
     annotations = {"honed.dev/failed": "Unschedulable: 0/1 nodes are available (waited 10 min)"}
-    client = ListingClient(pods=[], events=[])
-    state = await job_state(
-        client, "ml", job_manifest(annotations=annotations), decided=False, current="abc", now=CREATED
-    )  # type: ignore[arg-type]
+    state = job_state(cached(), "ml", job_manifest(annotations=annotations), labels={}, decided=False, current="abc")
     assert (state.phase, state.reason) == ("Failed", "Unschedulable") and state.message == annotations[
         "honed.dev/failed"
     ]
 
 
-async def test_a_running_jobs_pods_are_asked_why() -> None:
+def test_a_running_jobs_pods_are_asked_why() -> None:
     pod = pod_with(
         waiting("CreateContainerConfigError", 'secret "models-s3" not found'), labels={"job-name": "m-opt-cpu-abc"}
     )
-    state = await job_state(
-        ListingClient([pod], []),
-        "ml",
-        {**job_manifest(), "status": {"active": 1}},
-        decided=False,
-        current="abc",
-        now=CREATED,
-    )  # type: ignore[arg-type]
+    state = job_state(
+        with_pods(pod), "ml", {**job_manifest(), "status": {"active": 1}}, labels={}, decided=False, current="abc"
+    )
     assert state.phase == "Running" and state.problem is not None and state.problem.reason == "ContainerConfigError"
     recorded = job_manifest(annotations={"honed.dev/run": "abc-20260101000000"})
-    assert (await job_state(ListingClient([], []), "ml", recorded, decided=True, current="abc", now=CREATED)).run == (  # type: ignore[arg-type]
-        "abc-20260101000000"
-    )
+    assert job_state(cached(), "ml", recorded, labels={}, decided=True, current="abc").run == "abc-20260101000000"
     # An older spec's Job is about to go: nobody asks.
-    other = await job_state(ListingClient([pod], []), "ml", job_manifest(), decided=False, current="new", now=CREATED)  # type: ignore[arg-type]
+    other = job_state(with_pods(pod), "ml", job_manifest(), labels={}, decided=False, current="new")
     assert other.problem is None
 
 
@@ -439,6 +423,6 @@ def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> di
         (failed_job("BackoffLimitExceeded", "Job has reached the specified backoff limit"), [finished_pod(3)], None),
     ],
 )
-async def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
-    state = await job_state(ListingClient(pods, []), "ml", job, decided=False, current="abc", now=CREATED)  # type: ignore[arg-type]
+def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
+    state = job_state(with_pods(*pods), "ml", job, labels={}, decided=False, current="abc")
     assert (state.phase, state.reason) == ("Failed", reason)

@@ -86,7 +86,9 @@ def run_operator(args: argparse.Namespace) -> int:
     logging.getLogger("honed").setLevel(settings.log_level)
     clusterwide, namespaces = watch_scope(args, settings)
     metrics.serve(settings.metrics_port)
-    operator = handlers.Operator(settings, handlers.default_login, write_repository)
+    operator = handlers.Operator(
+        settings, handlers.default_login, write_repository, namespaces=None if clusterwide else namespaces
+    )
     kopf_settings = kopf.OperatorSettings()
     handlers.configure(kopf_settings, settings)
     kopf_settings.scanning.disabled = not settings.cluster_scanning

@@ -45,6 +45,31 @@ JOBS_CREATED = Counter(
     registry=REGISTRY,
 )
 
+API_REQUESTS = Counter(
+    "honed_api_requests",
+    "Requests the operator's client sent to the Kubernetes API server (kopf's own watching excluded), "
+    "by verb, resource and HTTP status (0: no answer)",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+API_THROTTLED_SECONDS = Counter(
+    "honed_api_rate_limited_seconds",
+    "Seconds requests waited for the client-side rate limit (HONED_API_QPS, HONED_API_BURST)",
+    registry=REGISTRY,
+)
+CACHE_OBJECTS = Gauge(
+    "honed_cache_objects",
+    "Objects held in the operator's watch cache, by resource",
+    ["resource"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "honed_watch_restarts",
+    "Watches of the cache that ended and were reopened, by resource and why (timeout, expired, error)",
+    ["resource", "reason"],
+    registry=REGISTRY,
+)
+
 
 def record_plan(plan: Plan, namespace: str, name: str) -> None:
     for manifest in plan.create:

@@ -39,7 +39,7 @@ def settings(tmp_path: Path) -> HonedSettings:
             Pool(name="cpu-large", image="honed/optimizer-cpu:e2e", device="cpu", price_per_hour=0.9),
         ],
         artifact_store=f"file://{tmp_path}/store",
-        reconcile_interval_s=1.0,
+        resync_interval_s=300.0,
         triton_packaging="runtime",  # the local Triton has only the python backend
     )
 

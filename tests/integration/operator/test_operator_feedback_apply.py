@@ -103,9 +103,10 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
 
     async def passes_done() -> bool:
         done = metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
-        return done >= passes + 3
+        return done >= passes + 1
 
-    await eventually(passes_done, what="three passes of the new operator")
+    # Its first pass (kopf's resume); later ones wait for a change or the resync.
+    await eventually(passes_done, what="the new operator's first pass")
     assert sorted(p.name for p in model_dir.iterdir() if p.name.isdigit()) == ["1", "2"]
     status = (await get_om(api, namespace, NAME))["status"]
     assert status["winner"]["version"] == 2 and status["serving"]["overrides"] == {"responseCache": False}
