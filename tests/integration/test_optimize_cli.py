@@ -185,6 +185,15 @@ def test_impossible_options(digits: tuple[Path, Path], tmp_path: Path) -> None:
     assert "labels" in _error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
 
 
+def test_a_budget_too_short_to_run_the_original_exits_4_naming_the_budget(
+    digits: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Not a bad input (2): the operator names exit 4 TimeBudgetExhausted, and the fix is more time.
+    result = honed("optimize", digits[0], "--time-budget", "3s", "--out", tmp_path / "o")
+    message = _error(result)
+    assert result.returncode == 4 and "time budget ran out" in message and "--time-budget" in message
+
+
 def test_unknown_input_override(digits: tuple[Path, Path], tmp_path: Path) -> None:
     message = _error(honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o"))
     assert "pixels" in message and "input" in message

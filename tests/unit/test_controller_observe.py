@@ -421,6 +421,7 @@ def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> di
             "OOMKilled",
         ),
         (failed_job("BackoffLimitExceeded", "Job has reached the specified backoff limit"), [finished_pod(3)], None),
+        (failed_job("PodFailurePolicy", "Container optimizer exited with 4"), [finished_pod(4)], "TimeBudgetExhausted"),
     ],
 )
 def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:

@@ -42,6 +42,7 @@ WARNING_REASONS = frozenset(
         # Jobs that failed for a reason of their own (observe.job_failure_reason).
         "DeadlineExceeded",
         "InvalidInput",
+        "TimeBudgetExhausted",
     }
 )
 

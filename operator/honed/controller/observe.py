@@ -22,8 +22,8 @@ from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
 from honed.controller.cache import Cache
 from honed.controller.deploy import repository_state
+from honed.controller.jobs import BUDGET_EXIT_CODE, INPUT_ERROR_EXIT_CODE
 from honed.controller.jobs import CONTAINER as OPTIMIZER_CONTAINER
-from honed.controller.jobs import INPUT_ERROR_EXIT_CODE
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES
 from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
 from honed.errors import HonedError
@@ -67,7 +67,9 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
 def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
     """Why a failed Job failed, as a status reason, when it is one a person acts on differently:
     ``OOMKilled`` (raise the pool's memory), ``DeadlineExceeded`` (the Job's activeDeadlineSeconds,
-    from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2)."""
+    from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2),
+    ``TimeBudgetExhausted`` (spec.search.timeBudget ran out before the original model was measured:
+    exit 4)."""
     if any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods):
         return "OOMKilled"
     for cond in (job.get("status") or {}).get("conditions") or []:
@@ -76,8 +78,12 @@ def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str |
     for pod in pods:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated") or {}
-            if container.get("name") == OPTIMIZER_CONTAINER and terminated.get("exitCode") == INPUT_ERROR_EXIT_CODE:
+            if container.get("name") != OPTIMIZER_CONTAINER:
+                continue
+            if terminated.get("exitCode") == INPUT_ERROR_EXIT_CODE:
                 return "InvalidInput"
+            if terminated.get("exitCode") == BUDGET_EXIT_CODE:
+                return "TimeBudgetExhausted"
     return None
 
 

@@ -52,7 +52,7 @@ def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Repo
 
 
 def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[Trial]:
-    from honed.errors import InputError
+    from honed.errors import BudgetExhausted, EnvironmentProblem, InputError
     from honed.optimizer.failures import explain
 
     queue = [baseline, *others]
@@ -67,7 +67,10 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
         if trial is baseline and trial.status != "accepted":
             search.close([*done, trial])
             why = explain(trial.reason)
-            raise InputError(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
+            # The exit code says what fixes it (the operator names the reason from it): input 2,
+            # memory 3 (the machine), time 4 (the budget).
+            error = {"input": InputError, "memory": EnvironmentProblem, "time": BudgetExhausted}[why.kind]
+            raise error(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
         if trial.status != "accepted" and trial.worker is not None:
             trial.worker.close()
             trial.worker = None
