@@ -111,7 +111,7 @@ def flatten(result: Any) -> list[tuple[str, Any]]:
     walk(result, OUTPUT, True)
     if not found:
         raise OutputError(
-            f"the model returns {_kind(result)} holding no tensors",
+            f"the model returns {_a(_kind(result))} holding no tensors",
             hint="return the tensors to serve: a tensor, or a tuple, list, dict or ModelOutput of tensors",
             path=OUTPUT,
             kind=_kind(result),
@@ -131,12 +131,16 @@ def _kind(value: Any) -> str:
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
 def _not_a_tensor(path: str, value: Any, top: bool) -> OutputError:
     kind = _kind(value)
     if top:
-        message = f"the model returns a {kind}, not tensors"
+        message = f"the model returns {_a(kind)}, not tensors"
     else:
-        message = f"the model's output {path!r} is a {kind}, not a tensor"
+        message = f"the model's output {path!r} is {_a(kind)}, not a tensor"
     leave_out = "" if top else f" without {path!r}"
     return OutputError(
         message,
@@ -180,7 +184,7 @@ def probe(module: Any, inputs: list[TensorSpec], args: Sequence[Any]) -> Probe:
         except InputError:
             raise first from None
     note = (
-        f"the model's output {first.path!r} is a {first.kind}, not a tensor: honed calls forward(..., "
+        f"the model's output {first.path!r} is {_a(first.kind)}, not a tensor: honed calls forward(..., "
         f"use_cache=False) so it returns tensors only (the model's config is unchanged; a served model "
         f"is called once per request and never feeds a cache back)"
     )
