@@ -19,7 +19,7 @@ from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import MetricResult, Skipped
 from honed.optimizer.sources import SourceModel, load_source
-from honed.optimizer.validate import check_metric, compare, default_metric
+from honed.optimizer.validate import check_metric, compare_named, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
 
 
@@ -184,7 +184,7 @@ class Search:
         self.progress = progress
         self.artifacts = options.out / "artifacts"
         self.deadline = time.monotonic() + options.time_budget_s
-        self.reference: list[np.ndarray] | None = None
+        self.reference: dict[str, np.ndarray] | None = None
         self.reference_path = work / "reference.npz"
         src = prep.source
         self.build_ctx = BuildContext(
@@ -196,6 +196,7 @@ class Search:
             threads=options.threads,
             attention=prep.attention,
             work_dir=work,
+            torch_call=src.call,
         )
 
     def remaining(self) -> float:
@@ -234,12 +235,12 @@ class Search:
             trial.status, trial.reason = "failed", str(exc)
             return
         with np.load(out) as loaded:
-            outputs = [loaded[key] for key in loaded.files]
+            outputs = {key: loaded[key] for key in loaded.files}
         if self.reference is None:
             self.reference = outputs
             shutil.copyfile(out, self.reference_path)
         try:
-            trial.metric = compare(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
+            trial.metric = compare_named(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
         except ValueError as exc:
             trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
             return

@@ -72,6 +72,8 @@ class BuildContext:
     threads: int
     attention: bool = False
     work_dir: Path = Path(".")
+    # How to call a PyTorch source (torch_call.Convention options): inputs by name, honed's added kwargs.
+    torch_call: dict[str, Any] = field(default_factory=dict)
 
     def calibration(self, limit: int | None = None) -> dict[str, np.ndarray]:
         """Calibration arrays, samples first (for builders that batch them themselves)."""
