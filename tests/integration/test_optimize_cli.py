@@ -165,7 +165,7 @@ def test_a_budget_too_short_to_run_the_original_exits_4_naming_the_budget(
 ) -> None:
     # Not a bad input (2): the operator names exit 4 TimeBudgetExhausted, and the fix is more time.
     result = honed("optimize", digits[0], "--time-budget", "3s", "--out", tmp_path / "o")
-    message = _error(result)
+    message = cli_error(result)
     assert result.returncode == 4 and "time budget ran out" in message and "--time-budget" in message
 
 
