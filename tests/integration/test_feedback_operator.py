@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from honed.controller import handlers, names
-from honed.controller.deploy import write_repository
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.stored_repository import write_repository
 from honed.settings import HonedSettings
 from tests.fixtures.feedback import MODEL, Bench, Traffic
 from tests.integration.operator.harness import Login, api, login, manifest, pools

@@ -77,7 +77,7 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf  # the operator extra; `honed optimize` must work without it
 
     from honed.controller import handlers, metrics
-    from honed.controller.deploy import write_repository
+    from honed.controller.stored_repository import write_repository
 
     settings = load_settings()
     if not settings.pools:

@@ -21,11 +21,11 @@ from honed.api.timestamps import utc_timestamp
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
 from honed.controller.cache import Cache
-from honed.controller.deploy import repository_state
 from honed.controller.jobs import BUDGET_EXIT_CODE, INPUT_ERROR_EXIT_CODE
 from honed.controller.jobs import CONTAINER as OPTIMIZER_CONTAINER
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES
 from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
+from honed.controller.stored_repository import repository_state
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
 from honed.settings import HonedSettings

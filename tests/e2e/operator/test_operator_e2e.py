@@ -18,8 +18,8 @@ import pytest
 import tritonclient.http as triton_http
 
 from honed.artifacts import ArtifactStore
-from honed.controller.deploy import write_repository
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
+from honed.controller.stored_repository import write_repository
 from honed.optimizer.artifact import load_runner
 from honed.settings import HonedSettings, Pool
 from tests.e2e.operator.kubelet import Kubelet

@@ -12,8 +12,8 @@ import pytest
 
 from honed.controller import handlers, metrics, names
 from honed.controller.cache import Cache
-from honed.controller.deploy import write_repository
 from honed.controller.kube import CONFIGMAPS, JOBS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.stored_repository import write_repository
 from honed.settings import HonedSettings
 from tests.integration.operator.harness import Login, eventually, manifest
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from honed.controller import metrics, names
-from honed.controller.deploy import write_repository
 from honed.controller.feedback import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.stored_repository import write_repository
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
 from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE

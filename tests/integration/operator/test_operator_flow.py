@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from honed.controller import metrics
-from honed.controller.deploy import write_repository
 from honed.controller.kube import DEPLOYMENTS, EVENTS, JOBS, OPTIMIZED_MODELS, SERVICES, KubeClient
+from honed.controller.stored_repository import write_repository
 from honed.optimizer.report import Candidate
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
 from honed.settings import HonedSettings

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from honed.artifacts import ArtifactStore
-from honed.controller.deploy import repository_state, serving_options, write_repository
 from honed.controller.state import RepositoryWrite
+from honed.controller.stored_repository import repository_state, serving_options, write_repository
 from honed.errors import HonedError
 from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
