@@ -13,8 +13,8 @@ import tritonclient.grpc as grpcclient
 
 from honed.errors import EnvironmentProblem
 from honed.optimizer.artifact import load_runner
-from honed.serving.deploy import VersionRejected, ready_versions, roll_out, serve_report
 from honed.serving.load import exercise
+from honed.serving.local_rollout import VersionRejected, ready_versions, roll_out, serve_report
 from honed.serving.metrics import model_traffic
 from honed.serving.repository import CONFIG_FILE, served_version, version_config_name, write_version
 from honed.serving.server import TritonServer, leftover_segments
