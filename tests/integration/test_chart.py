@@ -596,7 +596,7 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
     """Images loaded onto the node (no registry) and the CPU Triton: pull policies and packaging."""
     from honed.api.spec import parse_spec
     from honed.controller.jobs import Owner, optimizer_job
-    from honed.controller.triton import triton_deployment
+    from honed.controller.triton_manifests import triton_deployment
     from honed.settings import load_settings
 
     docs = render(EXAMPLES / "local-cluster" / "values.yaml")
