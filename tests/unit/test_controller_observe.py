@@ -28,7 +28,7 @@ from honed.controller.observe import (
     server_pod_state,
     serves_or_will,
 )
-from honed.controller.state import Plan, PodProblem, PodState
+from honed.controller.reconcile_data import Plan, PodProblem, PodState
 from honed.errors import InputError
 from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from honed.artifacts import ArtifactStore
-from honed.controller.state import RepositoryWrite
+from honed.controller.reconcile_data import RepositoryWrite
 from honed.controller.stored_repository import repository_state, serving_options, write_repository
 from honed.errors import HonedError
 from honed.serving.config import parse_config

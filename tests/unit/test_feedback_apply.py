@@ -11,7 +11,7 @@ from honed.controller import names
 from honed.controller.feedback import feedback_inputs, feedback_patch, instance_room
 from honed.controller.observe import fallback_pools
 from honed.controller.reconcile import reconcile
-from honed.controller.state import DeploymentState, JobState, Plan
+from honed.controller.reconcile_data import DeploymentState, JobState, Plan
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
 from honed.settings import Pool
 from tests.unit.test_feedback_controller import NOW, WITH_PROMETHEUS, served_body

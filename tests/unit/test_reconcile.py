@@ -11,7 +11,7 @@ import pytest
 from honed.api.spec import parse_spec
 from honed.controller import names
 from honed.controller.reconcile import reconcile
-from honed.controller.state import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
+from honed.controller.reconcile_data import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
 from honed.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 

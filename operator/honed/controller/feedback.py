@@ -35,7 +35,7 @@ from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverr
 from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
 from honed.controller.conditions import load_status, merge_patch, set_condition
-from honed.controller.state import Event, ObjectRef
+from honed.controller.reconcile_data import Event, ObjectRef
 from honed.controller.winner import overrides_basis
 from honed.errors import InputError
 from honed.feedback import (

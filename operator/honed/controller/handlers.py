@@ -29,7 +29,7 @@ from honed.controller.cache import Cache
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
 from honed.controller.observe import observe
 from honed.controller.reconcile import reconcile
-from honed.controller.state import Plan
+from honed.controller.reconcile_data import Plan
 from honed.settings import HonedSettings
 
 log = logging.getLogger(__name__)

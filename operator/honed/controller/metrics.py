@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from honed.controller.state import Plan
+from honed.controller.reconcile_data import Plan
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -23,9 +23,7 @@ from honed.api.status import (
 from honed.controller import names
 from honed.controller.conditions import SetCondition, load_status, seconds_between, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
-from honed.controller.rollout import deploy
-from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
-from honed.controller.state import (
+from honed.controller.reconcile_data import (
     Delete,
     Event,
     Observed,
@@ -33,6 +31,8 @@ from honed.controller.state import (
     Plan,
     PodProblem,
 )
+from honed.controller.rollout import deploy
+from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
 from honed.controller.winner import apply_requests, build_winner, next_version, report_uri
 from honed.optimizer.backends import device_backends
 from honed.settings import HonedSettings

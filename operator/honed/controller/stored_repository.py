@@ -23,7 +23,7 @@ from pathlib import Path
 
 from honed.artifacts import ArtifactStore, relative_key
 from honed.controller import names
-from honed.controller.state import RepositoryWrite
+from honed.controller.reconcile_data import RepositoryWrite
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, load_report
 from honed.serving.repository import (

@@ -15,7 +15,7 @@ from honed.controller import names
 from honed.controller.apply import apply_plan
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, KubeError
 from honed.controller.reconcile import reconcile
-from honed.controller.state import JobState, Observed, ReportRead
+from honed.controller.reconcile_data import JobState, Observed, ReportRead
 from honed.errors import HonedError
 from honed.settings import HonedSettings, Pool
 from tests.fixtures.k8s import Envtest
