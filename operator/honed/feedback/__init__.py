@@ -6,8 +6,8 @@
 
 from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
 from honed.feedback.evaluate import Condition, Evaluation, Event, evaluate
+from honed.feedback.policy_inputs import Deployment, FeedbackState, Option, options_from_report
 from honed.feedback.prometheus import ModelKey, PrometheusClient
-from honed.feedback.state import Deployment, FeedbackState, Option, options_from_report
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 
 __all__ = [
