@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from honed.artifacts import ArtifactStore
-from honed.controller import metrics, names
+from honed.controller import names, operator_metrics
 from honed.controller.cache import Cache, owner_name
 from honed.controller.cli import run_operator, watch_scope
 from honed.controller.handlers import Operator, build_registry, configure, reoptimize_requested
@@ -289,7 +289,7 @@ def test_operator_refuses_to_start_without_pools(monkeypatch: pytest.MonkeyPatch
 
 def test_metrics_follow_the_plan() -> None:
     def value(name: str, labels: dict[str, str]) -> float:
-        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+        return operator_metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
     before = value("honed_optimizations_total", {"outcome": "failed"})
     jobs_before = value("honed_optimizer_jobs_created_total", {"pool": "gpu"})
@@ -298,10 +298,10 @@ def test_metrics_follow_the_plan() -> None:
         optimization_outcome="failed",
         optimization_seconds=42.0,
     )
-    metrics.record_plan(plan, "ml", "x")
+    operator_metrics.record_plan(plan, "ml", "x")
     assert value("honed_optimizations_total", {"outcome": "failed"}) == before + 1
     assert value("honed_optimizer_jobs_created_total", {"pool": "gpu"}) == jobs_before + 1
-    metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
+    operator_metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import urllib3
 
 from honed.api.spec import GROUP, KIND
-from honed.controller import metrics, names
+from honed.controller import names, operator_metrics
 from honed.controller.kube import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -318,7 +318,7 @@ class Cache:
                         resource, namespace, labels=watched.labels, fields=watched.fields
                     )
                     changed = store.replace(namespace, items)
-                    metrics.CACHE_OBJECTS.labels(resource=resource.plural).set(len(store))
+                    operator_metrics.CACHE_OBJECTS.labels(resource=resource.plural).set(len(store))
                     if self._synced.is_set():
                         for obj in changed:  # what a broken watch may have missed
                             self._notify(resource, obj)
@@ -356,7 +356,7 @@ class Cache:
                 with self._streams_lock:
                     self._streams.pop(slot, None)
             if not self._stopping.is_set():
-                metrics.WATCH_RESTARTS.labels(resource=resource.plural, reason=reason).inc()
+                operator_metrics.WATCH_RESTARTS.labels(resource=resource.plural, reason=reason).inc()
 
     def _apply(self, resource: Resource, store: Store, event: dict[str, Any]) -> str:
         """One watch event into the store; the resourceVersion to resume from."""
@@ -368,7 +368,7 @@ class Cache:
             store.delete(obj)
         elif not store.put(obj):
             return version  # the operator's own write already brought a newer one
-        metrics.CACHE_OBJECTS.labels(resource=resource.plural).set(len(store))
+        operator_metrics.CACHE_OBJECTS.labels(resource=resource.plural).set(len(store))
         self._notify(resource, obj)
         return version
 

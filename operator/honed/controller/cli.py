@@ -76,7 +76,7 @@ def watch_scope(args: argparse.Namespace, settings: HonedSettings) -> tuple[bool
 def run_operator(args: argparse.Namespace) -> int:
     import kopf  # the operator extra; `honed optimize` must work without it
 
-    from honed.controller import handlers, metrics
+    from honed.controller import handlers, operator_metrics
     from honed.controller.stored_repository import write_repository
 
     settings = load_settings()
@@ -85,7 +85,7 @@ def run_operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=settings.log_level == "DEBUG", quiet=settings.log_level in ("WARNING", "ERROR"))
     logging.getLogger("honed").setLevel(settings.log_level)
     clusterwide, namespaces = watch_scope(args, settings)
-    metrics.serve(settings.metrics_port)
+    operator_metrics.serve(settings.metrics_port)
     operator = handlers.Operator(
         settings, handlers.default_login, write_repository, namespaces=None if clusterwide else namespaces
     )

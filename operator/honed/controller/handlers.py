@@ -23,7 +23,7 @@ import kopf
 
 from honed.api.spec import GROUP, PLURAL, VERSION
 from honed.artifacts import ArtifactStore
-from honed.controller import feedback, metrics, names
+from honed.controller import feedback, names, operator_metrics
 from honed.controller.apply import RepositoryWriter, apply_plan, post_event
 from honed.controller.cache import Cache
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
@@ -197,12 +197,12 @@ class Operator:
                 plan = reconcile(body.get("spec"), observed)
                 plan = await apply_plan(self.client, self.store, plan, observed, self.write_repository)
             except Exception:
-                metrics.RECONCILES.labels(result="error").inc()
+                operator_metrics.RECONCILES.labels(result="error").inc()
                 raise
             finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-            metrics.RECONCILES.labels(result="ok").inc()
-            metrics.record_plan(plan, namespace, name)
+                operator_metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            operator_metrics.RECONCILES.labels(result="ok").inc()
+            operator_metrics.record_plan(plan, namespace, name)
             self._reschedule(namespace, name, plan)
             return plan
 

@@ -34,7 +34,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.watch.watch import iter_resp_lines
 
-from honed.controller import metrics
+from honed.controller import operator_metrics
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +283,13 @@ class KubeClient:
                     _preload_content=False,
                     _request_timeout=self._timeout if stream_timeout_s is None else (self._timeout, stream_timeout_s),
                 )
-                metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(response.status)).inc()
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(response.status)).inc()
                 if stream_timeout_s is not None:
                     return response
                 raw = response.data
                 return json.loads(raw) if raw else None
             except k8s.ApiException as exc:
-                metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(exc.status or 0)).inc()
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(exc.status or 0)).inc()
                 if exc.status == 401 and attempt == 1:
                     log.info("the API server refused our credentials (401); logging in again")
                     self._logout(api)
@@ -301,7 +301,7 @@ class KubeClient:
                     log.error("forbidden: the operator may not %s %s: %s%s", verb, path, _message(exc), hint)
                 raise KubeError(int(exc.status or 0), method, path, _message(exc)) from exc
             except urllib3.exceptions.HTTPError as exc:
-                metrics.API_REQUESTS.labels(verb=verb, resource=resource, code="0").inc()
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code="0").inc()
                 raise KubeError(0, method, path, f"no answer from the API server: {exc}") from exc
         raise AssertionError("unreachable")  # the loop returns, raises, or retries once
 
@@ -317,7 +317,7 @@ class KubeClient:
     ) -> Any:
         delay = self.limiter.reserve()
         if delay > 0:
-            metrics.API_THROTTLED_SECONDS.inc(delay)
+            operator_metrics.API_THROTTLED_SECONDS.inc(delay)
             await asyncio.sleep(delay)
         return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type, resource=resource)
 
@@ -325,7 +325,7 @@ class KubeClient:
         """A request from a thread of its own (the cache's watchers), under the same rate limit."""
         delay = self.limiter.reserve()
         if delay > 0:
-            metrics.API_THROTTLED_SECONDS.inc(delay)
+            operator_metrics.API_THROTTLED_SECONDS.inc(delay)
             time.sleep(delay)
         return self._call(verb, path, query, None, "application/json", resource=resource, **kw)
 

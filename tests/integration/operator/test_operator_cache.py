@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from honed.controller import handlers, metrics, names
+from honed.controller import handlers, names, operator_metrics
 from honed.controller.cache import Cache
 from honed.controller.kube import CONFIGMAPS, JOBS, OPTIMIZED_MODELS, KubeClient
 from honed.controller.stored_repository import write_repository
@@ -33,7 +33,7 @@ def configmap(name: str, *, owned: bool, owner: dict[str, Any] | None = None) ->
 def reads() -> float:
     """GETs and LISTs the operator's clients sent so far (watches not counted)."""
     total = 0.0
-    for family in metrics.REGISTRY.collect():
+    for family in operator_metrics.REGISTRY.collect():
         for sample in family.samples:
             if sample.name == "honed_api_requests_total" and sample.labels["verb"] in ("get", "list"):
                 total += sample.value
@@ -43,7 +43,7 @@ def reads() -> float:
 def requests() -> float:
     return sum(
         sample.value
-        for family in metrics.REGISTRY.collect()
+        for family in operator_metrics.REGISTRY.collect()
         for sample in family.samples
         if sample.name == "honed_api_requests_total" and sample.labels["verb"] != "watch"
     )

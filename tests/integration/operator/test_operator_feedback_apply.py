@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from honed.controller import metrics, names
+from honed.controller import names, operator_metrics
 from honed.controller.feedback import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
 from honed.controller.stored_repository import write_repository
@@ -98,11 +98,11 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
 
     # A restarted operator re-derives the same desired version: nothing new is written.
     await operator.close()
-    passes = metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
+    passes = operator_metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
     await start_operator(write_repository)
 
     async def passes_done() -> bool:
-        done = metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
+        done = operator_metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
         return done >= passes + 1
 
     # Its first pass (kopf's resume); later ones wait for a change or the resync.
