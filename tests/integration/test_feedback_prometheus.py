@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 
 from honed.feedback import MetricsUnavailable, MetricWindow, Observation, PrometheusClient
 from honed.feedback.prometheus import QUERIES, ModelKey, PrometheusError
-from honed.serving.metrics import model_traffic
+from honed.serving.triton_metrics import model_traffic
 from tests.fixtures.feedback import MODEL, SCRAPE_S, Bench, feeds, tensors
 from tests.fixtures.per_model_prometheus import PerModelClient
 from tests.fixtures.prometheus import INSTALL_HINT, PrometheusServer, prometheus_binary, promtool_binary

@@ -15,9 +15,9 @@ from honed.errors import EnvironmentProblem
 from honed.optimizer.artifact import load_runner
 from honed.serving.load import exercise
 from honed.serving.local_rollout import VersionRejected, ready_versions, roll_out, serve_report
-from honed.serving.metrics import model_traffic
 from honed.serving.repository import CONFIG_FILE, served_version, version_config_name, write_version
 from honed.serving.server import TritonServer, leftover_segments
+from honed.serving.triton_metrics import model_traffic
 from honed.serving.tuning import ServingOptions
 from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, INPUTS, mlp_report
 from tests.fixtures.traffic import Load, infer
