@@ -8,7 +8,7 @@ from typing import Any
 
 from honed.api.spec import parse_spec
 from honed.controller import names
-from honed.controller.feedback import feedback_inputs, feedback_patch, instance_room
+from honed.controller.feedback_loop import feedback_inputs, feedback_patch, instance_room
 from honed.controller.observe import fallback_pools
 from honed.controller.reconcile import reconcile
 from honed.controller.reconcile_data import DeploymentState, JobState, Plan

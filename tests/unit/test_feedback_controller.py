@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from honed.controller import names
-from honed.controller.feedback import (
+from honed.controller.feedback_loop import (
     feedback_inputs,
     feedback_interval,
     feedback_patch,

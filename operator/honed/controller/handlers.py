@@ -23,13 +23,14 @@ import kopf
 
 from honed.api.spec import GROUP, PLURAL, VERSION
 from honed.artifacts import ArtifactStore
-from honed.controller import feedback, names, operator_metrics
+from honed.controller import feedback_loop, names, operator_metrics
 from honed.controller.apply import RepositoryWriter, apply_plan, post_event
 from honed.controller.cache import Cache
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
 from honed.controller.observe import observe
 from honed.controller.reconcile import reconcile
 from honed.controller.reconcile_data import Plan
+from honed.feedback import Evaluation
 from honed.settings import HonedSettings
 
 log = logging.getLogger(__name__)
@@ -219,20 +220,20 @@ class Operator:
         """
         waits: dict[Key, float | None] = {}
         bodies: dict[Key, dict[str, Any]] = {}
-        due: dict[Key, feedback.FeedbackInputs] = {}
+        due: dict[Key, feedback_loop.FeedbackInputs] = {}
         for key in keys:
             body = await self.model(*key)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 waits[key] = None
                 continue
-            inputs = feedback.feedback_inputs(body, self.settings)
+            inputs = feedback_loop.feedback_inputs(body, self.settings)
             if isinstance(inputs, str):
                 log.debug("feedback for %s/%s waits: %s", *key, inputs)
                 waits[key] = FEEDBACK_IDLE_S
                 continue
             bodies[key], due[key] = body, inputs
         # Prometheus may take seconds to answer: outside the locks, so passes are not held up.
-        judged = await feedback.observe_and_evaluate(self.settings, due) if due else {}
+        judged = await feedback_loop.observe_and_evaluate(self.settings, due) if due else {}
         for key, (evaluation, now) in judged.items():
             waits[key] = due[key].slo.interval_s
             try:
@@ -241,14 +242,12 @@ class Operator:
                 log.warning("feedback for %s/%s failed: %s", *key, exc)
         return waits
 
-    async def _write_feedback(
-        self, key: Key, body: dict[str, Any], evaluation: feedback.Evaluation, now: datetime
-    ) -> None:
+    async def _write_feedback(self, key: Key, body: dict[str, Any], evaluation: Evaluation, now: datetime) -> None:
         namespace, name = key
         async with self.lock(namespace, name):
             # Status may have moved while Prometheus answered: patch against what is there now.
             body = await self.model(namespace, name) or body
-            patch = feedback.feedback_patch(body, evaluation, now)
+            patch = feedback_loop.feedback_patch(body, evaluation, now)
             if patch.annotations:
                 annotate = {"metadata": {"annotations": patch.annotations}}
                 await self.client.patch(OPTIMIZED_MODELS, namespace, name, annotate)
@@ -256,7 +255,7 @@ class Operator:
                 await self.client.patch(
                     OPTIMIZED_MODELS, namespace, name, {"status": patch.status}, subresource="status"
                 )
-            ref = feedback.object_ref(body)
+            ref = feedback_loop.object_ref(body)
             for event in patch.events:
                 await post_event(self.client, ref, event)
         log.info("feedback for %s/%s: %s", namespace, name, evaluation.decision.summary())
@@ -267,7 +266,7 @@ class Operator:
     async def feedback_rounds(self) -> None:
         """The operator's feedback loop: each round judges the models whose interval ended then.
 
-        Rounds fall on multiples of each model's interval (``feedback.next_round``), so all models
+        Rounds fall on multiples of each model's interval (``feedback_loop.next_round``), so all models
         with one interval are judged, and their metrics queried, together.
         """
         while True:
@@ -276,14 +275,14 @@ class Operator:
             for body in self.cache.all(OPTIMIZED_MODELS):
                 meta, spec = body.get("metadata") or {}, body.get("spec") or {}
                 key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-                interval = feedback.feedback_interval(spec)
+                interval = feedback_loop.feedback_interval(spec)
                 if interval is None:
                     self._feedback_at.pop(key, None)
                     continue
-                at = self._feedback_at.setdefault(key, feedback.next_round(now, interval))
+                at = self._feedback_at.setdefault(key, feedback_loop.next_round(now, interval))
                 if now >= at:
                     due.append(key)
-                    self._feedback_at[key] = feedback.next_round(now, interval)
+                    self._feedback_at[key] = feedback_loop.next_round(now, interval)
             if due:
                 try:
                     await self.judge(due)

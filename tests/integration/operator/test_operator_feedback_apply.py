@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from honed.controller import names, operator_metrics
-from honed.controller.feedback import feedback_patch
+from honed.controller.feedback_loop import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
 from honed.controller.stored_repository import write_repository
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
