@@ -31,7 +31,7 @@ RELEASE, NAMESPACE = "honed", "honed-system"
 KUBE_VERSIONS = ("1.30.0", "1.35.0")
 # Kinds of the Prometheus Operator, whose schemas kubernetes-validate does not have.
 MONITOR_KINDS = {"ServiceMonitor", "PodMonitor"}
-# The operator's settings contract (honed.settings), one variable per field.
+# The operator's settings contract (honed.controller.settings), one variable per field.
 SETTINGS_ENV = {
     "HONED_POOLS",
     "HONED_ARTIFACT_STORE",
@@ -529,7 +529,7 @@ def test_gitops_paths_exist() -> None:
 def test_operator_settings_accept_the_rendered_env(
     values: Path | str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     if values == "all-features":
         values = values_file(tmp_path, ALL_FEATURES)
@@ -550,7 +550,7 @@ def test_operator_settings_accept_the_rendered_env(
 
 
 def test_pvc_store_is_mounted_where_the_operator_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     docs = render(values_file(tmp_path, {"artifactStore": {"uri": "pvc://shared-store/honed"}}))
     container = operator_container(docs)
@@ -596,8 +596,8 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
     """Images loaded onto the node (no registry) and the CPU Triton: pull policies and packaging."""
     from honed.api.spec import parse_spec
     from honed.controller.jobs import Owner, optimizer_job
+    from honed.controller.settings import load_settings
     from honed.controller.triton_manifests import triton_deployment
-    from honed.settings import load_settings
 
     docs = render(EXAMPLES / "local-cluster" / "values.yaml")
     container = operator_container(docs)
@@ -620,7 +620,7 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
 
 
 def test_pull_policy_is_left_to_kubernetes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     container = operator_container(render())
     for name in [n for n in os.environ if n.startswith("HONED_")]:

@@ -15,8 +15,8 @@ import pytest
 
 from honed.controller import handlers, names
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings
 from honed.controller.stored_repository import write_repository
-from honed.settings import HonedSettings
 from tests.fixtures.feedback import MODEL, Bench, Traffic
 from tests.integration.operator.harness import Login, api, login, manifest, pools
 

@@ -8,8 +8,8 @@ import pytest
 from honed.api.spec import parse_spec
 from honed.controller import names
 from honed.controller.jobs import Owner, build_request, job_limits, optimizer_job, request_configmap
+from honed.controller.settings import HonedSettings, Pool
 from honed.controller.triton_manifests import endpoint, repository_uri, triton_deployment, triton_service
-from honed.settings import HonedSettings, Pool
 
 OWNER = Owner(name="resnet50", namespace="vision", uid="8d1f-uid")
 CPU = Pool(

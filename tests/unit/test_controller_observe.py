@@ -29,8 +29,8 @@ from honed.controller.observe import (
     serves_or_will,
 )
 from honed.controller.reconcile_data import Plan, PodProblem, PodState
+from honed.controller.settings import HonedSettings
 from honed.errors import InputError
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
 
 SETTINGS = HonedSettings()

@@ -16,8 +16,8 @@ from honed.controller.feedback_loop import (
     reoptimize_annotation,
 )
 from honed.controller.reconcile import reconcile
+from honed.controller.settings import HonedSettings
 from honed.feedback import Evaluation, FeedbackState, Reoptimize, evaluate
-from honed.settings import HonedSettings
 from tests.unit.test_feedback_policy import load
 from tests.unit.test_reconcile import SETTINGS, SPEC, T2, observed, serving_state
 

@@ -12,7 +12,7 @@ from honed.api.spec import parse_spec
 from honed.controller import names
 from honed.controller.reconcile import reconcile
 from honed.controller.reconcile_data import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 
 SETTINGS = HonedSettings(

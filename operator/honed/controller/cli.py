@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from honed.api.crd import CRD_FILE, render_crd, write_crds
+from honed.controller.settings import HonedSettings, load_settings
 from honed.errors import InputError
-from honed.settings import HonedSettings, load_settings
 
 DEFAULT_CRD_DIR = Path("crds")
 

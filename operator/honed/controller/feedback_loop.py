@@ -36,6 +36,7 @@ from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
 from honed.controller.conditions import load_status, merge_patch, set_condition
 from honed.controller.reconcile_data import Event, ObjectRef
+from honed.controller.settings import HonedSettings, Pool
 from honed.controller.winner import overrides_basis
 from honed.errors import InputError
 from honed.feedback import (
@@ -50,7 +51,6 @@ from honed.feedback import (
     Retune,
     evaluate,
 )
-from honed.settings import HonedSettings, Pool
 
 log = logging.getLogger(__name__)
 

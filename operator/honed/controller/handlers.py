@@ -30,8 +30,8 @@ from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
 from honed.controller.observe import observe
 from honed.controller.reconcile import reconcile
 from honed.controller.reconcile_data import Plan
+from honed.controller.settings import HonedSettings
 from honed.feedback import Evaluation
-from honed.settings import HonedSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from honed.api.request import OptimizeRequest, RequestModel, RequestTensor
 from honed.api.spec import API_VERSION, KIND, OptimizedModelSpec
 from honed.artifacts import join_uri, parse_pvc
 from honed.controller import names
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 
 CONTAINER = "optimizer"
 REQUEST_PATH = "/work/request.json"

@@ -25,10 +25,10 @@ from honed.controller.jobs import BUDGET_EXIT_CODE, INPUT_ERROR_EXIT_CODE
 from honed.controller.jobs import CONTAINER as OPTIMIZER_CONTAINER
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES
 from honed.controller.reconcile_data import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
+from honed.controller.settings import HonedSettings
 from honed.controller.stored_repository import repository_state
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
-from honed.settings import HonedSettings
 
 
 def job_phase(job: dict[str, Any]) -> tuple[str, str]:

@@ -19,9 +19,9 @@ import tritonclient.http as triton_http
 
 from honed.artifacts import ArtifactStore
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings, Pool
 from honed.controller.stored_repository import write_repository
 from honed.optimizer.artifact import load_runner
-from honed.settings import HonedSettings, Pool
 from tests.e2e.operator.kubelet import Kubelet
 from tests.fixtures.serving_artifacts import FEATURES, mlp_onnx
 from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest

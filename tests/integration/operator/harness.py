@@ -23,7 +23,7 @@ from honed.artifacts import ArtifactStore
 from honed.controller import handlers
 from honed.controller.apply import RepositoryWriter
 from honed.controller.kube import DEPLOYMENTS, JOBS, OPTIMIZED_MODELS, PODS, KubeClient
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 from tests.fixtures.k8s import kubeconfig_login
 
 Login = Callable[[], kopf.ConnectionInfo]

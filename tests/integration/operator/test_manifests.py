@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from honed.controller.kube import EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, KubeError
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest, pools
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from honed.controller import handlers, names, operator_metrics
 from honed.controller.cache import Cache
 from honed.controller.kube import CONFIGMAPS, JOBS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings
 from honed.controller.stored_repository import write_repository
-from honed.settings import HonedSettings
 from tests.integration.operator.harness import Login, eventually, manifest
 
 pytestmark = pytest.mark.slow

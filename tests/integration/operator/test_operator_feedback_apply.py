@@ -16,11 +16,11 @@ import pytest
 from honed.controller import names, operator_metrics
 from honed.controller.feedback_loop import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings
 from honed.controller.stored_repository import write_repository
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
 from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate
 from tests.integration.operator.harness import (
     StartOperator,

@@ -13,10 +13,10 @@ import pytest
 
 from honed.controller import operator_metrics
 from honed.controller.kube import DEPLOYMENTS, EVENTS, JOBS, OPTIMIZED_MODELS, SERVICES, KubeClient
+from honed.controller.settings import HonedSettings
 from honed.controller.stored_repository import write_repository
 from honed.optimizer.report import Candidate
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
 from tests.fixtures.serving_artifacts import mlp_artifact
 from tests.integration.operator.harness import (

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from honed.controller.kube import CONFIGMAPS, EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, Resource
-from honed.settings import HonedSettings
+from honed.controller.settings import HonedSettings
 from tests.integration.operator.harness import (
     StartOperator,
     eventually,
