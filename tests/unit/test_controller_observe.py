@@ -242,8 +242,11 @@ async def test_model_uri_checks(tmp_path: Path) -> None:
     # s3:// needs the model's credentials, which only the Job has
     assert await check_model_uri("s3://bucket/m.onnx", SETTINGS) is None
 
+    async def model(request: web.Request) -> web.Response:
+        return web.Response(body=b"onnx")
+
     app = web.Application()
-    app.router.add_get("/model.onnx", lambda request: web.Response(body=b"onnx"))
+    app.router.add_get("/model.onnx", model)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
