@@ -17,6 +17,9 @@ from honed.optimizer.backends import torch_cuda
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.gpu_compare import agreement, passes_gate
 
+# torch.compile builds, and a reload in a new process with its own 600 s limit.
+pytestmark = pytest.mark.timeout(900)
+
 OPERATOR_DIR = Path(torch_cuda.__file__).resolve().parents[3]
 
 

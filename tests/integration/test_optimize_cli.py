@@ -15,7 +15,8 @@ from tests.fixtures.dirs import read_only_dir
 from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
 from tests.fixtures.serving_artifacts import mlp_onnx
 
-pytestmark = pytest.mark.slow
+# Each `honed optimize` run may take up to its own 600 s limit; the test fails on that, not on pytest-timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FAST = ["--measure-seconds", "0.3", "--time-budget", "5m", "--quiet", "--no-plot"]
 
 

@@ -19,7 +19,8 @@ from honed.serving.repository import write_version
 from tests.fixtures.cli import cli_error, honed
 from tests.fixtures.torch_models import SEQ, VOCAB
 
-pytestmark = pytest.mark.slow
+# Each `honed optimize` run may take up to its own 600 s limit; the test fails on that, not on pytest-timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FACTORIES = "tests.fixtures.torch_models"
 TOKENS = ["--input", f"input_ids:int64:batch,{SEQ}", "--input", f"attention_mask:int64:batch,{SEQ}"]
 FAST = ["--precisions", "fp32", "--measure-seconds", "0.2", "--time-budget", "5m", "--quiet", "--no-plot"]

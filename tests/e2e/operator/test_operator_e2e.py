@@ -26,7 +26,8 @@ from tests.e2e.operator.kubelet import Kubelet
 from tests.fixtures.serving_artifacts import FEATURES, mlp_onnx
 from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest
 
-pytestmark = pytest.mark.slow
+# A node, images and a whole optimization: the test waits up to 300 s for Serving after its setup.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture()
