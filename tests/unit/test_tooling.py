@@ -5,8 +5,31 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 PYTEST = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+MAKEFILE = (REPO / "Makefile").read_text()
+
+
+def _recipe(target: str) -> list[str]:
+    """The commands of a Makefile rule, one per line."""
+    lines = MAKEFILE.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def test_pre_commit_runs_what_make_lint_runs() -> None:
+    config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    assert all(repo["repo"] == "local" for repo in config["repos"]), "CI fetches no hook repository"
+    hooks = [hook for repo in config["repos"] for hook in repo["hooks"]]
+    assert [hook["entry"] for hook in hooks] == [cmd.replace("$(BIN)/", ".venv/bin/") for cmd in _recipe("lint")]
+    assert all(hook["language"] == "system" and hook["pass_filenames"] is False for hook in hooks)
 
 
 def test_no_warning_filter_ignores_a_whole_category() -> None:
