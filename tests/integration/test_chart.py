@@ -418,10 +418,10 @@ def test_every_documented_value_is_in_the_schema() -> None:
 def test_chart_crds_equal_the_generated_crds() -> None:
     generated = {p.name: p.read_bytes() for p in sorted((REPO / "crds").glob("*.yaml"))}
     shipped = {p.name: p.read_bytes() for p in sorted((CHART / "crds").glob("*.yaml"))}
-    assert generated, "crds/ is empty: `honed crd` writes it from honed.api"
-    assert shipped.keys() == generated.keys(), "copy crds/*.yaml to charts/honed/crds/"
+    assert generated, "crds/ is empty: `make generate` writes it from honed.api"
+    assert shipped.keys() == generated.keys(), "`make generate` copies crds/*.yaml to charts/honed/crds/"
     for name, content in generated.items():
-        assert shipped[name] == content, f"charts/honed/crds/{name} differs from crds/{name}: copy it again"
+        assert shipped[name] == content, f"charts/honed/crds/{name} differs from crds/{name}: run `make generate`"
 
 
 def test_chart_ships_the_optimizedmodel_crd() -> None:

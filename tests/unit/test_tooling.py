@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -40,3 +41,10 @@ def test_no_warning_filter_ignores_a_whole_category() -> None:
 
 def test_every_test_has_a_timeout() -> None:
     assert PYTEST["timeout"] > 0, "pytest-timeout's limit per test (a module may set a larger one)"
+
+
+def test_every_phony_target_has_a_rule_and_a_help_line() -> None:
+    phony = {name for line in re.findall(r"^\.PHONY:(.*)$", MAKEFILE, re.M) for name in line.split()}
+    rules = dict(re.findall(r"^([A-Za-z0-9_-]+):(?![:=])(.*)$", MAKEFILE, re.M))
+    assert phony - rules.keys() == set(), "a .PHONY target without a rule"
+    assert {name for name in phony if "## " not in rules[name]} == set(), "`make help` shows the `## ` comment"
