@@ -40,6 +40,7 @@ def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], 
     report = load_report(out)
     assert report.schema_ == "honed.report/v1"
     assert report.settings.metric == "top1" and report.data.labels
+    assert len(report.device.timing_load) == 2  # the load just before and just after timing
     names = {c.name for c in report.candidates}
     assert {
         "onnx-fp32.onnxruntime",

@@ -184,6 +184,7 @@ class Search:
         self.progress = progress
         self.artifacts = options.out / "artifacts"
         self.deadline = time.monotonic() + options.time_budget_s
+        self.timing_load: list[float] = []
         self.reference: dict[str, np.ndarray] | None = None
         self.reference_path = work / "reference.npz"
         src = prep.source
@@ -275,6 +276,16 @@ class Search:
         )
 
     def time_all(self, trials: list[Trial]) -> None:
+        from honed.optimizer.machine import load_average
+
+        before = load_average()
+        try:
+            self._time_all(trials)
+        finally:
+            after = load_average()
+            self.timing_load = [x for x in (before, after) if x is not None]
+
+    def _time_all(self, trials: list[Trial]) -> None:
         from honed.optimizer.measure import rounds_schedule
 
         live = {t.name: t for t in trials if t.status == "accepted" and t.worker is not None}

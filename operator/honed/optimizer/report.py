@@ -81,6 +81,10 @@ class DeviceInfo(BaseModel):
     cpu_limit: str | None = Field(default=None, description="where that count comes from")
     gpu: str | None = None
     load_average: list[float] = Field(default_factory=list)
+    timing_load: list[float] = Field(
+        default_factory=list,
+        description="1-minute load average just before and just after the candidates were timed",
+    )
 
 
 class ModelInfo(BaseModel):
