@@ -200,4 +200,4 @@ def test_baseline_is_the_factory_module_in_strict_fp32_and_leaks_no_setting(expo
     assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
     # Same weights as the exported program (seed 0); strict fp32 on the GPU agrees with fp32 on the CPU.
     result = agreement(reference(ctx.torch_path, feeds), out)
-    assert result["relative_error"] < 1e-5, result
+    assert result["relative_error"] < 1e-4, result
