@@ -366,7 +366,7 @@ def start_model(name: str, args: argparse.Namespace, work: Path) -> tuple[list[H
     handles: list[Handle] = []
 
     def start(cname: str, kind: str, **extra: Any) -> None:
-        spec = {"model": name, "kind": kind, "batches": batches, "work": str(work / cname), **extra}
+        spec = {"model": name, "kind": kind, "batches": batches, "work": str(work / cname)} | extra
         Path(spec["work"]).mkdir(parents=True, exist_ok=True)
         handles.append(Handle(cname, spec))
 
@@ -378,19 +378,25 @@ def start_model(name: str, args: argparse.Namespace, work: Path) -> tuple[list[H
     from models import export, make
 
     model = make(name)
+    skipped = {c for m, _, c in (item.partition(":") for item in args.skip) if m == name}
+
+    def start_unless_skipped(cname: str, kind: str, **extra: Any) -> None:
+        if cname not in skipped:
+            start(cname, kind, **extra)
+
     # Contenders that need no exported program start at once; their compiles overlap the export.
-    start("hand-compile", "hand-compile", compile_threads=args.compile_threads)
-    start("eager-defaults", "eager-defaults")
+    hand_batches = [b for b in batches if b in args.hand_batches] if args.hand_batches else batches
+    start_unless_skipped("hand-compile", "hand-compile", compile_threads=args.compile_threads, batches=hand_batches)
+    start_unless_skipped("eager-defaults", "eager-defaults")
     np.savez(work / "calib-only.npz", **model.feeds(8, seed=2))
-    start("engine-after", "engine-after", calib=str(work / "calib-only.npz"))
+    start_unless_skipped("engine-after", "engine-after", calib=str(work / "calib-only.npz"))
     log(f"{name}: exporting")
     program, calib = export(model, work / "source")
     common = {"program": str(program), "calib": str(calib), "compile_threads": args.compile_threads}
-    start("engine-before", "engine-before", **common)
-    start("honed", "honed", **common)
+    start_unless_skipped("engine-before", "engine-before", **common)
+    start_unless_skipped("honed", "honed", **common)
     for cname, extra in VARIANTS.get(name, {}).items():
-        if cname not in args.skip_variants:
-            start(cname, "honed", inductor_extra=extra, nice=5, **common)
+        start_unless_skipped(cname, "honed", inductor_extra=extra, nice=5, **common)
     log(f"{name}: building {[h.name for h in handles]}")
     return handles, model.feeds
 
@@ -434,8 +440,8 @@ def measure_model(
         for batch in batches:
             shift = round_ % len(live) if live else 0
             for handle in live[shift:] + live[:shift]:
-                if handle.status != "built":
-                    continue
+                if handle.status != "built" or batch not in handle.spec["batches"]:
+                    continue  # a contender is timed only at the batch sizes it was built for
                 try:
                     times = handle.call("time", str(paths[batch]), args.iters.get(batch, 30), timeout=180)
                 except Exception as exc:
@@ -453,10 +459,11 @@ def measure_model(
             "reason": handle.reason,
             **handle.info,
         }
-        if handle.name in samples and all(samples[handle.name][b] for b in batches):
-            entry["latency_ms"] = {str(b): summarize_ms(samples[handle.name][b]) for b in batches}
-            entry["round_p50_ms"] = {str(b): [round(v, 4) for v in round_p50[handle.name][b]] for b in batches}
-            entry["items_per_s"] = {str(b): round(b * 1000.0 / entry["latency_ms"][str(b)]["p50"], 1) for b in batches}
+        timed = [b for b in batches if samples.get(handle.name, {}).get(b)]
+        if timed:
+            entry["latency_ms"] = {str(b): summarize_ms(samples[handle.name][b]) for b in timed}
+            entry["round_p50_ms"] = {str(b): [round(v, 4) for v in round_p50[handle.name][b]] for b in timed}
+            entry["items_per_s"] = {str(b): round(b * 1000.0 / entry["latency_ms"][str(b)]["p50"], 1) for b in timed}
         result["contenders"][handle.name] = entry
     result["load_average_during_timing"] = load
     result["ratios"] = ratios(result["contenders"], batches)
@@ -542,13 +549,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--build-seconds", type=float, default=360.0, help="deadline for all parallel builds")
     parser.add_argument("--compile-threads", type=int, default=4, help="inductor compile threads per contender")
-    parser.add_argument("--skip-variants", default="", help="comma-separated variant names to leave out")
+    parser.add_argument("--skip", default="", help="contenders to leave out, as MODEL:NAME,MODEL:NAME")
+    parser.add_argument("--hand-batches", default="", help="batch sizes the hand-tuned compile is built for")
     parser.add_argument("--keep-artifacts", type=Path, help="copy honed's pick artifacts (cache + meta) here")
     parser.add_argument("--selftest", action="store_true", help="CPU-only run of the orchestration")
     args = parser.parse_args(argv)
     args.batches = sorted(int(b) for b in args.batches.split(","))
     args.iters = BATCH_ITERS if not args.selftest else dict.fromkeys(args.batches, 5)
-    args.skip_variants = {v for v in args.skip_variants.split(",") if v}
+    args.skip = [v for v in args.skip.split(",") if v]
+    args.hand_batches = [int(b) for b in args.hand_batches.split(",") if b]
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"models": {}}
     if args.selftest:

@@ -131,6 +131,7 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     from honed.optimizer.torch_export import example_feeds
 
     BaselineRunner(meta, out_dir).run(example_feeds(ctx.inputs, batch=1))  # fail here, not at timing
+    meta.write(out_dir)  # as torch_cuda.build does: the directory is a loadable artifact on return
     return meta
 
 
