@@ -32,6 +32,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -250,6 +251,9 @@ def _make(spec: dict[str, Any], out_dir: Path) -> tuple[Any, dict[str, Any]]:
 
 def contender(conn: Connection, spec: dict[str, Any]) -> None:
     """A contender's process: build, report, then answer time/predict commands until told to exit."""
+    # Its own process group: stopping it also stops the compiler's worker processes, which would
+    # otherwise keep compiling beside the timing of the others (seen: eager batch-1 times doubled).
+    os.setsid()
     work = Path(spec["work"])
     # Its own compiler caches: no contender reuses another's kernels, and build times are its own.
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")
@@ -322,6 +326,9 @@ class Handle:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self.conn.send(("exit",))
             self.process.join(10)
+        if self.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
@@ -519,6 +526,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             lat = entry.get("latency_ms", {})
             drop = entry.get("gate", {}).get("cosine_drop")
             status = entry["status"] + (f": {entry['reason']}" if entry.get("reason") else "")
+            status = " ".join(status.split()).replace("|", "/")  # one table cell
             lines.append(
                 f"| {cname} | {status[:160]} | {'-' if drop is None else f'{drop:.1e}'} | "
                 + " | ".join(f"{lat[str(b)]['p50']:.3f}" if str(b) in lat else "-" for b in batches)
