@@ -7,13 +7,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from honed.errors import InputError
 from honed.optimizer import data as datamod
 from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.backends.base import AS_GIVEN, BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
@@ -35,6 +36,7 @@ class Trial:
     worker: Worker | None = None
     samples: dict[int, list[float]] = field(default_factory=dict)
     stats: dict[str, int | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -99,8 +101,14 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
 
 
-def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
-    """The plain way to run the original: PyTorch eager for PyTorch sources, ONNX Runtime for ONNX."""
+def _default_baseline(src: SourceModel, device: str, factory_opts: dict[str, Any]) -> CandidatePlan:
+    """What every speedup is against: the original run the plain way an expert would time it.
+
+    PyTorch and TorchScript sources: the user's model as given (the factory's module or the
+    TorchScript file, never a module rebuilt from the exported program), eager, fp32; on CPU
+    with the search's thread count, on CUDA with TF32 off and ``cudnn.benchmark`` on (see
+    ``backends.torch_cuda_baseline``). ONNX sources: ONNX Runtime on CPU, TensorRT fp32 on GPUs.
+    """
     if src.format == "onnx":
         return (
             CandidatePlan("onnxruntime", "fp32")
@@ -108,7 +116,7 @@ def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
             else CandidatePlan("tensorrt", "fp32", device=device)
         )
     source = "torch" if src.format == "pytorch" else "torchscript"
-    return CandidatePlan("torch", "fp32", source, "eager", device)
+    return CandidatePlan("torch", "fp32", source, "eager", device, {**factory_opts, AS_GIVEN: True})
 
 
 def plan_candidates(
@@ -124,7 +132,7 @@ def plan_candidates(
             f"--backends {','.join(unknown)} unknown on {options.device}", hint=f"choose among {', '.join(known)}"
         )
     factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
-    baseline = _default_baseline(src, options.device)
+    baseline = _default_baseline(src, options.device, factory_opts)
     ctx = SearchContext(
         inputs=src.inputs,
         outputs=src.outputs,
@@ -164,13 +172,12 @@ def plan_candidates(
                 item.backend, item.precision, item.source, item.variant, item.device, {**factory_opts, **item.options}
             )
             if plan.name == baseline.name:
-                baseline = plan  # the backend's own options (e.g. channels-last off) for the baseline
+                if not baseline.options.get(AS_GIVEN):
+                    baseline = plan  # the backend's own options (e.g. ONNX Runtime's) for the baseline
+                # else: the same precision and mode rebuilt from the exported program, which the
+                # model as given already measures.
             elif not options.backends or name in options.backends:
                 plans.append(plan)
-    if baseline.backend == "torch" and not baseline.options:
-        baseline = CandidatePlan(
-            baseline.backend, baseline.precision, baseline.source, baseline.variant, baseline.device, factory_opts
-        )
     # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
     plans.sort(key=_build_cost)
     return baseline, plans, skipped
@@ -310,6 +317,7 @@ class Search:
             if trial.worker is not None and trial.status == "accepted":
                 try:
                     trial.stats = trial.worker.call("stats", timeout=30)
+                    trial.settings = trial.worker.call("settings", timeout=30)
                 except WorkerFailure as exc:
                     trial.status, trial.reason = "failed", str(exc)
 

@@ -118,6 +118,7 @@ def _candidate(trial: Trial, options: OptimizeOptions, prep: Prepared) -> Candid
         build_seconds=None if trial.build_seconds is None else round(trial.build_seconds, 2),
         artifact=f"artifacts/{trial.name}" if artifact_dir.is_dir() else None,
         repro=repro_command(options, trial.plan),
+        settings=trial.settings,
     )
 
 

@@ -59,6 +59,11 @@ class Candidate(BaseModel):
     peak_gpu_bytes: int | None = None
     build_seconds: float | None = None
     speedup: float | None = Field(default=None, description="baseline p50 / this p50 at batch 1")
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="how it ran where that changes its speed or numerics (module, mode, threads, TF32, "
+        "cudnn.benchmark...); for the baseline, the settings every speedup is measured against",
+    )
     artifact: str | None = Field(default=None, description="directory relative to the report")
     repro: str = ""
 

@@ -150,12 +150,19 @@ def _stats(state: dict[str, Any], threads: int) -> dict[str, int | None]:
     }
 
 
+def _settings(state: dict[str, Any], threads: int) -> dict[str, Any]:
+    """How the loaded runner runs (for the report); runtimes that say nothing give {}."""
+    runner = state.get("runner")
+    return dict(runner.settings()) if runner is not None and hasattr(runner, "settings") else {}
+
+
 _HANDLERS: dict[str, Any] = {
     "build": _build,
     "load": _load,
     "predict": _predict,
     "time": _time,
     "stats": _stats,
+    "settings": _settings,
 }
 
 

@@ -105,6 +105,7 @@ class TorchRunner:
         self.torch = torch
         from honed.optimizer.torch_call import Convention
 
+        self.meta = meta
         self.input_names = [spec.name for spec in meta.inputs]
         self.output_names = [spec.name for spec in meta.outputs]
         self.module = self._load(meta, directory)
@@ -112,6 +113,25 @@ class TorchRunner:
         # returns what the model returns, flattened and matched to the artifact's outputs by name.
         self.convention = Convention.from_options(meta.options["call"]) if meta.options.get("call") else None
         self.autocast = meta.options.get("autocast") == "bf16"
+
+    def settings(self) -> dict[str, Any]:
+        """How this runs, for the report: for the baseline, what every CPU speedup is against."""
+        torch, meta = self.torch, self.meta
+        if meta.options.get("factory"):
+            module = f"as given ({meta.options['factory']}), eval mode"
+        elif meta.model_file.endswith(".ts"):
+            module = "the TorchScript file as given" if meta.variant != "freeze" else "the TorchScript file, frozen"
+        else:
+            module = "the exported program"
+        return {
+            "module": module,
+            "mode": {"compile": "torch.compile", "freeze": "torch.jit.freeze"}.get(meta.variant, "eager"),
+            "precision": "bf16 autocast" if self.autocast else "fp32",
+            "grad": "torch.inference_mode",
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
 
     def _load(self, meta: ArtifactMeta, directory: Path) -> Any:
         torch = self.torch
