@@ -279,13 +279,15 @@ class Scrape:
     prometheus_at: float | None = None
     prometheus_queries: float | None = None
     operator_log_offset: int = 0
+    read_s: dict[str, float] = field(default_factory=dict)  # how long each /metrics took to answer
 
 
-def timed(fetch: Callable[[], str | None]) -> tuple[float, str | None]:
-    """(the middle of the request, its answer)."""
+def timed(fetch: Callable[[], str | None]) -> tuple[float, float, str | None]:
+    """(the middle of the request, how long it took, its answer)."""
     started = time.time()
     text = fetch()
-    return (started + time.time()) / 2, text
+    ended = time.time()
+    return (started + ended) / 2, ended - started, text
 
 
 class Bench:
@@ -467,13 +469,13 @@ class Bench:
             apiserver = pool.submit(timed, api.metrics)
             # A saturated operator answers its /metrics slowly (one Python process, the GIL).
             own = (
-                pool.submit(timed, lambda: http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout_s=30.0))
+                pool.submit(timed, lambda: http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout_s=60.0))
                 if operator is not None
                 else None
             )
             prometheus = self.prometheus
             prom = pool.submit(timed, lambda: http_text(f"{prometheus.url}/metrics")) if prometheus else None
-            at, text = apiserver.result()
+            at, took, text = apiserver.result()
         scrape = Scrape(
             at=at,
             requests=samples(text or "", "apiserver_request_total"),
@@ -482,14 +484,17 @@ class Bench:
             cpu=cpu,
             rss_kb=rss_kb,
             operator_log_offset=offset,
+            read_s={"apiserver": round(took, 2)},
         )
         if own is not None:
-            scrape.operator_at, own_text = own.result()
+            scrape.operator_at, took, own_text = own.result()
+            scrape.read_s["operator"] = round(took, 2)
             if own_text is not None:
                 scrape.operator_api = samples(own_text, "honed_api_requests_total") or None
                 scrape.operator_reconciles = samples(own_text, "honed_reconciles_total") or None
         if prom is not None:
-            scrape.prometheus_at, prom_text = prom.result()
+            scrape.prometheus_at, took, prom_text = prom.result()
+            scrape.read_s["prometheus"] = round(took, 2)
             if prom_text is not None:
                 handled = samples(prom_text, "prometheus_http_requests_total")
                 scrape.prometheus_queries = sum(
@@ -706,6 +711,7 @@ def window(
         if before is not None and after is not None:
             cpu[name] = round((after - before) / seconds, 3)
     out["cpu_cores"] = cpu
+    out["metrics_read_s_at_end"] = s1.read_s
     if s1.rss_kb:
         out["operator_rss_mb"] = {
             "at_end": round(s1.rss_kb.get("VmRSS", 0) / 1024, 1),
@@ -831,6 +837,7 @@ def run_one(opts: Options, n: int) -> dict[str, Any]:
             bench.say(
                 f"feedback: seeding a served winner on every model, spec.feedback every {opts.feedback_interval_s} s"
             )
+            scrapes["feedback_seeding"] = bench.scrape()
             bench.seed_served()
             interval = opts.feedback_interval_s
             # kopf starts each feedback daemon after initial_delay (the reconcile interval).
@@ -897,6 +904,19 @@ def run_one(opts: Options, n: int) -> dict[str, Any]:
             # machine could answer, not what N models ask for.
             "keeps_up": evaluations / intervals >= 0.9 * n,
         }
+        seeding = scrapes.get("feedback_seeding")
+        if seeding is not None and seeding.prometheus_queries is not None and f1.prometheus_queries is not None:
+            # From the seeding to the end: an evaluation queries Prometheus first and logs last (after
+            # the resource's lock and two API requests), so when the loop is behind, its queries and
+            # its log line fall into different windows; over the whole phase they pair up.
+            total_queries = f1.prometheus_queries - seeding.prometheus_queries
+            total_evaluations = bench.feedback_evaluations(seeding.operator_log_offset, f1.operator_log_offset)
+            result["prometheus"]["since_seeding"] = {
+                "seconds": round((f1.prometheus_at or f1.at) - (seeding.prometheus_at or seeding.at), 1),
+                "queries": total_queries,
+                "evaluations": total_evaluations,
+                "queries_per_evaluation": round(total_queries / total_evaluations, 1) if total_evaluations else None,
+            }
     if not opts.keep:
         shutil.rmtree(bench.work, ignore_errors=True)
     else:
@@ -1176,7 +1196,11 @@ def _targets(runs: list[dict[str, Any]]) -> list[str]:
     prom = []
     for r in runs:
         p = r.get("prometheus") or {}
-        per = f"{fmt(p.get('queries_per_evaluation'))} per evaluation" if p.get("keeps_up") else "the loop is behind"
+        if p.get("keeps_up"):
+            per = f"{fmt(p.get('queries_per_evaluation'))} per evaluation"
+        else:
+            since = p.get("since_seeding") or {}
+            per = f"the loop is behind; {fmt(since.get('queries_per_evaluation'))} per evaluation since seeding"
         prom.append(f"{fmt(p.get('queries_per_interval'))} ({per})")
     rows.append("| Prometheus queries per interval independent of N | " + " | ".join(prom) + " |")
     return rows
