@@ -104,3 +104,16 @@ def export(model: BenchModel, directory: Path) -> tuple[Path, Path]:
     calib = directory / "calib.npz"
     np.savez(calib, **model.feeds(8, seed=2))
     return path, calib
+
+
+def resnet50() -> nn.Module:
+    """``models:resnet50``, a factory as users give PyTorch models (the engine's as-given baseline loads it)."""
+    return make("resnet50").module
+
+
+def bert_base() -> nn.Module:
+    """``models:bert_base``: BERT-base (sequence 128) returning (last_hidden_state, pooler_output)."""
+    return make("bert-base").module
+
+
+FACTORIES = {"resnet50": "models:resnet50", "bert-base": "models:bert_base"}

@@ -33,6 +33,7 @@ from report_md import write_markdown  # noqa: E402
 from honed.optimizer.artifact import artifact_size, read_meta  # noqa: E402
 from honed.optimizer.backends import torch_cuda  # noqa: E402
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext  # noqa: E402
+from honed.optimizer.backends.torch_cuda_baseline import strict_fp32  # noqa: E402
 from honed.optimizer.gpu_compare import agreement, passes_gate  # noqa: E402
 from honed.optimizer.gpu_timing import event_times_ms, gpu_info, summarize_ms  # noqa: E402
 
@@ -44,32 +45,19 @@ def log(msg: str) -> None:
 
 
 def reference_outputs(model: BenchModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """True fp32 on the GPU: TF32 off for matmuls and convolutions, then the settings restored
-    exactly (the compiler keys its cache on them, so a changed setting would make the build's
-    saved cache miss in every other process)."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-
-    def state() -> tuple[Any, ...]:
-        return (matmul.fp32_precision, cudnn.fp32_precision, matmul.allow_tf32, cudnn.allow_tf32)
-
-    saved = state()
-    matmul.allow_tf32 = cudnn.allow_tf32 = False
-    try:
+    """True fp32 on the GPU: the engine's strict fp32 (TF32 off), every setting restored after
+    (the compiler keys its cache on them, so a changed setting would make the build's saved
+    cache miss in every other process)."""
+    with strict_fp32(), torch.inference_mode():
         module = model.module.cuda()
-        with torch.no_grad():
-            out = module(*[torch.from_numpy(v).cuda() for v in feeds.values()])
+        out = module(*[torch.from_numpy(v).cuda() for v in feeds.values()])
         leaves = out if isinstance(out, tuple) else (out,)
         return [t.float().cpu().numpy() for t in leaves]
-    finally:
-        # Restoring allow_tf32 alone leaves fp32_precision at "ieee" instead of "none".
-        cudnn.allow_tf32 = saved[3]
-        matmul.fp32_precision = saved[0]
-        if state() != saved:
-            log(f"WARNING: matmul/cuDNN precision settings {state()} differ from before {saved}")
 
 
 class Baseline:
-    """The model as its owner runs it today: the nn.Module, eager, fp32, PyTorch's default settings."""
+    """The model as an expert times it, as the engine's baseline does: the nn.Module as given,
+    eager, strict fp32 (TF32 off), cudnn.benchmark on, under inference_mode."""
 
     name = "eager-fp32 (nn.Module)"
 
@@ -79,7 +67,7 @@ class Baseline:
 
     def time_batch(self, feeds: dict[str, np.ndarray], iters: int) -> list[float]:
         xs = [torch.from_numpy(feeds[s.name]).cuda() for s in self.inputs]
-        with torch.no_grad():
+        with strict_fp32(), torch.inference_mode():
             return event_times_ms(lambda: self.module(*xs), iters, warmup=min(10, iters))
 
 
@@ -331,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["method"] = (
         "CUDA-event time per iteration with inputs already on the GPU, after warm-up; "
-        f"{args.rounds} interleaved rounds, p50 reported; speedup = eager fp32 nn.Module p50 "
-        "over the pick's p50 at the same batch"
+        f"{args.rounds} interleaved rounds, p50 reported; speedup = eager strict-fp32 nn.Module p50 "
+        "(TF32 off, cudnn.benchmark on, as the engine's baseline) over the pick's p50 at the same batch"
     )
 
     def saver(name: str) -> Any:

@@ -34,11 +34,11 @@ import numpy as np
 
 from honed.optimizer.artifact import Runner, load_runner
 from honed.optimizer.report import load_report
-from honed.serving.deploy import roll_out
 from honed.serving.load import Feeds, drive, grpc_inputs, sample_feeds
-from honed.serving.metrics import model_traffic
+from honed.serving.local_rollout import roll_out
 from honed.serving.repository import select_candidate, write_version
 from honed.serving.server import TritonServer
+from honed.serving.triton_metrics import model_traffic
 from honed.serving.tuning import ServingOptions
 
 MODELS = {

@@ -26,3 +26,10 @@ class EnvironmentProblem(HonedError):
     """Something missing on the machine (a binary, a port, a runtime)."""
 
     exit_code = 3
+
+
+class BudgetExhausted(HonedError):
+    """The time budget ran out before the search could compare anything (the original model
+    was not even measured): more time, not a different input, is the fix."""
+
+    exit_code = 4

@@ -17,6 +17,9 @@ from honed.optimizer.backends import torch_cuda
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.gpu_compare import agreement, passes_gate
 
+# torch.compile builds, and a reload in a new process with its own 600 s limit.
+pytestmark = pytest.mark.timeout(900)
+
 OPERATOR_DIR = Path(torch_cuda.__file__).resolve().parents[3]
 
 
@@ -177,3 +180,27 @@ def test_timing_is_positive_and_peak_memory_is_reported(exported, tmp_path) -> N
     times = runner.time_batch(random_feeds(ctx.inputs, 4, seed=3), iters=20)  # type: ignore[attr-defined]
     assert len(times) == 20 and min(times) > 0
     assert runner.peak_gpu_bytes() > 0  # type: ignore[attr-defined]
+
+
+def test_baseline_is_the_factory_module_in_strict_fp32_and_leaks_no_setting(exported, tmp_path) -> None:
+    import torch
+
+    from honed.optimizer.backends.base import AS_GIVEN
+
+    ctx = _ctx(exported, "cnn", tmp_path)
+    plan = CandidatePlan("torch", "fp32", "torch", "eager", "cuda", {AS_GIVEN: True, "factory": "tiny_models:tiny_cnn"})
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    meta = torch_cuda.build(plan, ctx, tmp_path / "base")
+    runner = load_runner(tmp_path / "base")
+    assert type(runner.module).__name__ == "TinyCNN"  # type: ignore[attr-defined]  # not a rebuilt program
+    settings = runner.settings()  # type: ignore[attr-defined]
+    assert settings == meta.options["settings"]
+    assert settings["tf32_cudnn"] is False and settings["cudnn_benchmark"] is True
+    feeds = random_feeds(ctx.inputs, 4, seed=5)
+    times = runner.time_batch(feeds, iters=10)  # type: ignore[attr-defined]
+    assert len(times) == 10 and min(times) > 0
+    out = runner.run(feeds)
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
+    # Same weights as the exported program (seed 0); strict fp32 on the GPU agrees with fp32 on the CPU.
+    result = agreement(reference(ctx.torch_path, feeds), out)
+    assert result["relative_error"] < 1e-4, result

@@ -165,3 +165,9 @@ def reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         out = module(*[torch.from_numpy(v) for v in feeds.values()])
     leaves = out if isinstance(out, tuple) else (out,)
     return [t.numpy() for t in leaves]
+
+
+def tiny_cnn() -> nn.Module:
+    """A factory (``module:function``) as users give PyTorch models, for the as-given baseline."""
+    torch.manual_seed(0)
+    return TinyCNN().eval()

@@ -31,7 +31,7 @@ RELEASE, NAMESPACE = "honed", "honed-system"
 KUBE_VERSIONS = ("1.30.0", "1.35.0")
 # Kinds of the Prometheus Operator, whose schemas kubernetes-validate does not have.
 MONITOR_KINDS = {"ServiceMonitor", "PodMonitor"}
-# The operator's settings contract (honed.settings), one variable per field.
+# The operator's settings contract (honed.controller.settings), one variable per field.
 SETTINGS_ENV = {
     "HONED_POOLS",
     "HONED_ARTIFACT_STORE",
@@ -44,7 +44,9 @@ SETTINGS_ENV = {
     "HONED_HEALTH_PORT",
     "HONED_LOG_LEVEL",
     "HONED_PVC_MOUNT_ROOT",
-    "HONED_RECONCILE_INTERVAL_S",
+    "HONED_RESYNC_INTERVAL_S",
+    "HONED_API_QPS",
+    "HONED_API_BURST",
 }
 STANDARD_LABELS = {
     "helm.sh/chart",
@@ -416,10 +418,10 @@ def test_every_documented_value_is_in_the_schema() -> None:
 def test_chart_crds_equal_the_generated_crds() -> None:
     generated = {p.name: p.read_bytes() for p in sorted((REPO / "crds").glob("*.yaml"))}
     shipped = {p.name: p.read_bytes() for p in sorted((CHART / "crds").glob("*.yaml"))}
-    assert generated, "crds/ is empty: `honed crd` writes it from honed.api"
-    assert shipped.keys() == generated.keys(), "copy crds/*.yaml to charts/honed/crds/"
+    assert generated, "crds/ is empty: `make generate` writes it from honed.api"
+    assert shipped.keys() == generated.keys(), "`make generate` copies crds/*.yaml to charts/honed/crds/"
     for name, content in generated.items():
-        assert shipped[name] == content, f"charts/honed/crds/{name} differs from crds/{name}: copy it again"
+        assert shipped[name] == content, f"charts/honed/crds/{name} differs from crds/{name}: run `make generate`"
 
 
 def test_chart_ships_the_optimizedmodel_crd() -> None:
@@ -527,7 +529,7 @@ def test_gitops_paths_exist() -> None:
 def test_operator_settings_accept_the_rendered_env(
     values: Path | str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     if values == "all-features":
         values = values_file(tmp_path, ALL_FEATURES)
@@ -548,7 +550,7 @@ def test_operator_settings_accept_the_rendered_env(
 
 
 def test_pvc_store_is_mounted_where_the_operator_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     docs = render(values_file(tmp_path, {"artifactStore": {"uri": "pvc://shared-store/honed"}}))
     container = operator_container(docs)
@@ -594,8 +596,8 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
     """Images loaded onto the node (no registry) and the CPU Triton: pull policies and packaging."""
     from honed.api.spec import parse_spec
     from honed.controller.jobs import Owner, optimizer_job
-    from honed.controller.triton import triton_deployment
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
+    from honed.controller.triton_manifests import triton_deployment
 
     docs = render(EXAMPLES / "local-cluster" / "values.yaml")
     container = operator_container(docs)
@@ -618,7 +620,7 @@ def test_local_cluster_values_reach_the_pods_the_operator_builds(monkeypatch: py
 
 
 def test_pull_policy_is_left_to_kubernetes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from honed.settings import load_settings
+    from honed.controller.settings import load_settings
 
     container = operator_container(render())
     for name in [n for n in os.environ if n.startswith("HONED_")]:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from honed.controller import handlers, names
-from honed.controller.deploy import write_repository
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient
-from honed.settings import HonedSettings
+from honed.controller.settings import HonedSettings
+from honed.controller.stored_repository import write_repository
 from tests.fixtures.feedback import MODEL, Bench, Traffic
 from tests.integration.operator.harness import Login, api, login, manifest, pools
 

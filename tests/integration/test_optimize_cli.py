@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,28 +10,14 @@ import pytest
 
 from honed.optimizer.artifact import load_runner
 from honed.optimizer.report import load_report
+from tests.fixtures.cli import cli_error, honed
 from tests.fixtures.dirs import read_only_dir
 from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
 from tests.fixtures.serving_artifacts import mlp_onnx
 
-pytestmark = pytest.mark.slow
+# Each `honed optimize` run may take up to its own 600 s limit; the test fails on that, not on pytest-timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FAST = ["--measure-seconds", "0.3", "--time-budget", "5m", "--quiet", "--no-plot"]
-
-
-def honed(*args: str | Path, cwd: Path | None = None, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if home is not None:
-        env["HOME"] = str(home)
-        for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
-            env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", "honed", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
 
 
 def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], tmp_path: Path) -> None:
@@ -57,6 +40,7 @@ def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], 
     report = load_report(out)
     assert report.schema_ == "honed.report/v1"
     assert report.settings.metric == "top1" and report.data.labels
+    assert len(report.device.timing_load) == 2  # the load just before and just after timing
     names = {c.name for c in report.candidates}
     assert {
         "onnx-fp32.onnxruntime",
@@ -146,47 +130,49 @@ def test_a_read_only_home_gives_no_warnings_and_nothing_is_written_beside_out(tm
     assert sorted(p.name for p in cwd.iterdir()) == ["out"]
 
 
-def _error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    assert "honed: error:" in result.stderr, result.stderr
-    return result.stderr
-
-
 def test_missing_model(tmp_path: Path) -> None:
-    assert "not found" in _error(honed("optimize", tmp_path / "nope.onnx", "--out", tmp_path / "o"))
+    assert "not found" in cli_error(honed("optimize", tmp_path / "nope.onnx", "--out", tmp_path / "o"))
 
 
 def test_corrupt_model(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage-not-a-protobuf" * 10)
-    assert "bad.onnx" in _error(honed("optimize", bad, "--out", tmp_path / "o"))
+    assert "bad.onnx" in cli_error(honed("optimize", bad, "--out", tmp_path / "o"))
 
 
 def test_data_missing_an_input(tmp_path: Path) -> None:
     model = token_classifier_onnx(tmp_path / "tokens.onnx")
     data = tmp_path / "data.npz"
     np.savez(data, input_ids=np.zeros((4, 12), dtype=np.int64))
-    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    message = cli_error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
     assert "attention_mask" in message
 
 
 def test_data_with_wrong_shape(digits: tuple[Path, Path], tmp_path: Path) -> None:
     data = tmp_path / "data.npz"
     np.savez(data, input=np.zeros((4, 1, 9, 9), dtype=np.float32))
-    message = _error(honed("optimize", digits[0], "--data", data, "--out", tmp_path / "o"))
+    message = cli_error(honed("optimize", digits[0], "--data", data, "--out", tmp_path / "o"))
     assert "'input'" in message and "axis 2" in message
 
 
 def test_impossible_options(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    assert "--batch-sizes" in _error(honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o"))
-    assert "tensorflow" in _error(honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o"))
-    assert "duration" in _error(honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o"))
-    assert "labels" in _error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
+    assert "--batch-sizes" in cli_error(honed("optimize", digits[0], "--batch-sizes", "0", "--out", tmp_path / "o"))
+    assert "tensorflow" in cli_error(honed("optimize", digits[0], "--backends", "tensorflow", "--out", tmp_path / "o"))
+    assert "duration" in cli_error(honed("optimize", digits[0], "--time-budget", "soon", "--out", tmp_path / "o"))
+    assert "labels" in cli_error(honed("optimize", digits[0], "--metric", "accuracy", "--out", tmp_path / "o"))
+
+
+def test_a_budget_too_short_to_run_the_original_exits_4_naming_the_budget(
+    digits: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Not a bad input (2): the operator names exit 4 TimeBudgetExhausted, and the fix is more time.
+    result = honed("optimize", digits[0], "--time-budget", "3s", "--out", tmp_path / "o")
+    message = cli_error(result)
+    assert result.returncode == 4 and "time budget ran out" in message and "--time-budget" in message
 
 
 def test_unknown_input_override(digits: tuple[Path, Path], tmp_path: Path) -> None:
-    message = _error(honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o"))
+    message = cli_error(honed("optimize", digits[0], "--input", "pixels:float32:-1,1,8,8", "--out", tmp_path / "o"))
     assert "pixels" in message and "input" in message
 
 
@@ -258,7 +244,7 @@ def test_a_directory_as_model_names_the_file_inside(tmp_path: Path) -> None:
     mlp_onnx(folder / "model.onnx")
     result = honed("optimize", folder, "--out", tmp_path / "o")
     assert result.returncode == 2
-    message = _error(result)
+    message = cli_error(result)
     assert "MODEL" in message and "is a directory" in message and str(folder / "model.onnx") in message
 
 
@@ -266,7 +252,7 @@ def test_out_naming_an_existing_file(tmp_path: Path) -> None:
     taken = tmp_path / "results"
     taken.write_text("keep")
     result = honed("optimize", mlp_onnx(tmp_path / "m.onnx"), "--out", taken)
-    assert result.returncode == 2 and "--out" in _error(result) and "existing file" in result.stderr
+    assert result.returncode == 2 and "--out" in cli_error(result) and "existing file" in result.stderr
     assert taken.read_text() == "keep"
 
 
@@ -278,7 +264,7 @@ def test_empty_and_non_onnx_model_files(tmp_path: Path, content: bytes, expected
     bad = tmp_path / "model.onnx"
     bad.write_bytes(content)
     result = honed("optimize", bad, "--out", tmp_path / "o")
-    assert result.returncode == 2 and expected in _error(result)
+    assert result.returncode == 2 and expected in cli_error(result)
 
 
 def test_a_model_from_a_newer_onnx_is_lowered_and_runs(tmp_path: Path) -> None:
@@ -313,14 +299,14 @@ def test_an_opset_the_runtime_refuses_names_its_own_cause_and_fix(tmp_path: Path
     result = honed("optimize", _relu_onnx(tmp_path / "op.onnx", ir, opset=newest), "--out", tmp_path / "o", *ORT_ONLY)
     if result.returncode == 0:
         pytest.skip(f"this onnxruntime runs opset {newest}")
-    message = _error(result)
+    message = cli_error(result)
     assert result.returncode == 2 and f"opset {newest}" in message and "opset_version=" in message
     assert "--input" not in message
 
 
 def test_an_unknown_operator_names_its_own_cause_and_fix(tmp_path: Path) -> None:
     model = _relu_onnx(tmp_path / "custom.onnx", 8, domain="my.ops")
-    message = _error(honed("optimize", model, "--out", tmp_path / "o", *ORT_ONLY))
+    message = cli_error(honed("optimize", model, "--out", tmp_path / "o", *ORT_ONLY))
     assert "Frobnicate" in message and "standard ONNX operators" in message
     assert "--input" not in message and "onnxruntime_src" not in message
 
@@ -349,7 +335,7 @@ def test_data_for_a_stateful_model_in_the_wrong_shape_shows_no_minus_one(tmp_pat
     model = stateful_gru_onnx(tmp_path / "gru.onnx")
     data = tmp_path / "data.npz"
     np.savez(data, x=np.zeros((6, 5, 8), np.float32), h0=np.zeros((1, 6, 16), np.float32))
-    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    message = cli_error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
     # The message names the data file, and pytest's temporary paths may hold "-1" themselves.
     shown = message.replace(str(tmp_path), "TMP")
     assert "'h0'" in shown and "[1, batch, 16]" in shown and "-1" not in shown
@@ -359,5 +345,5 @@ def test_data_with_a_wrong_dtype(tmp_path: Path) -> None:
     model = token_classifier_onnx(tmp_path / "tokens.onnx")
     data = tmp_path / "data.npz"
     np.savez(data, input_ids=np.zeros((4, 12), np.float32), attention_mask=np.ones((4, 12), np.int64))
-    message = _error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
+    message = cli_error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
     assert "'input_ids' is float32" in message and "int64" in message

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from honed.serving.deploy import STATE_FILE
+from honed.serving.local_rollout import STATE_FILE
 from honed.serving.server import SHM_DIR
 from tests.fixtures.serving_artifacts import FEATURES, mlp_report
 from tests.fixtures.traffic import infer

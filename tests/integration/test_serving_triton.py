@@ -13,11 +13,11 @@ import tritonclient.grpc as grpcclient
 
 from honed.errors import EnvironmentProblem
 from honed.optimizer.artifact import load_runner
-from honed.serving.deploy import VersionRejected, ready_versions, roll_out, serve_report
 from honed.serving.load import exercise
-from honed.serving.metrics import model_traffic
+from honed.serving.local_rollout import VersionRejected, ready_versions, roll_out, serve_report
 from honed.serving.repository import CONFIG_FILE, served_version, version_config_name, write_version
 from honed.serving.server import TritonServer, leftover_segments
+from honed.serving.triton_metrics import model_traffic
 from honed.serving.tuning import ServingOptions
 from tests.fixtures.serving_artifacts import ARTIFACT, FEATURES, INPUTS, mlp_report
 from tests.fixtures.traffic import Load, infer
@@ -237,3 +237,61 @@ def test_serve_report_and_exercise_show_batching_and_cache_hits(mlp_report_dir: 
     assert seen.cache_hits >= 19
     assert "Triton ran batches of" in seen.describe()
     assert not leftover_segments(prefix)
+
+
+FACTORY_MODULE = "zz_pythonpath_factory"
+
+
+def _torch_factory_report(out_dir: Path) -> Path:
+    """A report whose winner is a CPU torch eager artifact built from ``FACTORY_MODULE:build``."""
+    from honed.optimizer.artifact import ArtifactMeta
+    from tests.fixtures.serving_artifacts import OUTPUTS, build_report
+
+    artifact = out_dir / "artifacts" / "torch-fp32.eager"
+    artifact.mkdir(parents=True)
+    ArtifactMeta(
+        backend="torch",
+        precision="fp32",
+        variant="eager",
+        model_file="",
+        # No sys_path: the module is reachable only through PYTHONPATH.
+        options={"factory": f"{FACTORY_MODULE}:build", "sys_path": [], "autocast": None},
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+    ).write(artifact)
+    report = build_report()
+    candidate = report.candidates[0].model_copy(
+        update={
+            "name": "torch-fp32.eager",
+            "backend": "torch",
+            "variant": "eager",
+            "artifact": str(artifact.relative_to(out_dir)),
+        }
+    )
+    report.candidates, report.winner = [candidate], candidate.name
+    report.write(out_dir)
+    return out_dir
+
+
+def test_the_python_stub_imports_what_pythonpath_names(
+    tmp_path: Path, start_triton: StartTriton, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triton's stub ignores PYTHONPATH: model.py adds its entries, so a factory module (or honed
+    itself, where it is not installed, as on a GPU machine) found only through it still loads."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / f"{FACTORY_MODULE}.py").write_text(
+        f"import torch\n\n\ndef build():\n    torch.manual_seed(0)\n    return torch.nn.Linear({FEATURES}, 4)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(modules), os.environ.get("PYTHONPATH")) if p))
+    report_dir = _torch_factory_report(tmp_path / "report")
+    written = write_version(report_dir, tmp_path / "repo", options=ServingOptions(response_cache=False))
+    server = start_triton(tmp_path / "repo", cache_bytes=0)
+    roll_out(server, written)
+    x = np.random.default_rng(3).standard_normal((2, FEATURES)).astype(np.float32)
+    scores, _ = infer(grpcclient.InferenceServerClient(server.endpoints.grpc), written.model, x)
+    import torch
+
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(FEATURES, 4)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)

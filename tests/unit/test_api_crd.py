@@ -26,7 +26,7 @@ def _schema() -> dict[str, Any]:
 
 def test_crds_dir_matches_the_models() -> None:
     on_disk = (REPO / "crds" / CRD_FILE).read_text()
-    assert on_disk == render_crd(), "crds/ drifted from honed.api: run `honed crd --out crds`"
+    assert on_disk == render_crd(), "crds/ drifted from honed.api: run `make generate`"
 
 
 def test_crd_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from honed.artifacts import ArtifactStore, join_uri, parse_pvc
-from honed.controller.deploy import write_repository
 from honed.controller.jobs import mounted_uri
+from honed.controller.stored_repository import write_repository
 from honed.errors import HonedError, InputError
-from tests.unit.test_controller_deploy import SETTINGS, pool_output, write_for
+from tests.unit.test_controller_stored_repository import SETTINGS, pool_output, write_for
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 from honed.controller import handlers
 from honed.controller.reconcile import reconcile, repository_write_failed
-from honed.controller.state import Patch, Plan
+from honed.controller.reconcile_data import Patch, Plan
 from tests.unit.test_reconcile import SETTINGS, SPEC, observed
 
 

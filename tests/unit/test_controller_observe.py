@@ -10,10 +10,11 @@ import pytest
 from aiohttp import web
 
 from honed.artifacts import ArtifactStore
-from honed.controller import metrics, names
+from honed.controller import names, operator_metrics
+from honed.controller.cache import Cache, owner_name
 from honed.controller.cli import run_operator, watch_scope
-from honed.controller.handlers import Operator, build_registry, configure, owner_name, reoptimize_requested
-from honed.controller.kube import EVENTS, Resource
+from honed.controller.handlers import Operator, build_registry, configure, reoptimize_requested
+from honed.controller.kube import EVENTS, PODS, KubeClient, Resource
 from honed.controller.observe import (
     check_model_uri,
     deployment_state,
@@ -27,9 +28,9 @@ from honed.controller.observe import (
     server_pod_state,
     serves_or_will,
 )
-from honed.controller.state import Plan, PodProblem, PodState
+from honed.controller.reconcile_data import Plan, PodProblem, PodState
+from honed.controller.settings import HonedSettings
 from honed.errors import InputError
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
 
 SETTINGS = HonedSettings()
@@ -241,8 +242,11 @@ async def test_model_uri_checks(tmp_path: Path) -> None:
     # s3:// needs the model's credentials, which only the Job has
     assert await check_model_uri("s3://bucket/m.onnx", SETTINGS) is None
 
+    async def model(request: web.Request) -> web.Response:
+        return web.Response(body=b"onnx")
+
     app = web.Application()
-    app.router.add_get("/model.onnx", lambda request: web.Response(body=b"onnx"))
+    app.router.add_get("/model.onnx", model)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -288,7 +292,7 @@ def test_operator_refuses_to_start_without_pools(monkeypatch: pytest.MonkeyPatch
 
 def test_metrics_follow_the_plan() -> None:
     def value(name: str, labels: dict[str, str]) -> float:
-        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+        return operator_metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
     before = value("honed_optimizations_total", {"outcome": "failed"})
     jobs_before = value("honed_optimizer_jobs_created_total", {"pool": "gpu"})
@@ -297,34 +301,23 @@ def test_metrics_follow_the_plan() -> None:
         optimization_outcome="failed",
         optimization_seconds=42.0,
     )
-    metrics.record_plan(plan, "ml", "x")
+    operator_metrics.record_plan(plan, "ml", "x")
     assert value("honed_optimizations_total", {"outcome": "failed"}) == before + 1
     assert value("honed_optimizer_jobs_created_total", {"pool": "gpu"}) == jobs_before + 1
-    metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
+    operator_metrics.record_plan(Plan(winner_speedup=6.1), "ml", "x")
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
 
 
-class ListingClient:
-    """Answers list() from fixed objects, filtering on labels and (for Events) on the field selector."""
+def cached(*objects: tuple[Resource, dict]) -> Cache:
+    """A watch cache holding ``objects``, as its watches would have filled it (nothing is started)."""
+    cache = Cache(KubeClient(lambda: kopf.ConnectionInfo(server="https://unused")), None, watch_timeout_s=60)
+    for resource, obj in objects:
+        cache.remember(resource, {**obj, "metadata": {"namespace": "ml", **obj["metadata"]}})
+    return cache
 
-    def __init__(self, pods: list[dict], events: list[dict]) -> None:
-        self.pods, self.events, self.selectors = pods, events, []
 
-    async def list(
-        self, resource: Resource, namespace: str, labels: dict[str, str], *, field_selector: str | None = None
-    ) -> list[dict]:
-        if resource is EVENTS:
-            self.selectors.append(field_selector)
-            wanted = dict(part.split("=", 1) for part in (field_selector or "").split(",") if part)
-
-            def field(event: dict, path: str) -> object:
-                value: object = event
-                for key in path.split("."):
-                    value = value.get(key) if isinstance(value, dict) else None
-                return value
-
-            return [e for e in self.events if all(field(e, k) == v for k, v in wanted.items())]
-        return [p for p in self.pods if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+def with_pods(*pods: dict) -> Cache:
+    return cached(*((PODS, pod) for pod in pods))
 
 
 def job_manifest(**meta: object) -> dict:
@@ -332,50 +325,44 @@ def job_manifest(**meta: object) -> dict:
     return {"metadata": {"name": "m-opt-cpu-abc", "creationTimestamp": CREATED, "labels": labels, **meta}, "status": {}}
 
 
-async def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
+def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
     refused = {
+        "metadata": {"name": "m-opt-cpu-abc.1", "namespace": "ml", "resourceVersion": "7"},
         "reason": "FailedCreate",
         "involvedObject": {"kind": "Job", "name": "m-opt-cpu-abc"},
         "message": 'Error creating: pods "m-opt-cpu-abc-x" is forbidden: violates PodSecurity "restricted:latest"',
     }
-    client = ListingClient(pods=[], events=[refused])
-    soon = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:00:10Z")  # type: ignore[arg-type]
-    assert soon.phase == "Pending" and soon.problem is None and client.selectors == []  # give the Job controller time
-    late = await job_state(client, "ml", job_manifest(), decided=False, current="abc", now="2026-01-01T00:01:00Z")  # type: ignore[arg-type]
-    assert client.selectors == ["involvedObject.kind=Job,involvedObject.name=m-opt-cpu-abc,reason=FailedCreate"]
-    assert late.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+    other = {**refused, "metadata": {"name": "other.1", "namespace": "ml"}, "involvedObject": {"name": "other"}}
+    state = job_state(
+        cached((EVENTS, refused), (EVENTS, other)), "ml", job_manifest(), labels={}, decided=False, current="abc"
+    )
+    assert state.problem == PodProblem("FailedCreate", refused["message"], CREATED)
+    assert (
+        job_state(cached((EVENTS, other)), "ml", job_manifest(), labels={}, decided=False, current="abc").problem
+        is None
+    )
 
 
-async def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
+def test_a_job_the_operator_gave_up_on_stays_failed() -> None:
     annotations = {"honed.dev/failed": "Unschedulable: 0/1 nodes are available (waited 10 min)"}
-    client = ListingClient(pods=[], events=[])
-    state = await job_state(
-        client, "ml", job_manifest(annotations=annotations), decided=False, current="abc", now=CREATED
-    )  # type: ignore[arg-type]
+    state = job_state(cached(), "ml", job_manifest(annotations=annotations), labels={}, decided=False, current="abc")
     assert (state.phase, state.reason) == ("Failed", "Unschedulable") and state.message == annotations[
         "honed.dev/failed"
     ]
 
 
-async def test_a_running_jobs_pods_are_asked_why() -> None:
+def test_a_running_jobs_pods_are_asked_why() -> None:
     pod = pod_with(
         waiting("CreateContainerConfigError", 'secret "models-s3" not found'), labels={"job-name": "m-opt-cpu-abc"}
     )
-    state = await job_state(
-        ListingClient([pod], []),
-        "ml",
-        {**job_manifest(), "status": {"active": 1}},
-        decided=False,
-        current="abc",
-        now=CREATED,
-    )  # type: ignore[arg-type]
+    state = job_state(
+        with_pods(pod), "ml", {**job_manifest(), "status": {"active": 1}}, labels={}, decided=False, current="abc"
+    )
     assert state.phase == "Running" and state.problem is not None and state.problem.reason == "ContainerConfigError"
     recorded = job_manifest(annotations={"honed.dev/run": "abc-20260101000000"})
-    assert (await job_state(ListingClient([], []), "ml", recorded, decided=True, current="abc", now=CREATED)).run == (  # type: ignore[arg-type]
-        "abc-20260101000000"
-    )
+    assert job_state(cached(), "ml", recorded, labels={}, decided=True, current="abc").run == "abc-20260101000000"
     # An older spec's Job is about to go: nobody asks.
-    other = await job_state(ListingClient([pod], []), "ml", job_manifest(), decided=False, current="new", now=CREATED)  # type: ignore[arg-type]
+    other = job_state(with_pods(pod), "ml", job_manifest(), labels={}, decided=False, current="new")
     assert other.problem is None
 
 
@@ -437,8 +424,9 @@ def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> di
             "OOMKilled",
         ),
         (failed_job("BackoffLimitExceeded", "Job has reached the specified backoff limit"), [finished_pod(3)], None),
+        (failed_job("PodFailurePolicy", "Container optimizer exited with 4"), [finished_pod(4)], "TimeBudgetExhausted"),
     ],
 )
-async def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
-    state = await job_state(ListingClient(pods, []), "ml", job, decided=False, current="abc", now=CREATED)  # type: ignore[arg-type]
+def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
+    state = job_state(with_pods(*pods), "ml", job, labels={}, decided=False, current="abc")
     assert (state.phase, state.reason) == ("Failed", reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from honed.controller.selection import Criteria, PoolOutcome, cost_per_million, select, summaries
-from honed.settings import Pool
+from honed.controller.settings import Pool
 from tests.fixtures.reports import candidate, report
 
 CPU = Pool(name="cpu", image="opt-cpu", device="cpu", price_per_hour=0.5)

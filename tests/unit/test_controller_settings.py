@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from honed.artifacts import ArtifactStore, join_uri, parse_pvc
+from honed.controller.settings import HonedSettings, load_settings
 from honed.errors import EnvironmentProblem, InputError
-from honed.settings import HonedSettings, load_settings
 
 POOLS = [
     {

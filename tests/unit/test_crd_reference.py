@@ -7,7 +7,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_crd_reference_matches_the_api_models() -> None:
     shipped = (DOCS / REFERENCE_FILE).read_text()
-    assert shipped == render_reference(), "regenerate it: honed crd --out crds --reference docs"
+    assert shipped == render_reference(), "regenerate it: `make generate`"
 
 
 def test_reference_lists_nested_fields_with_constraints() -> None:

@@ -59,9 +59,11 @@ def test_every_condition_reason_is_documented_with_its_fix() -> None:
 
 
 def test_dashboard_queries_metrics_the_operator_exports() -> None:
-    metrics = pytest.importorskip("honed.controller.metrics", reason="honed.controller.metrics comes with the operator")
+    operator_metrics = pytest.importorskip(
+        "honed.controller.operator_metrics", reason="honed.controller.operator_metrics comes with the operator"
+    )
     exported = set()
-    for family in metrics.REGISTRY.collect():
+    for family in operator_metrics.REGISTRY.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + suffix for suffix in suffixes}
     exprs = [t["expr"] for panel in DASHBOARD["panels"] for t in panel.get("targets", [])]

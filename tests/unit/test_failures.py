@@ -64,20 +64,21 @@ def test_an_opset_beyond_the_runtime_names_the_opset_to_export_with() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reason", "cause", "hint"),
+    ("reason", "cause", "hint", "kind"),
     [
-        (UNKNOWN_OP, "my.ops:Frobnicate", "standard ONNX operators"),
-        (NO_KERNEL, "no CPU kernel for Relu (opset 14)", "types"),
-        (PROTOBUF, "cannot deserialize", "truncated"),
-        (INVALID_GRAPH, "Type Error: Type 'tensor(string)'", "full_check=True"),
-        ("worker crashed during load (killed by signal 9)", "memory", "--batch-sizes"),
-        ("time budget exhausted before this candidate was built", "time budget", "--time-budget"),
+        (UNKNOWN_OP, "my.ops:Frobnicate", "standard ONNX operators", "input"),
+        (NO_KERNEL, "no CPU kernel for Relu (opset 14)", "types", "input"),
+        (PROTOBUF, "cannot deserialize", "truncated", "input"),
+        (INVALID_GRAPH, "Type Error: Type 'tensor(string)'", "full_check=True", "input"),
+        ("worker crashed during load (killed by signal 9)", "memory", "--batch-sizes", "memory"),
+        ("time budget exhausted before this candidate was built", "time budget", "--time-budget", "time"),
     ],
 )
-def test_each_cause_gets_its_own_fix(reason: str, cause: str, hint: str) -> None:
+def test_each_cause_gets_its_own_fix(reason: str, cause: str, hint: str, kind: str) -> None:
     why = explain(reason)
     assert cause in why.cause and hint in why.hint
     assert why.hint != SHAPES_HINT
+    assert why.kind == kind  # the exit code: 2 input, 3 memory, 4 time
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from typing import Any
 
 from honed.api.spec import parse_spec
 from honed.controller import names
-from honed.controller.feedback import feedback_inputs, feedback_patch, instance_room
+from honed.controller.feedback_loop import feedback_inputs, feedback_patch, instance_room
 from honed.controller.observe import fallback_pools
 from honed.controller.reconcile import reconcile
-from honed.controller.state import DeploymentState, JobState, Plan
+from honed.controller.reconcile_data import DeploymentState, JobState, Plan
+from honed.controller.settings import Pool
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
-from honed.settings import Pool
 from tests.unit.test_feedback_controller import NOW, WITH_PROMETHEUS, served_body
 from tests.unit.test_reconcile import CPU_REPORT, GPU_REPORT, SPEC, T2, T3, conditions, observed, pods, rolled
 

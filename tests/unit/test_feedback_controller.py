@@ -8,10 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from honed.controller import names
-from honed.controller.feedback import feedback_inputs, feedback_patch, reoptimize_annotation
+from honed.controller.feedback_loop import (
+    feedback_inputs,
+    feedback_interval,
+    feedback_patch,
+    next_round,
+    reoptimize_annotation,
+)
 from honed.controller.reconcile import reconcile
+from honed.controller.settings import HonedSettings
 from honed.feedback import Evaluation, FeedbackState, Reoptimize, evaluate
-from honed.settings import HonedSettings
 from tests.unit.test_feedback_policy import load
 from tests.unit.test_reconcile import SETTINGS, SPEC, T2, observed, serving_state
 
@@ -112,3 +118,18 @@ def test_a_hand_edited_feedback_status_restarts_the_loops_memory() -> None:
     body["status"]["feedback"] = {"badWindows": "many"}
     inputs = feedback_inputs(body, WITH_PROMETHEUS)
     assert not isinstance(inputs, str) and inputs.state == FeedbackState()
+
+
+def test_rounds_fall_on_multiples_of_the_interval_so_models_share_their_queries() -> None:
+    # Two models whose feedback started at different times, with the same interval, are judged
+    # in the same round; a model with another interval in its own.
+    assert next_round(1000.0, 60.0) == next_round(1019.5, 60.0) == 1020.0
+    assert next_round(1020.0, 60.0) == 1080.0  # a round that has just run is not due again
+    assert next_round(1000.0, 45.0) == 1035.0
+
+
+def test_the_interval_comes_from_the_spec_and_none_means_off() -> None:
+    assert feedback_interval({"feedback": {**FEEDBACK, "interval": "2m"}}) == 120.0
+    assert feedback_interval({"feedback": {"enabled": False}}) is None
+    assert feedback_interval({}) is None
+    assert feedback_interval({"feedback": {"enabled": True, "interval": "soon"}}) is None  # reconcile says why

@@ -13,7 +13,7 @@ from honed.api.durations import Seconds
 from honed.api.spec import Feedback
 from honed.errors import InputError
 from honed.feedback import Decision, MetricsUnavailable, Option, PrometheusClient, Reoptimize
-from honed.feedback.prometheus import PrometheusError
+from honed.feedback.prometheus import ModelKey, PrometheusError, series_selector
 
 
 @pytest.mark.parametrize(
@@ -106,5 +106,5 @@ def test_query_errors_raise_prometheus_error() -> None:
 
 
 def test_label_values_are_escaped_in_selectors() -> None:
-    client = PrometheusClient("http://p", matchers={"namespace": 'a"b'})
-    assert client._selector("m\\x") == '{namespace="a\\"b",model="m\\\\x"}'
+    selector = series_selector([ModelKey("ns", "m\\x")], {"service": 'a"b'})
+    assert selector == '{service="a\\"b",namespace=~"ns",model=~"m\\\\\\\\x"}'

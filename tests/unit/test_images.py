@@ -241,7 +241,7 @@ def test_chart_defaults_name_these_images() -> None:
 
 def test_images_start_the_way_they_are_run() -> None:
     from honed.api.spec import Serving
-    from honed.controller.triton import triton_args
+    from honed.controller.triton_manifests import triton_args
 
     def entrypoint(image: str) -> list[str]:
         bodies = [body for op, body in DOCKERFILES[image].stages[-1].instructions if op == "ENTRYPOINT"]

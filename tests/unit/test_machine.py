@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from honed.optimizer.machine import cpu_limit, default_threads, device_info, effective_cpus
+from honed.optimizer.machine import cpu_limit, default_threads, device_info, effective_cpus, loaded_note
 from honed.serving.tuning import instance_threads
 
 NO_PROC = Path("/nonexistent/proc/self/cgroup")
@@ -86,3 +86,10 @@ def test_serving_instances_share_the_serving_containers_cpus(
     configured: int | None, instances: int, cpus: int, threads: int
 ) -> None:
     assert instance_threads(configured, instances, cpus) == threads
+
+
+def test_a_report_says_when_the_machine_was_loaded_while_timing() -> None:
+    assert loaded_note([1.2, 1.9], cpus=2) is None
+    assert loaded_note([], cpus=2) is None  # no load average on this platform
+    note = loaded_note([1.5, 3.4], cpus=2)
+    assert note is not None and "1.5 before, 3.4 after, on 2 CPUs" in note and "ratios" in note

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from honed.api.spec import parse_spec
 from honed.controller import names
 from honed.controller.reconcile import reconcile
-from honed.controller.state import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
-from honed.settings import HonedSettings, Pool
+from honed.controller.reconcile_data import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
+from honed.controller.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 
 SETTINGS = HonedSettings(
@@ -123,7 +124,7 @@ def test_new_resource_starts_one_job_per_pool() -> None:
     assert conditions(plan)["Optimized"][:2] == ("False", "Optimizing")
     assert conditions(plan)["Ready"][:2] == ("False", "AwaitingWinner")
     assert {e.reason for e in plan.events} >= {"Optimizing", "PhaseOptimizing"}
-    assert plan.requeue_after is not None
+    assert plan.requeue_after is None  # the Jobs' watch events wake the next pass; no timer
 
 
 def test_restarted_operator_creates_no_duplicate_jobs() -> None:
@@ -536,6 +537,9 @@ def test_a_pod_that_cannot_run_is_named_in_the_pool_and_the_condition() -> None:
     assert reason == "Optimizing"
     assert message.endswith("cpu running: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu., gpu running")
     assert plan.patch == [] and plan.status["phase"] == "Optimizing"
+    # Nothing in the cluster changes when the timeout passes: the pass is timed for it.
+    waited = (datetime.fromisoformat(T1) - datetime.fromisoformat(T0)).total_seconds()
+    assert plan.requeue_after == SETTINGS.pending_timeout_s - waited + 1.0
 
 
 def test_a_pool_waiting_past_the_timeout_fails_with_the_reason_and_its_job_is_suspended() -> None:

@@ -11,9 +11,9 @@ import random
 import pytest
 
 from honed.controller.selection import PoolOutcome, select
+from honed.controller.settings import Pool
 from honed.optimizer.report import Candidate, Latency, MetricResult
 from honed.optimizer.selection import Criteria, Objective, pick
-from honed.settings import Pool
 from tests.fixtures.reports import report
 
 POOL = Pool(name="cpu", image="opt-cpu", device="cpu", price_per_hour=0.5)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from honed.errors import InputError
-from honed.optimizer.validate import check_metric, compare, default_metric
+from honed.optimizer.validate import check_metric, compare, compare_named, default_metric
 
 
 def test_top1_with_labels_reports_lost_accuracy() -> None:
@@ -57,3 +57,13 @@ def test_metric_checks_name_the_fix() -> None:
         check_metric("accuracy", has_labels=False)
     with pytest.raises(InputError, match="top1"):
         check_metric("f1", has_labels=True)
+
+
+def test_outputs_are_matched_by_name_in_the_originals_order() -> None:
+    logits = np.array([[0.0, 1.0], [1.0, 0.0]])
+    hidden = np.ones((2, 3))
+    # Stored in another order, the candidate still lines up: top1 reads the original's first output.
+    result = compare_named("top1", {"logits": logits, "hidden": hidden}, {"hidden": hidden, "logits": logits}, None)
+    assert result.drop == 0.0
+    with pytest.raises(ValueError, match=r"missing \['logits'\], unexpected \['output_0'\]"):
+        compare_named("cosine", {"logits": logits, "hidden": hidden}, {"hidden": hidden, "output_0": logits}, None)

@@ -142,10 +142,10 @@ credential Secrets by name, and the kubelet resolves them.
   resources: [services, configmaps]
   verbs: [get, list, watch, create, update, patch, delete]
 # An Event at every transition (kopf posts through the core API; newer clients through events.k8s.io);
-# list: a Job without a pod is explained by its FailedCreate Event (Pod Security, quota).
+# list, watch: a Job without a pod is explained by its FailedCreate Event (Pod Security, quota).
 - apiGroups: ["", events.k8s.io]
   resources: [events]
-  verbs: [create, patch, list]
+  verbs: [create, patch, list, watch]
 {{- end }}
 
 {{/* The Secret the pods read the store's credentials from ("" when none). */}}

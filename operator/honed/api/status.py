@@ -65,7 +65,7 @@ class PoolStatus(StatusModel):
     reason: str | None = Field(
         None,
         description="why the pool failed or waits, when known: Unschedulable, ImageUnavailable, "
-        "ContainerConfigError, FailedCreate, OOMKilled, DeadlineExceeded, InvalidInput",
+        "ContainerConfigError, FailedCreate, OOMKilled, DeadlineExceeded, InvalidInput, TimeBudgetExhausted",
     )
     report: str | None = Field(None, description="report.json location in the artifact store")
 

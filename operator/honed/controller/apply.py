@@ -15,9 +15,9 @@ from honed.controller import names
 from honed.controller.conditions import merge_patch
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, resource_of
 from honed.controller.reconcile import repository_write_failed
-from honed.controller.state import Event, ObjectRef, Observed, Plan, RepositoryWrite
+from honed.controller.reconcile_data import Event, ObjectRef, Observed, Plan, RepositoryWrite
+from honed.controller.settings import HonedSettings
 from honed.errors import HonedError
-from honed.settings import HonedSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from honed.api.crd import CRD_FILE, render_crd, write_crds
+from honed.controller.settings import HonedSettings, load_settings
 from honed.errors import InputError
-from honed.settings import HonedSettings, load_settings
 
 DEFAULT_CRD_DIR = Path("crds")
 
@@ -76,8 +76,8 @@ def watch_scope(args: argparse.Namespace, settings: HonedSettings) -> tuple[bool
 def run_operator(args: argparse.Namespace) -> int:
     import kopf  # the operator extra; `honed optimize` must work without it
 
-    from honed.controller import handlers, metrics
-    from honed.controller.deploy import write_repository
+    from honed.controller import handlers, operator_metrics
+    from honed.controller.stored_repository import write_repository
 
     settings = load_settings()
     if not settings.pools:
@@ -85,8 +85,10 @@ def run_operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=settings.log_level == "DEBUG", quiet=settings.log_level in ("WARNING", "ERROR"))
     logging.getLogger("honed").setLevel(settings.log_level)
     clusterwide, namespaces = watch_scope(args, settings)
-    metrics.serve(settings.metrics_port)
-    operator = handlers.Operator(settings, handlers.default_login, write_repository)
+    operator_metrics.serve(settings.metrics_port)
+    operator = handlers.Operator(
+        settings, handlers.default_login, write_repository, namespaces=None if clusterwide else namespaces
+    )
     kopf_settings = kopf.OperatorSettings()
     handlers.configure(kopf_settings, settings)
     kopf_settings.scanning.disabled = not settings.cluster_scanning

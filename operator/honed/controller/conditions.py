@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from honed.api.status import OWN_CONDITIONS, Condition, ConditionStatus, OptimizedModelStatus
-from honed.controller.state import Event
+from honed.controller.reconcile_data import Event
 
 # How reconcile's parts set a condition of the status being built: (type, true?, reason, message).
 SetCondition = Callable[[str, bool, str, str], None]
@@ -42,6 +42,7 @@ WARNING_REASONS = frozenset(
         # Jobs that failed for a reason of their own (observe.job_failure_reason).
         "DeadlineExceeded",
         "InvalidInput",
+        "TimeBudgetExhausted",
     }
 )
 

@@ -10,7 +10,7 @@ from honed.api.request import OptimizeRequest, RequestModel, RequestTensor
 from honed.api.spec import API_VERSION, KIND, OptimizedModelSpec
 from honed.artifacts import join_uri, parse_pvc
 from honed.controller import names
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 
 CONTAINER = "optimizer"
 REQUEST_PATH = "/work/request.json"
@@ -23,6 +23,8 @@ SCRATCH = "/tmp"
 # and 2 on bad input (honed.errors.InputError): a retry would only repeat either.
 NO_WINNER_EXIT_CODE = 1
 INPUT_ERROR_EXIT_CODE = 2
+# The time budget ran out before the original model was measured (honed.errors.BudgetExhausted).
+BUDGET_EXIT_CODE = 4
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def optimizer_job(
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [NO_WINNER_EXIT_CODE, INPUT_ERROR_EXIT_CODE],
+                            "values": [NO_WINNER_EXIT_CODE, INPUT_ERROR_EXIT_CODE, BUDGET_EXIT_CODE],
                         },
                     },
                     # Evictions and preemptions are the node's fault: they do not use up the retry.

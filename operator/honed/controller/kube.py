@@ -16,24 +16,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import urllib3
 from kubernetes import client as k8s
+from kubernetes.watch.watch import iter_resp_lines
+
+from honed.controller import operator_metrics
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "honed-operator"
+# A watch that heard nothing (not even a bookmark) this long after the server should have ended it died silently.
+WATCH_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,10 @@ class Resource:
     kind: str
     plural: str
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The resource's URL path; ``namespace=None`` is the collection across all namespaces."""
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        path = f"{base}/namespaces/{namespace}/{self.plural}"
+        path = f"{base}/{self.plural}" if namespace is None else f"{base}/namespaces/{namespace}/{self.plural}"
         if name is not None:
             path += f"/{name}"
         if subresource is not None:
@@ -76,7 +85,67 @@ class KubeError(Exception):
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
 
-_METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
+_METHODS = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
+# Objects per page of a LIST: a cluster-wide list of 1,000 models' pods stays a few small responses.
+LIST_PAGE = 500
+
+
+class RateLimiter:
+    """client-go's token bucket: ``qps`` requests a second on average, bursts of up to ``burst``.
+
+    A request reserves a token and waits until it is due; the tokens go negative while requests
+    queue, so waiters are served in order. Thread-safe: the cache's watch threads take tokens too.
+    """
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take a token; the seconds to wait before using it."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.qps)
+            self._stamp = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+
+class Expired(Exception):
+    """The resourceVersion a watch or a list continued from is gone (HTTP 410): list again."""
+
+
+class WatchStream:
+    """One watch request's events as dicts; ``interrupt()`` from another thread ends the iteration."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for line in iter_resp_lines(self._response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise Expired(status.get("message") or "resourceVersion too old")
+                    raise KubeError(int(status.get("code") or 0), "GET", "watch", str(status.get("message")))
+                yield event
+        finally:
+            self._response.close()  # in the reading thread: closing holds the buffer's lock
+
+    def interrupt(self) -> None:
+        """End a read blocked on the stream at once. Closing the response from another thread would
+        wait for the reader's lock (up to the watch's timeout); shutting the socket down does not."""
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _message(exc: k8s.ApiException) -> str:
@@ -108,9 +177,20 @@ def _path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> s
 class KubeClient:
     """Async facade over the kubernetes client; ``login`` returns fresh credentials (called again after a 401)."""
 
-    def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        login: Callable[[], kopf.ConnectionInfo],
+        *,
+        timeout_s: float = 30.0,
+        qps: float = 100.0,
+        burst: int = 200,
+    ) -> None:
         self._login = login
         self._timeout = timeout_s
+        self.limiter = RateLimiter(qps, burst)
+        # Called with every object the server returns from a create or a patch: the cache keeps
+        # the operator's own writes without waiting for their watch events.
+        self.on_write: Callable[[Resource, dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         self._api: k8s.ApiClient | None = None
         self._files: str | None = None  # a private directory for certificate data given inline
@@ -167,8 +247,22 @@ class KubeClient:
         if files is not None:
             shutil.rmtree(files, ignore_errors=True)
 
-    def _call(self, verb: str, path: str, query: list[tuple[str, str]], body: Any, content_type: str) -> Any:
-        """One request, in a worker thread; a 401 logs in again once (an expired or rotated token)."""
+    def _call(
+        self,
+        verb: str,
+        path: str,
+        query: list[tuple[str, str]],
+        body: Any,
+        content_type: str,
+        *,
+        resource: str = "",
+        stream_timeout_s: float | None = None,
+    ) -> Any:
+        """One request, in a worker thread; a 401 logs in again once (an expired or rotated token).
+
+        With ``stream_timeout_s`` the open response is returned unread (a watch), and the read
+        timeout is that long instead of the usual request timeout.
+        """
         method = _METHODS[verb]
         for attempt in (1, 2):
             api = self._client()
@@ -187,11 +281,15 @@ class KubeClient:
                     auth_settings=["BearerToken"],
                     _return_http_data_only=True,
                     _preload_content=False,
-                    _request_timeout=self._timeout,
+                    _request_timeout=self._timeout if stream_timeout_s is None else (self._timeout, stream_timeout_s),
                 )
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(response.status)).inc()
+                if stream_timeout_s is not None:
+                    return response
                 raw = response.data
                 return json.loads(raw) if raw else None
             except k8s.ApiException as exc:
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code=str(exc.status or 0)).inc()
                 if exc.status == 401 and attempt == 1:
                     log.info("the API server refused our credentials (401); logging in again")
                     self._logout(api)
@@ -203,6 +301,7 @@ class KubeClient:
                     log.error("forbidden: the operator may not %s %s: %s%s", verb, path, _message(exc), hint)
                 raise KubeError(int(exc.status or 0), method, path, _message(exc)) from exc
             except urllib3.exceptions.HTTPError as exc:
+                operator_metrics.API_REQUESTS.labels(verb=verb, resource=resource, code="0").inc()
                 raise KubeError(0, method, path, f"no answer from the API server: {exc}") from exc
         raise AssertionError("unreachable")  # the loop returns, raises, or retries once
 
@@ -211,15 +310,79 @@ class KubeClient:
         verb: str,
         path: str,
         *,
+        resource: str,
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type)
+        delay = self.limiter.reserve()
+        if delay > 0:
+            operator_metrics.API_THROTTLED_SECONDS.inc(delay)
+            await asyncio.sleep(delay)
+        return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type, resource=resource)
+
+    def _blocking(self, verb: str, path: str, query: list[tuple[str, str]], *, resource: str, **kw: Any) -> Any:
+        """A request from a thread of its own (the cache's watchers), under the same rate limit."""
+        delay = self.limiter.reserve()
+        if delay > 0:
+            operator_metrics.API_THROTTLED_SECONDS.inc(delay)
+            time.sleep(delay)
+        return self._call(verb, path, query, None, "application/json", resource=resource, **kw)
+
+    def list_all(
+        self, resource: Resource, namespace: str | None, *, labels: str = "", fields: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every matching object and the list's resourceVersion, in pages (blocking: for a thread)."""
+        items: list[dict[str, Any]] = []
+        query = [("limit", str(LIST_PAGE))]
+        query += [("labelSelector", labels)] if labels else []
+        query += [("fieldSelector", fields)] if fields else []
+        token = ""
+        while True:
+            page = query + ([("continue", token)] if token else [])
+            try:
+                payload = self._blocking("list", resource.path(namespace), page, resource=resource.plural)
+            except KubeError as exc:
+                if exc.status == 410:
+                    raise Expired(str(exc)) from exc
+                raise
+            items.extend(dict(item) for item in payload.get("items") or [])
+            meta = payload.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_s: int,
+        labels: str = "",
+        fields: str = "",
+    ) -> WatchStream:
+        """Changes after ``resource_version``; the server ends the request after ``timeout_s``."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_s)),
+        ]
+        query += [("labelSelector", labels)] if labels else []
+        query += [("fieldSelector", fields)] if fields else []
+        response = self._blocking(
+            "watch",
+            resource.path(namespace),
+            query,
+            resource=resource.plural,
+            stream_timeout_s=timeout_s + WATCH_GRACE_S,
+        )
+        return WatchStream(response)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(await self._request("get", resource.path(namespace, name)))
+            return dict(await self._request("get", resource.path(namespace, name), resource=resource.plural))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -234,7 +397,7 @@ class KubeClient:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         try:
-            payload = await self._request("list", resource.path(namespace), query=query)
+            payload = await self._request("list", resource.path(namespace), resource=resource.plural, query=query)
         except KubeError as exc:
             if exc.status == 404:  # the kind is not served (e.g. the CRD is not installed yet)
                 return []
@@ -251,12 +414,19 @@ class KubeClient:
         """
         query = [("fieldValidation", field_validation)] if field_validation else []
         try:
-            await self._request("create", resource.path(namespace), query=query, body=body)
+            created = await self._request(
+                "create", resource.path(namespace), resource=resource.plural, query=query, body=body
+            )
         except KubeError as exc:
             if exc.status == 409:
                 return False
             raise
+        self._written(resource, created)
         return True
+
+    def _written(self, resource: Resource, obj: Any) -> None:
+        if self.on_write is not None and isinstance(obj, dict) and obj.get("metadata"):
+            self.on_write(resource, obj)
 
     async def patch(
         self,
@@ -275,7 +445,8 @@ class KubeClient:
         """
         path = resource.path(namespace, name, subresource)
         try:
-            payload = await self._request("patch", path, body=body, content_type=MERGE_PATCH)
+            label = resource.plural if subresource is None else f"{resource.plural}/{subresource}"
+            payload = await self._request("patch", path, resource=label, body=body, content_type=MERGE_PATCH)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -283,13 +454,14 @@ class KubeClient:
                 log.warning("%s; the next pass patches the fresh object", exc)
                 return None
             raise
+        self._written(resource, payload)
         return dict(payload) if isinstance(payload, dict) else {}
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete with background propagation (a Job takes its pods along); False when already gone."""
         query = [("propagationPolicy", "Background")]
         try:
-            await self._request("delete", resource.path(namespace, name), query=query)
+            await self._request("delete", resource.path(namespace, name), resource=resource.plural, query=query)
         except KubeError as exc:
             if exc.status == 404:
                 return False

@@ -1,8 +1,8 @@
 """Gather what reconcile needs: the owned Jobs, Deployment and Service, reports, the model URI.
 
-Everything with I/O that reconcile's decisions depend on happens here, before it runs; what is
-read depends on the state (reports only until an optimization is decided, the model URI only
-before its first Job exists), so steady state costs a few GETs.
+Everything with I/O that reconcile's decisions depend on happens here, before it runs. The
+Kubernetes objects come from the watch cache (memory, no request); the store is read only where
+the state needs it (reports until an optimization is decided, the model URI before its first Job).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from honed.api.spec import SpecError, parse_spec
 from honed.api.timestamps import utc_timestamp
 from honed.artifacts import ArtifactStore, parse_pvc
 from honed.controller import names
-from honed.controller.conditions import seconds_between
-from honed.controller.deploy import repository_state
+from honed.controller.cache import Cache
+from honed.controller.jobs import BUDGET_EXIT_CODE, INPUT_ERROR_EXIT_CODE
 from honed.controller.jobs import CONTAINER as OPTIMIZER_CONTAINER
-from honed.controller.jobs import INPUT_ERROR_EXIT_CODE
-from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, SERVICES, KubeClient
-from honed.controller.state import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
+from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, SERVICES
+from honed.controller.reconcile_data import DeploymentState, JobState, Observed, PodProblem, PodState, ReportRead
+from honed.controller.settings import HonedSettings
+from honed.controller.stored_repository import repository_state
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, SCHEMA, Report
-from honed.settings import HonedSettings
 
 
 def job_phase(job: dict[str, Any]) -> tuple[str, str]:
@@ -67,7 +67,9 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
 def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
     """Why a failed Job failed, as a status reason, when it is one a person acts on differently:
     ``OOMKilled`` (raise the pool's memory), ``DeadlineExceeded`` (the Job's activeDeadlineSeconds,
-    from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2)."""
+    from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2),
+    ``TimeBudgetExhausted`` (spec.search.timeBudget ran out before the original model was measured:
+    exit 4)."""
     if any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods):
         return "OOMKilled"
     for cond in (job.get("status") or {}).get("conditions") or []:
@@ -76,13 +78,15 @@ def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str |
     for pod in pods:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated") or {}
-            if container.get("name") == OPTIMIZER_CONTAINER and terminated.get("exitCode") == INPUT_ERROR_EXIT_CODE:
+            if container.get("name") != OPTIMIZER_CONTAINER:
+                continue
+            if terminated.get("exitCode") == INPUT_ERROR_EXIT_CODE:
                 return "InvalidInput"
+            if terminated.get("exitCode") == BUDGET_EXIT_CODE:
+                return "TimeBudgetExhausted"
     return None
 
 
-# The Job controller creates a Job's pod within seconds; one missing for longer was refused.
-FAILED_CREATE_GRACE_S = 30.0
 # Waiting reasons of a container, as the kubelet reports them, grouped by what fixes them.
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
@@ -275,8 +279,8 @@ def fallback_pools(status: dict[str, Any]) -> list[str]:
     return sorted(pool for pool in eligible if pool)
 
 
-async def job_state(
-    client: KubeClient, namespace: str, manifest: dict[str, Any], *, decided: bool, current: str, now: str
+def job_state(
+    cache: Cache, namespace: str, manifest: dict[str, Any], *, labels: dict[str, str], decided: bool, current: str
 ) -> JobState:
     """A Job's phase, with its pods' word on why it failed, what it found, or why it does not run."""
     job_meta = manifest["metadata"]
@@ -299,7 +303,7 @@ async def job_state(
         return state  # the status keeps what these Jobs said
     if phase in ("Failed", "Succeeded"):
         # The pod's termination message: why a Job failed, or the engine's summary of a search.
-        pods = await client.list(PODS, namespace, {"job-name": name})
+        pods = cache.list(PODS, namespace, {**labels, "job-name": name})
         detail = pod_message(pods)
         if phase == "Succeeded":
             return replace(state, message=detail)
@@ -311,19 +315,15 @@ async def job_state(
     if state.optimization != current:
         return state  # an older spec's Job, about to be deleted
     # Pending, or Running (which counts a pod waiting for a node or an image too): ask the pods why.
-    pods = await client.list(PODS, namespace, {"job-name": name})
+    pods = cache.list(PODS, namespace, {**labels, "job-name": name})
     problem = job_pods_problem(pods)
-    created = job_meta.get("creationTimestamp")
-    age = seconds_between(created, now) if created else None
-    if problem is None and not pods and age is not None and age > FAILED_CREATE_GRACE_S:
+    if problem is None and not pods:
         # No pod at all: admission (Pod Security, a quota) refused it; only the Job's Events say so.
-        selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
-        events = await client.list(EVENTS, namespace, {}, field_selector=selector)
-        problem = failed_create(events, since=created)
+        problem = failed_create(cache.events_of(namespace, name), since=job_meta.get("creationTimestamp"))
     return replace(state, problem=problem)
 
 
-async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
+async def observe(cache: Cache, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
     annotations = dict(meta.get("annotations") or {})
@@ -348,12 +348,11 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
     last = status.get("lastOptimization") or {}
     decided = last.get("id") == optimization and bool(last.get("finishedAt"))
     jobs: dict[str, JobState] = {}
-    for manifest in await client.list(JOBS, namespace, {**labels, names.COMPONENT: "optimizer"}):
-        job = await job_state(client, namespace, manifest, decided=decided, current=optimization, now=base.now)
+    for manifest in cache.list(JOBS, namespace, {**labels, names.COMPONENT: "optimizer"}):
+        job = job_state(cache, namespace, manifest, labels=labels, decided=decided, current=optimization)
         jobs[job.name] = job
     configmaps = frozenset(
-        cm["metadata"]["name"]
-        for cm in await client.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})
+        cm["metadata"]["name"] for cm in cache.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})
     )
 
     current = [job for job in jobs.values() if job.optimization == optimization]
@@ -385,13 +384,13 @@ async def observe(client: KubeClient, store: ArtifactStore, body: dict[str, Any]
             key = f"{names.optimization_key(namespace, name, run_of_winner, pool)}/{REPORT_FILE}"
             reports[pool] = await asyncio.to_thread(read_report, store, key)
 
-    deployment = await client.get(DEPLOYMENTS, namespace, names.server_name(name))
+    deployment = cache.get(DEPLOYMENTS, namespace, names.server_name(name))
     server_pods: tuple[PodState, ...] = ()
     if deployment is not None:
         # Which pods are ready, per version: the Deployment's own counters mix old and new pods.
-        listed = await client.list(PODS, namespace, {**labels, names.COMPONENT: "server"})
+        listed = cache.list(PODS, namespace, {**labels, names.COMPONENT: "server"})
         server_pods = tuple(server_pod_state(p) for p in listed if serves_or_will(p))
-    service = await client.get(SERVICES, namespace, names.server_name(name))
+    service = cache.get(SERVICES, namespace, names.server_name(name))
     used, ready = await asyncio.to_thread(repository_state, store, namespace, name)
     return replace(
         base,

@@ -7,6 +7,7 @@ operator converges to the same plan and never repeats work that already happened
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -22,9 +23,7 @@ from honed.api.status import (
 from honed.controller import names
 from honed.controller.conditions import SetCondition, load_status, seconds_between, set_condition, transition_events
 from honed.controller.jobs import Owner, build_request, optimizer_job, request_configmap
-from honed.controller.rollout import deploy
-from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
-from honed.controller.state import (
+from honed.controller.reconcile_data import (
     Delete,
     Event,
     Observed,
@@ -32,12 +31,14 @@ from honed.controller.state import (
     Plan,
     PodProblem,
 )
+from honed.controller.rollout import deploy
+from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
+from honed.controller.settings import HonedSettings
 from honed.controller.winner import apply_requests, build_winner, next_version, report_uri
 from honed.optimizer.backends import device_backends
-from honed.settings import HonedSettings
 
 TOP_CANDIDATES = 8
-POLL_OPTIMIZING_S = 15.0
+# The model's URI lives outside the cluster: no watch says when it appears, so it is retried.
 RETRY_UNREACHABLE_S = 60.0
 
 # Waits that end only when someone acts (a node, an image, a Secret, an admission rule): after
@@ -227,8 +228,9 @@ def _optimize(
 
     if any(p.phase in ("Pending", "Running") for p in pools):
         progress = ", ".join(f"{p.pool} {p.phase.lower()}" + (f": {p.message}" if p.reason else "") for p in pools)
+        # Jobs and pods that change wake the next pass through the watch cache; only a pending
+        # timeout (set by _pool_problem) needs a timer.
         condition(OPTIMIZED, False, "Optimizing", f"optimization {optimization}: {progress}")
-        plan.requeue_after = POLL_OPTIMIZING_S
         return True
 
     outcomes = [
@@ -253,7 +255,11 @@ def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Obse
         return
     waited = seconds_between(problem.since, obs.now)
     timeout = obs.settings.pending_timeout_s
-    if waited is None or waited < timeout:
+    if waited is None:
+        return
+    if waited < timeout:
+        # Nothing in the cluster changes when the timeout passes: the pass is scheduled for it.
+        plan.requeue_after = min(plan.requeue_after or math.inf, timeout - waited + 1.0)
         return
     status.phase = "Failed"
     # Under two minutes (a short timeout), minutes would read "waited 0 min" (seen on a real cluster).

@@ -9,8 +9,16 @@ from honed.artifacts import join_uri
 from honed.controller import names
 from honed.controller.conditions import SetCondition
 from honed.controller.jobs import Owner
-from honed.controller.state import DeploymentState, Observed, Patch, Plan, PodProblem, PodState, RepositoryWrite
-from honed.controller.triton import endpoint, runs_serving_config, triton_deployment, triton_service
+from honed.controller.reconcile_data import (
+    DeploymentState,
+    Observed,
+    Patch,
+    Plan,
+    PodProblem,
+    PodState,
+    RepositoryWrite,
+)
+from honed.controller.triton_manifests import endpoint, runs_serving_config, triton_deployment, triton_service
 from honed.controller.winner import effective_serving
 
 POLL_DEPLOYING_S = 10.0

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from honed.api.status import CandidateSummary, Verdict
+from honed.controller.settings import Pool
 from honed.optimizer import selection as rule
 from honed.optimizer.report import Candidate, Report
 from honed.optimizer.selection import Criteria, cost_per_million
-from honed.settings import Pool
 
 FailureReason = Literal["AllPoolsFailed", "NoCandidateWithinDrop", "NoCandidateWithinBudget", "NoCandidates"]
 

@@ -29,9 +29,9 @@ from honed.api.status import (
 )
 from honed.artifacts import join_uri
 from honed.controller import names
-from honed.controller.deploy import serving_options
+from honed.controller.reconcile_data import Event, Observed
 from honed.controller.selection import Scored, significant
-from honed.controller.state import Event, Observed
+from honed.controller.stored_repository import serving_options
 from honed.optimizer.report import REPORT_FILE, Report
 from honed.serving.tuning import choose_batching, choose_instances
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress.step("training a CNN on scikit-learn's handwritten digits (real data, ~10 s)")
         model, accuracy = digits.train()
-        weights = digits.CACHE / "digits_cnn.pt"
+        weights = digits.cache_dir() / "digits_cnn.pt"
         weights.parent.mkdir(parents=True, exist_ok=True)
         import torch
 

@@ -1,7 +1,9 @@
 """A small CNN trained on scikit-learn's handwritten digits (real data, shipped with scikit-learn).
 
 ``trained_cnn`` is a PyTorch factory for ``honed optimize honed.demo.digits:trained_cnn``;
-weights are cached next to the data so repeated runs do not retrain.
+weights are cached next to the data so repeated runs do not retrain. The cache directory is
+``HONED_DEMO_DIR`` (``python -m honed.demo`` sets it to ``--out``/model, and the optimizer's
+worker processes inherit it), read when the weights are, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-CACHE = Path(os.environ.get("HONED_DEMO_DIR", "out/demo-model"))
+DEFAULT_CACHE = Path("out/demo-model")
+
+
+def cache_dir() -> Path:
+    """Where the trained weights are kept: ``HONED_DEMO_DIR``, else ``out/demo-model``."""
+    return Path(os.environ.get("HONED_DEMO_DIR", DEFAULT_CACHE))
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -86,7 +93,7 @@ def trained_cnn() -> Any:
     """Factory: the trained digits CNN (trained once, then loaded from the cache)."""
     import torch
 
-    weights = CACHE / "digits_cnn.pt"
+    weights = cache_dir() / "digits_cnn.pt"
     model = build_cnn()
     if weights.is_file():
         model.load_state_dict(torch.load(weights, weights_only=True))

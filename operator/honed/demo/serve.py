@@ -13,8 +13,8 @@ from honed.optimizer.report import load_report
 def serve_and_probe(optimized: Path, repository: Path, data: Path, progress: Progress) -> int:
     import tritonclient.grpc as grpcclient
 
-    from honed.serving.deploy import serve_report
     from honed.serving.load import exercise
+    from honed.serving.local_rollout import serve_report
 
     report = load_report(optimized)
     progress.step(f"serving {report.winner} on Triton (repository {repository})")

@@ -1,12 +1,13 @@
 """The feedback loop: Triton metrics from Prometheus drive retuning, re-optimization and fallback.
 
-``PrometheusClient.window`` observes, ``evaluate`` decides (pure); the controller applies.
+``PrometheusClient.windows`` observes (every model in one set of queries), ``evaluate`` decides
+(pure); the controller applies.
 """
 
 from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
 from honed.feedback.evaluate import Condition, Evaluation, Event, evaluate
-from honed.feedback.prometheus import PrometheusClient
-from honed.feedback.state import Deployment, FeedbackState, Option, options_from_report
+from honed.feedback.policy_inputs import Deployment, FeedbackState, Option, options_from_report
+from honed.feedback.prometheus import ModelKey, PrometheusClient
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Keep",
     "MetricWindow",
     "MetricsUnavailable",
+    "ModelKey",
     "Observation",
     "Option",
     "PrometheusClient",

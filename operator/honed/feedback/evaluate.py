@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 from honed.api.spec import Feedback
 from honed.feedback.decisions import Decision, Keep, Number
 from honed.feedback.policy import Verdict, decide
-from honed.feedback.state import DecisionRecord, Deployment, FeedbackState, Option
+from honed.feedback.policy_inputs import DecisionRecord, Deployment, FeedbackState, Option
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 
 EVENT_MESSAGE_LIMIT = 1000  # Kubernetes caps Event messages at 1 KiB

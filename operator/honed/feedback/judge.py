@@ -8,7 +8,7 @@ from typing import Literal
 
 from honed.api.spec import Feedback
 from honed.feedback.decisions import Number
-from honed.feedback.state import Deployment, ceil_int
+from honed.feedback.policy_inputs import Deployment, ceil_int
 from honed.feedback.window import MetricWindow
 
 # Triton's latency summaries remember about a minute and count the model_warmup requests of a

@@ -24,7 +24,7 @@ from typing import Literal
 from honed.api.spec import Feedback
 from honed.feedback.decisions import Decision, Fallback, Keep, Reoptimize, Retune
 from honed.feedback.judge import Verdict, batch_profile, judge, observed_concurrency, observed_numbers, rounded
-from honed.feedback.state import Deployment, FeedbackState, Option
+from honed.feedback.policy_inputs import Deployment, FeedbackState, Option
 from honed.feedback.window import MetricWindow
 
 # A streak survives one missing window (Prometheus blip, idle minute) but not a long gap.

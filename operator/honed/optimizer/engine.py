@@ -7,19 +7,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from honed.errors import InputError
 from honed.optimizer import data as datamod
 from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.backends.base import AS_GIVEN, BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import MetricResult, Skipped
 from honed.optimizer.sources import SourceModel, load_source
-from honed.optimizer.validate import check_metric, compare, default_metric
+from honed.optimizer.validate import check_metric, compare_named, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
 
 
@@ -35,6 +36,7 @@ class Trial:
     worker: Worker | None = None
     samples: dict[int, list[float]] = field(default_factory=dict)
     stats: dict[str, int | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -99,8 +101,14 @@ def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepare
     return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
 
 
-def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
-    """The plain way to run the original: PyTorch eager for PyTorch sources, ONNX Runtime for ONNX."""
+def _default_baseline(src: SourceModel, device: str, factory_opts: dict[str, Any]) -> CandidatePlan:
+    """What every speedup is against: the original run the plain way an expert would time it.
+
+    PyTorch and TorchScript sources: the user's model as given (the factory's module or the
+    TorchScript file, never a module rebuilt from the exported program), eager, fp32; on CPU
+    with the search's thread count, on CUDA with TF32 off and ``cudnn.benchmark`` on (see
+    ``backends.torch_cuda_baseline``). ONNX sources: ONNX Runtime on CPU, TensorRT fp32 on GPUs.
+    """
     if src.format == "onnx":
         return (
             CandidatePlan("onnxruntime", "fp32")
@@ -108,7 +116,7 @@ def _default_baseline(src: SourceModel, device: str) -> CandidatePlan:
             else CandidatePlan("tensorrt", "fp32", device=device)
         )
     source = "torch" if src.format == "pytorch" else "torchscript"
-    return CandidatePlan("torch", "fp32", source, "eager", device)
+    return CandidatePlan("torch", "fp32", source, "eager", device, {**factory_opts, AS_GIVEN: True})
 
 
 def plan_candidates(
@@ -124,7 +132,7 @@ def plan_candidates(
             f"--backends {','.join(unknown)} unknown on {options.device}", hint=f"choose among {', '.join(known)}"
         )
     factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
-    baseline = _default_baseline(src, options.device)
+    baseline = _default_baseline(src, options.device, factory_opts)
     ctx = SearchContext(
         inputs=src.inputs,
         outputs=src.outputs,
@@ -164,13 +172,12 @@ def plan_candidates(
                 item.backend, item.precision, item.source, item.variant, item.device, {**factory_opts, **item.options}
             )
             if plan.name == baseline.name:
-                baseline = plan  # the backend's own options (e.g. channels-last off) for the baseline
+                if not baseline.options.get(AS_GIVEN):
+                    baseline = plan  # the backend's own options (e.g. ONNX Runtime's) for the baseline
+                # else: the same precision and mode rebuilt from the exported program, which the
+                # model as given already measures.
             elif not options.backends or name in options.backends:
                 plans.append(plan)
-    if baseline.backend == "torch" and not baseline.options:
-        baseline = CandidatePlan(
-            baseline.backend, baseline.precision, baseline.source, baseline.variant, baseline.device, factory_opts
-        )
     # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
     plans.sort(key=_build_cost)
     return baseline, plans, skipped
@@ -184,7 +191,8 @@ class Search:
         self.progress = progress
         self.artifacts = options.out / "artifacts"
         self.deadline = time.monotonic() + options.time_budget_s
-        self.reference: list[np.ndarray] | None = None
+        self.timing_load: list[float] = []
+        self.reference: dict[str, np.ndarray] | None = None
         self.reference_path = work / "reference.npz"
         src = prep.source
         self.build_ctx = BuildContext(
@@ -196,6 +204,7 @@ class Search:
             threads=options.threads,
             attention=prep.attention,
             work_dir=work,
+            torch_call=src.call,
         )
 
     def remaining(self) -> float:
@@ -234,12 +243,12 @@ class Search:
             trial.status, trial.reason = "failed", str(exc)
             return
         with np.load(out) as loaded:
-            outputs = [loaded[key] for key in loaded.files]
+            outputs = {key: loaded[key] for key in loaded.files}
         if self.reference is None:
             self.reference = outputs
             shutil.copyfile(out, self.reference_path)
         try:
-            trial.metric = compare(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
+            trial.metric = compare_named(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
         except ValueError as exc:
             trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
             return
@@ -274,6 +283,16 @@ class Search:
         )
 
     def time_all(self, trials: list[Trial]) -> None:
+        from honed.optimizer.machine import load_average
+
+        before = load_average()
+        try:
+            self._time_all(trials)
+        finally:
+            after = load_average()
+            self.timing_load = [x for x in (before, after) if x is not None]
+
+    def _time_all(self, trials: list[Trial]) -> None:
         from honed.optimizer.measure import rounds_schedule
 
         live = {t.name: t for t in trials if t.status == "accepted" and t.worker is not None}
@@ -298,6 +317,7 @@ class Search:
             if trial.worker is not None and trial.status == "accepted":
                 try:
                     trial.stats = trial.worker.call("stats", timeout=30)
+                    trial.settings = trial.worker.call("settings", timeout=30)
                 except WorkerFailure as exc:
                     trial.status, trial.reason = "failed", str(exc)
 

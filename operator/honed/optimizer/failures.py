@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 SHAPES_HINT = "check the --input shapes/dtypes and the --data arrays against the model's inputs"
 
@@ -18,6 +19,8 @@ SHAPES_HINT = "check the --input shapes/dtypes and the --data arrays against the
 class Diagnosis:
     cause: str
     hint: str
+    # What kind of fix it takes, which decides the exit code: the input, more memory, more time.
+    kind: Literal["input", "memory", "time"] = "input"
 
 
 def clean(reason: str) -> str:
@@ -85,11 +88,14 @@ def _killed(m: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "the runtime's process was killed (signal 9), most often for running out of memory",
         "run on a machine with more memory, or lower --batch-sizes",
+        kind="memory",
     )
 
 
 def _timeout(m: re.Match[str]) -> Diagnosis:
-    return Diagnosis("the time budget ran out before the original model was built and run", "raise --time-budget")
+    return Diagnosis(
+        "the time budget ran out before the original model was built and run", "raise --time-budget", kind="time"
+    )
 
 
 _RULES = [

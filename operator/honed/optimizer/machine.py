@@ -143,6 +143,24 @@ def cpu_flags() -> set[str]:
     return set(_cpuinfo()[1])
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, where the platform has one."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def loaded_note(timing_load: list[float], cpus: int | None) -> str | None:
+    """A note for the report when the machine ran more than its CPUs while candidates were timed:
+    other work then shares the cores, and latencies read high by a varying amount."""
+    if not timing_load or not cpus or max(timing_load) <= cpus:
+        return None
+    before, after = timing_load[0], timing_load[-1]
+    return (
+        f"the machine was loaded while timing (load average {before:.1f} before, {after:.1f} after, on {cpus} "
+        "CPUs): the latencies include waiting for the CPU; compare candidates by their ratios, which "
+        "interleaved rounds keep fair, and re-run on a quiet machine for absolute figures"
+    )
+
+
 def device_info(threads: int, gpu: str | None = None) -> DeviceInfo:
     name, flags = _cpuinfo()
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []

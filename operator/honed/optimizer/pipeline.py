@@ -10,7 +10,7 @@ from pathlib import Path
 
 from honed import __version__
 from honed.optimizer.engine import Prepared, Search, Trial, plan_candidates, prepare, repro_command
-from honed.optimizer.machine import device_info
+from honed.optimizer.machine import device_info, loaded_note
 from honed.optimizer.measure import latency_stats, throughput
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
@@ -43,7 +43,7 @@ def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Repo
         finally:
             search.close(trials)
         candidates = [_candidate(t, options, prep) for t in trials]
-        report = _assemble(options, prep, candidates, skipped, time.monotonic() - started)
+        report = _assemble(options, prep, candidates, skipped, time.monotonic() - started, search.timing_load)
         _prune_artifacts(options.out, report)
         report.write(options.out)
         return report
@@ -52,7 +52,7 @@ def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Repo
 
 
 def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[Trial]:
-    from honed.errors import InputError
+    from honed.errors import BudgetExhausted, EnvironmentProblem, InputError
     from honed.optimizer.failures import explain
 
     queue = [baseline, *others]
@@ -67,7 +67,10 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
         if trial is baseline and trial.status != "accepted":
             search.close([*done, trial])
             why = explain(trial.reason)
-            raise InputError(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
+            # The exit code says what fixes it (the operator names the reason from it): input 2,
+            # memory 3 (the machine), time 4 (the budget).
+            error = {"input": InputError, "memory": EnvironmentProblem, "time": BudgetExhausted}[why.kind]
+            raise error(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
         if trial.status != "accepted" and trial.worker is not None:
             trial.worker.close()
             trial.worker = None
@@ -115,11 +118,17 @@ def _candidate(trial: Trial, options: OptimizeOptions, prep: Prepared) -> Candid
         build_seconds=None if trial.build_seconds is None else round(trial.build_seconds, 2),
         artifact=f"artifacts/{trial.name}" if artifact_dir.is_dir() else None,
         repro=repro_command(options, trial.plan),
+        settings=trial.settings,
     )
 
 
 def _assemble(
-    options: OptimizeOptions, prep: Prepared, candidates: list[Candidate], skipped: list, duration: float
+    options: OptimizeOptions,
+    prep: Prepared,
+    candidates: list[Candidate],
+    skipped: list,
+    duration: float,
+    timing_load: list[float],
 ) -> Report:
     baseline = candidates[0]
     base_p50 = baseline.latency_ms.p50 if baseline.latency_ms else None
@@ -135,6 +144,11 @@ def _assemble(
             f"no candidate met the constraints (max drop {options.max_metric_drop}, latency budget "
             f"{options.latency_budget_ms} ms){best}"
         )
+    device = device_info(options.threads, gpu=_gpu_name() if options.device == "cuda" else None)
+    device.timing_load = timing_load
+    loaded = loaded_note(timing_load, device.cpus)
+    if loaded is not None:
+        notes.append(loaded)
     src = prep.source
     fixed = src.fixed_batch
     return Report(
@@ -150,7 +164,7 @@ def _assemble(
             fixed_batch_size=fixed,
             name=_model_name(src.location),
         ),
-        device=device_info(options.threads, gpu=_gpu_name() if options.device == "cuda" else None),
+        device=device,
         data=DataInfo(
             source="synthesized" if prep.dataset.synthesized else "file",
             path=prep.dataset.path,

@@ -59,6 +59,11 @@ class Candidate(BaseModel):
     peak_gpu_bytes: int | None = None
     build_seconds: float | None = None
     speedup: float | None = Field(default=None, description="baseline p50 / this p50 at batch 1")
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="how it ran where that changes its speed or numerics (module, mode, threads, TF32, "
+        "cudnn.benchmark...); for the baseline, the settings every speedup is measured against",
+    )
     artifact: str | None = Field(default=None, description="directory relative to the report")
     repro: str = ""
 
@@ -81,6 +86,10 @@ class DeviceInfo(BaseModel):
     cpu_limit: str | None = Field(default=None, description="where that count comes from")
     gpu: str | None = None
     load_average: list[float] = Field(default_factory=list)
+    timing_load: list[float] = Field(
+        default_factory=list,
+        description="1-minute load average just before and just after the candidates were timed",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -7,7 +7,6 @@ PyTorch sources, the original module for the eager baseline and torch candidates
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ class SourceModel:
     onnx_path: Path | None = None
     torch_path: Path | None = None  # TorchScript file, or the exported program (.pt2)
     factory: str | None = None  # module:factory for PyTorch sources
+    call: dict[str, Any] = field(default_factory=dict)  # torch_call.Convention options for PyTorch sources
     export_error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -154,7 +154,12 @@ def load_factory(spec: str) -> Any:
     try:
         model = factory()
     except Exception as exc:
-        raise InputError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from None
+        from honed.optimizer.torch_call import raised_at
+
+        raise InputError(
+            f"factory {spec!r} raised {type(exc).__name__}: {exc}",
+            hint=f"it is raised {raised_at(exc)}: fix the factory there (honed calls it with no arguments)",
+        ) from None
     if isinstance(model, tuple):
         model = model[0]
     if not hasattr(model, "eval") or not callable(model):
@@ -170,14 +175,9 @@ def _torch_inputs(
     model: str,
 ) -> list[TensorSpec]:
     """Names from forward()'s signature; dtypes and shapes from --input or the data file."""
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(module.forward).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
-        ]
-    except (TypeError, ValueError):
-        params = []
+    from honed.optimizer.torch_call import forward_parameters
+
+    params = forward_parameters(module)
     given = {spec.name: spec for spec in overrides}
     if data_shapes:
         for name, (dtype, shape) in data_shapes.items():

@@ -75,6 +75,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(f"  [dim]skipped {skip.name}: {skip.reason}[/]", highlight=False)
     for note in report.notes:
         console.print(f"  note: {note}", highlight=False)
+    if report.baseline.settings:
+        shown = ", ".join(f"{key}={value}" for key, value in report.baseline.settings.items())
+        console.print(f"  baseline {report.baseline.name} ran as: {shown}", highlight=False)
     winner = report.winner_candidate()
     if winner is not None and winner.name == report.baseline.name:
         console.print(

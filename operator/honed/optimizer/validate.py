@@ -76,3 +76,18 @@ def compare(
     else:
         value = float(max(np.sqrt(np.mean(d**2)) if d.size else 0.0 for d in diffs))
     return MetricResult(name=metric, value=value, drop=value, reference=0.0)
+
+
+def compare_named(
+    metric: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None
+) -> MetricResult:
+    """``compare`` with outputs matched by name, in the reference's order (its first output is the one top1 reads)."""
+    if set(reference) != set(candidate):
+        missing = [name for name in reference if name not in candidate]
+        extra = [name for name in candidate if name not in reference]
+        raise ValueError(
+            f"candidate outputs {list(candidate)} do not match the original's {list(reference)}"
+            + (f": missing {missing}" if missing else "")
+            + (f", unexpected {extra}" if extra else "")
+        )
+    return compare(metric, list(reference.values()), [candidate[name] for name in reference], labels)

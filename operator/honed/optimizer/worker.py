@@ -112,7 +112,9 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
         else np.stack([chunk[i] for chunk in chunks])
         for i in range(len(chunks[0]))
     ]
-    np.savez(out_path, *outputs)
+    # Keyed by output name: the accuracy gate matches a candidate's outputs to the original's by name.
+    named = {spec.name: output for spec, output in zip(state["outputs"], outputs, strict=True)}
+    np.savez(out_path, **named)  # type: ignore[arg-type]
     return len(outputs)
 
 
@@ -148,12 +150,19 @@ def _stats(state: dict[str, Any], threads: int) -> dict[str, int | None]:
     }
 
 
+def _settings(state: dict[str, Any], threads: int) -> dict[str, Any]:
+    """How the loaded runner runs (for the report); runtimes that say nothing give {}."""
+    runner = state.get("runner")
+    return dict(runner.settings()) if runner is not None and hasattr(runner, "settings") else {}
+
+
 _HANDLERS: dict[str, Any] = {
     "build": _build,
     "load": _load,
     "predict": _predict,
     "time": _time,
     "stats": _stats,
+    "settings": _settings,
 }
 
 

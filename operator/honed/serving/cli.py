@@ -16,7 +16,8 @@ from typing import Any
 
 from honed.errors import HonedError, InputError
 from honed.optimizer.report import load_report
-from honed.serving.deploy import (
+from honed.serving.install import find_triton
+from honed.serving.local_rollout import (
     VersionRejected,
     forget_server,
     record_server,
@@ -24,7 +25,6 @@ from honed.serving.deploy import (
     roll_out,
     running_server,
 )
-from honed.serving.install import find_triton
 from honed.serving.ports import claim_ports
 from honed.serving.repository import (
     PACKAGINGS,

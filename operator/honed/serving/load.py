@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from honed.optimizer.tensors import TRITON_DTYPES, TensorSpec
-from honed.serving.metrics import model_traffic
 from honed.serving.server import TritonControl
+from honed.serving.triton_metrics import model_traffic
 
 Feeds = dict[str, np.ndarray]
 

@@ -18,7 +18,7 @@ reads config.pbtxt and so loads the last version known to load, never one that w
 written; ``--model-config-name=version-<N>`` (``version_config_name``) loads version N with its
 own config, which is how a new version is tried and how a server is pinned to one version.
 A version becomes known to load (config.pbtxt is pointed at it, ``promote``) once a Triton
-loaded it: ``serving.deploy.roll_out`` loads it on a running server with its own config first.
+loaded it: ``serving.local_rollout.roll_out`` loads it on a running server with its own config first.
 
 Packagings:
 - ``runtime``: Triton's python backend with honed's generic ``model.py`` running the artifact

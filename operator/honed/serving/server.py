@@ -396,6 +396,7 @@ def _server_environment(install: TritonInstall) -> dict[str, str]:
     # The python backend's stub finds packages through the first python on PATH: make it this
     # interpreter's environment, and let it import what the starting process imports: the same
     # honed, and modules beside the working directory (model factories named as module:function).
+    # The stub itself ignores PYTHONPATH; honed's model.py puts these entries on sys.path.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     honed_root = str(Path(__file__).resolve().parents[2])
     paths = [honed_root, os.getcwd(), env.get("PYTHONPATH", "")]

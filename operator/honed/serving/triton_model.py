@@ -17,16 +17,26 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
+# Triton's python-backend stub does not read PYTHONPATH (seen with the 2.51 stub: the variable is
+# in its environment, its sys.path lacks the entries), so what honed's launcher puts there (honed
+# itself where it is not installed, the directory of module:factory models) would not import.
+# Its entries go first on sys.path, in order, as Python would have put them.
+for _entry in reversed([entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
 
-from honed.optimizer.artifact import load_runner, read_meta
-from honed.optimizer.homedir import use_writable_home
-from honed.optimizer.machine import effective_cpus
-from honed.serving.tuning import instance_threads
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402  # provided by Triton's python backend
+
+from honed.optimizer.artifact import load_runner, read_meta  # noqa: E402
+from honed.optimizer.homedir import use_writable_home  # noqa: E402
+from honed.optimizer.machine import effective_cpus  # noqa: E402
+from honed.serving.tuning import instance_threads  # noqa: E402
 
 # Triton renames a consumed capsule "used_dlpack", which NumPy's capsule destructor does not
 # recognise (it then prints a ValueError per response). Triton has already taken ownership, so

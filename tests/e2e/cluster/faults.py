@@ -137,7 +137,7 @@ def values_override(prefix: str) -> dict[str, Any]:
     small["resources"] = {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "3Gi"}}
     return {
         "image": {"repository": f"{prefix}operator", "pullPolicy": "Never"},
-        "operator": {"watchNamespaces": [MODELS_NS], "reconcileIntervalSeconds": 10, "pendingTimeoutSeconds": 30},
+        "operator": {"watchNamespaces": [MODELS_NS], "pendingTimeoutSeconds": 30},
         "pools": [cpu_pool, tiny, zoned, small],
         "artifactStore": {"uri": "pvc://honed-store/honed"},
         "triton": {"image": {"repository": f"{prefix}triton-cpu", "pullPolicy": "Never"}, "packaging": "runtime"},

@@ -18,15 +18,16 @@ import pytest
 import tritonclient.http as triton_http
 
 from honed.artifacts import ArtifactStore
-from honed.controller.deploy import write_repository
 from honed.controller.kube import OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings, Pool
+from honed.controller.stored_repository import write_repository
 from honed.optimizer.artifact import load_runner
-from honed.settings import HonedSettings, Pool
 from tests.e2e.operator.kubelet import Kubelet
 from tests.fixtures.serving_artifacts import FEATURES, mlp_onnx
 from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest
 
-pytestmark = pytest.mark.slow
+# A node, images and a whole optimization: the test waits up to 300 s for Serving after its setup.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture()
@@ -39,7 +40,7 @@ def settings(tmp_path: Path) -> HonedSettings:
             Pool(name="cpu-large", image="honed/optimizer-cpu:e2e", device="cpu", price_per_hour=0.9),
         ],
         artifact_store=f"file://{tmp_path}/store",
-        reconcile_interval_s=1.0,
+        resync_interval_s=300.0,
         triton_packaging="runtime",  # the local Triton has only the python backend
     )
 

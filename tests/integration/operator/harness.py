@@ -23,7 +23,7 @@ from honed.artifacts import ArtifactStore
 from honed.controller import handlers
 from honed.controller.apply import RepositoryWriter
 from honed.controller.kube import DEPLOYMENTS, JOBS, OPTIMIZED_MODELS, PODS, KubeClient
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 from tests.fixtures.k8s import kubeconfig_login
 
 Login = Callable[[], kopf.ConnectionInfo]
@@ -41,7 +41,7 @@ def settings(tmp_path: Path) -> HonedSettings:
     return HonedSettings(
         pools=pools(),
         artifact_store=f"file://{tmp_path}/store",
-        reconcile_interval_s=0.5,
+        resync_interval_s=300.0,
         triton_image="nvcr.io/nvidia/tritonserver:test",
     )
 
@@ -73,7 +73,7 @@ class RunningOperator:
         settings: HonedSettings,
         writer: RepositoryWriter,
     ) -> None:
-        self.operator = handlers.Operator(settings, login, writer)
+        self.operator = handlers.Operator(settings, login, writer, namespaces=[namespace])
         self.namespace = namespace
         self.stop = threading.Event()
         self.error: BaseException | None = None

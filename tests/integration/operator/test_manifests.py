@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from honed.controller.kube import EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, KubeError
-from honed.settings import HonedSettings, Pool
+from honed.controller.settings import HonedSettings, Pool
 from tests.integration.operator.harness import StartOperator, eventually, get_om, manifest, pools
 
 pytestmark = pytest.mark.slow
@@ -244,7 +244,7 @@ def settings(tmp_path: Path) -> HonedSettings:
     return HonedSettings(
         pools=[*pools(), Pool(name="spot", image="honed/optimizer-cpu:test", device="cpu")],
         artifact_store=f"file://{tmp_path}/store",
-        reconcile_interval_s=0.5,
+        resync_interval_s=300.0,
         triton_image="nvcr.io/nvidia/tritonserver:test",
     )
 

@@ -8,8 +8,8 @@ import pytest
 
 from honed.artifacts import ArtifactStore
 from honed.controller.kube import EVENTS, OPTIMIZED_MODELS, KubeClient, KubeError
-from honed.controller.state import RepositoryWrite
-from honed.settings import HonedSettings
+from honed.controller.reconcile_data import RepositoryWrite
+from honed.controller.settings import HonedSettings
 from tests.integration.operator.harness import (
     StartOperator,
     condition,

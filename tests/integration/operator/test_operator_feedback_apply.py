@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from honed.controller import metrics, names
-from honed.controller.deploy import write_repository
-from honed.controller.feedback import feedback_patch
+from honed.controller import names, operator_metrics
+from honed.controller.feedback_loop import feedback_patch
 from honed.controller.kube import DEPLOYMENTS, EVENTS, OPTIMIZED_MODELS, KubeClient
+from honed.controller.settings import HonedSettings
+from honed.controller.stored_repository import write_repository
 from honed.feedback import Evaluation, Fallback, FeedbackState, Retune
 from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate
 from tests.integration.operator.harness import (
     StartOperator,
@@ -98,14 +98,15 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
 
     # A restarted operator re-derives the same desired version: nothing new is written.
     await operator.close()
-    passes = metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
+    passes = operator_metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
     await start_operator(write_repository)
 
     async def passes_done() -> bool:
-        done = metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
-        return done >= passes + 3
+        done = operator_metrics.REGISTRY.get_sample_value("honed_reconciles_total", {"result": "ok"}) or 0
+        return done >= passes + 1
 
-    await eventually(passes_done, what="three passes of the new operator")
+    # Its first pass (kopf's resume); later ones wait for a change or the resync.
+    await eventually(passes_done, what="the new operator's first pass")
     assert sorted(p.name for p in model_dir.iterdir() if p.name.isdigit()) == ["1", "2"]
     status = (await get_om(api, namespace, NAME))["status"]
     assert status["winner"]["version"] == 2 and status["serving"]["overrides"] == {"responseCache": False}

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from honed.controller import metrics
-from honed.controller.deploy import write_repository
+from honed.controller import operator_metrics
 from honed.controller.kube import DEPLOYMENTS, EVENTS, JOBS, OPTIMIZED_MODELS, SERVICES, KubeClient
+from honed.controller.settings import HonedSettings
+from honed.controller.stored_repository import write_repository
 from honed.optimizer.report import Candidate
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
-from honed.settings import HonedSettings
 from tests.fixtures.reports import candidate, report
 from tests.fixtures.serving_artifacts import mlp_artifact
 from tests.integration.operator.harness import (
@@ -77,7 +77,9 @@ def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_from_creation_to_serving_and_through_a_spec_change(
     api: KubeClient, namespace: str, start_operator: StartOperator, settings: HonedSettings
 ) -> None:
-    succeeded_before = metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"}) or 0
+    succeeded_before = (
+        operator_metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"}) or 0
+    )
     await start_operator(write_repository)
     await api.create(OPTIMIZED_MODELS, namespace, manifest("mlp", model_spec(settings)))
     jobs = await current_jobs(api, namespace, "mlp", 2)
@@ -120,7 +122,7 @@ async def test_from_creation_to_serving_and_through_a_spec_change(
         return wanted <= {e["reason"] for e in await api.list(EVENTS, namespace, {})}
 
     await eventually(all_posted, timeout=30, what=f"Events {sorted(wanted)}")
-    succeeded = metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"})
+    succeeded = operator_metrics.REGISTRY.get_sample_value("honed_optimizations_total", {"outcome": "succeeded"})
     assert succeeded == succeeded_before + 1
 
     # A spec change re-optimizes; version 1 keeps serving until version 2 is ready.

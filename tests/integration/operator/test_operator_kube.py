@@ -15,9 +15,9 @@ from honed.controller import names
 from honed.controller.apply import apply_plan
 from honed.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, KubeError
 from honed.controller.reconcile import reconcile
-from honed.controller.state import JobState, Observed, ReportRead
+from honed.controller.reconcile_data import JobState, Observed, ReportRead
+from honed.controller.settings import HonedSettings, Pool
 from honed.errors import HonedError
-from honed.settings import HonedSettings, Pool
 from tests.fixtures.k8s import Envtest
 from tests.fixtures.reports import candidate, report
 from tests.integration.operator.harness import eventually, manifest

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from honed.controller.kube import CONFIGMAPS, EVENTS, JOBS, OPTIMIZED_MODELS, KubeClient, Resource
-from honed.settings import HonedSettings
+from honed.controller.settings import HonedSettings
 from tests.integration.operator.harness import (
     StartOperator,
     eventually,
@@ -42,7 +42,7 @@ def settings(tmp_path: Path) -> HonedSettings:
         pools=pools(),
         artifact_store=f"file://{tmp_path}/store",
         artifact_secret="store-creds",
-        reconcile_interval_s=0.5,
+        resync_interval_s=300.0,
         triton_image="nvcr.io/nvidia/tritonserver:test",
     )
 
@@ -80,9 +80,9 @@ async def test_no_secret_value_reaches_status_events_logs_or_the_store(
     client = running.operator.client
     call: Callable[..., Any] = client._call
 
-    def recording(verb: str, path: str, *args: Any) -> Any:
+    def recording(verb: str, path: str, *args: Any, **kwargs: Any) -> Any:
         requested.append(f"{verb} {path}")
-        return call(verb, path, *args)
+        return call(verb, path, *args, **kwargs)
 
     client._call = recording  # type: ignore[method-assign]
 

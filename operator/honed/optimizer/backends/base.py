@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from honed.optimizer.artifact import ArtifactMeta, Runner
 
 
+AS_GIVEN = "as_given"
+"""Plan option the engine sets on the baseline of a PyTorch or TorchScript source: run the user's
+model as given (the factory's module or the TorchScript file), not the exported program; a
+backend that plans the same name for its own candidate leaves that one to the baseline."""
+
+
 @dataclass(frozen=True)
 class CandidatePlan:
     backend: str
@@ -72,6 +78,8 @@ class BuildContext:
     threads: int
     attention: bool = False
     work_dir: Path = Path(".")
+    # How to call a PyTorch source (torch_call.Convention options): inputs by name, honed's added kwargs.
+    torch_call: dict[str, Any] = field(default_factory=dict)
 
     def calibration(self, limit: int | None = None) -> dict[str, np.ndarray]:
         """Calibration arrays, samples first (for builders that batch them themselves)."""

@@ -76,6 +76,9 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
         assert ctx.torch_path is not None
         model_file = "model.pt2" if plan.source == "torch" else "model.ts"
         shutil.copyfile(ctx.torch_path, out_dir / model_file)
+    if ctx.torch_call and model_file != "model.pt2":
+        # The user's own module (not the flat exported program): called as at export, outputs named alike.
+        options["call"] = ctx.torch_call
     meta = ArtifactMeta(
         backend=NAME,
         precision=plan.precision,
@@ -100,9 +103,35 @@ class TorchRunner:
         # torch's default is one thread per host core, blind to the container's CPU quota.
         torch.set_num_threads(threads or default_threads())
         self.torch = torch
+        from honed.optimizer.torch_call import Convention
+
+        self.meta = meta
         self.input_names = [spec.name for spec in meta.inputs]
+        self.output_names = [spec.name for spec in meta.outputs]
         self.module = self._load(meta, directory)
+        # An exported program already returns the flat tuple of outputs in order; anything else
+        # returns what the model returns, flattened and matched to the artifact's outputs by name.
+        self.convention = Convention.from_options(meta.options["call"]) if meta.options.get("call") else None
         self.autocast = meta.options.get("autocast") == "bf16"
+
+    def settings(self) -> dict[str, Any]:
+        """How this runs, for the report: for the baseline, what every CPU speedup is against."""
+        torch, meta = self.torch, self.meta
+        if meta.options.get("factory"):
+            module = f"as given ({meta.options['factory']}), eval mode"
+        elif meta.model_file.endswith(".ts"):
+            module = "the TorchScript file as given" if meta.variant != "freeze" else "the TorchScript file, frozen"
+        else:
+            module = "the exported program"
+        return {
+            "module": module,
+            "mode": {"compile": "torch.compile", "freeze": "torch.jit.freeze"}.get(meta.variant, "eager"),
+            "precision": "bf16 autocast" if self.autocast else "fp32",
+            "grad": "torch.inference_mode",
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
 
     def _load(self, meta: ArtifactMeta, directory: Path) -> Any:
         torch = self.torch
@@ -128,12 +157,28 @@ class TorchRunner:
         return nullcontext()
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from honed.optimizer.torch_export import flatten_outputs
+        from honed.optimizer.torch_call import flatten
 
         args = [self.torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in self.input_names]
         with self.torch.inference_mode(), self._context():
-            result = flatten_outputs(self.module(*args))
+            if self.convention is None:
+                result = [tensor for _, tensor in flatten(self.module(*args))]
+                if len(result) != len(self.output_names):
+                    raise ValueError(f"the program gives {len(result)} outputs, the artifact has {self.output_names}")
+            else:
+                result = self._by_name(flatten(self.convention(self.module, args)))
         return [r.float().numpy() if r.dtype == self.torch.bfloat16 else r.numpy() for r in result]
+
+    def _by_name(self, named: list[tuple[str, Any]]) -> list[Any]:
+        outputs = dict(named)
+        if sorted(outputs) != sorted(self.output_names):
+            from honed.errors import InputError
+
+            raise InputError(
+                f"the model now returns outputs {list(outputs)}, the artifact was built for {self.output_names}",
+                hint="the factory must return the same model each time it is called; rebuild with honed optimize",
+            )
+        return [outputs[name] for name in self.output_names]
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> TorchRunner:

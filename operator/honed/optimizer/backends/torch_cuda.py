@@ -13,6 +13,9 @@ Candidates, cheapest first:
 - ``fp8`` (compile only, Hopper/Ada): linear layers in float8 with per-row dynamic scaling,
   the rest in bf16; kept only if it passes the accuracy gate like any other candidate.
 
+The baseline is not one of these: it is the user's model as given, eager, strict fp32
+(``torch_cuda_baseline``); the ``eager`` fp32 plan here is left to it in a search.
+
 The deployable artifact is the exported fp32 program (.pt2), the saved compiler cache, and a
 few sample rows for warm-up. AOTInductor packages are not used: loading one in a new process
 crashed with PyTorch 2.11 / CUDA 13 (issue 7); tests/gpu checks the path used instead.
@@ -29,7 +32,14 @@ import numpy as np
 
 from honed.errors import EnvironmentProblem, InputError
 from honed.optimizer.artifact import ArtifactMeta, Runner
-from honed.optimizer.backends.base import BuildContext, CandidatePlan, PlanOrSkip, SearchContext, device_plans
+from honed.optimizer.backends.base import (
+    AS_GIVEN,
+    BuildContext,
+    CandidatePlan,
+    PlanOrSkip,
+    SearchContext,
+    device_plans,
+)
 from honed.optimizer.gpu_timing import cuda_unavailable_reason
 from honed.optimizer.report import Skipped
 
@@ -175,6 +185,11 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     reason = availability()
     if reason is not None:
         raise EnvironmentProblem(f"cannot build {plan.name}: {reason}", hint="run GPU candidates on a GPU pool")
+    if plan.options.get(AS_GIVEN):
+        from honed.optimizer.backends import torch_cuda_baseline
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return torch_cuda_baseline.build(plan, ctx, out_dir)
     if ctx.torch_path is None or not ctx.torch_path.is_file():
         raise InputError(f"{plan.name} needs the model's PyTorch program", hint="give a torch.export .pt2 source")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +272,10 @@ def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> Runner:
         raise EnvironmentProblem(
             f"cannot load the torch CUDA artifact in {directory}: {reason}", hint="serve it on a GPU node"
         )
+    if meta.options.get(AS_GIVEN):
+        from honed.optimizer.backends import torch_cuda_baseline
+
+        return torch_cuda_baseline.load(meta, directory)
     from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner
 
     if meta.variant == "compile":

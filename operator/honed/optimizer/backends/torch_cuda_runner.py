@@ -212,6 +212,23 @@ class TorchCudaRunner:
         """Peak GPU memory held while timing (weights, activations and graph pools)."""
         return self._peak
 
+    def settings(self) -> dict[str, Any]:
+        """How this candidate runs, for the report (its process-wide settings as they are now)."""
+        record: dict[str, Any] = {
+            "module": "the exported program",
+            "mode": "torch.compile" if self.compiled else "eager",
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "cuda_graphs": self.cuda_graphs,
+            "batch_buckets": ",".join(map(str, self.buckets)),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        }
+        record.update({f"torch.backends.cuda.matmul.{k}": v for k, v in matmul_settings().items()})
+        conv_precision = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+        if conv_precision is not None:  # TF32 convolutions are PyTorch's default for fp32
+            record["torch.backends.cudnn.conv.fp32_precision"] = conv_precision
+        return record
+
 
 _MATMUL_SETTINGS = (
     "fp32_precision",

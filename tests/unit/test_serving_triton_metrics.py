@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from honed.serving.metrics import model_traffic, model_value, parse_metrics
+from honed.serving.triton_metrics import model_traffic, model_value, parse_metrics
 
 TEXT = """\
 # HELP nv_inference_count Number of inferences performed

@@ -18,8 +18,8 @@ from honed.controller.jobs import (
     pvc_volumes,
     secret_env,
 )
+from honed.controller.settings import HonedSettings, Pool
 from honed.serving.repository import version_config_name
-from honed.settings import HonedSettings, Pool
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001

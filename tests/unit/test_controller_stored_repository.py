@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from honed.artifacts import ArtifactStore
-from honed.controller.deploy import repository_state, serving_options, write_repository
-from honed.controller.state import RepositoryWrite
+from honed.controller.reconcile_data import RepositoryWrite
+from honed.controller.settings import HonedSettings, Pool
+from honed.controller.stored_repository import repository_state, serving_options, write_repository
 from honed.errors import HonedError
 from honed.serving.config import parse_config
 from honed.serving.repository import CONFIG_FILE, DEPLOYMENT_FILE
-from honed.settings import HonedSettings, Pool
 from tests.fixtures.reports import candidate, report
 from tests.fixtures.serving_artifacts import mlp_artifact
 

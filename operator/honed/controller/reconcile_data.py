@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from honed.api.status import PoolPhase
+from honed.controller.settings import HonedSettings
 from honed.optimizer.report import Report
-from honed.settings import HonedSettings
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from honed.controller.state import Plan
+from honed.controller.reconcile_data import Plan
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -42,6 +42,31 @@ JOBS_CREATED = Counter(
     "honed_optimizer_jobs_created",
     "Optimizer Jobs created, by pool",
     ["pool"],
+    registry=REGISTRY,
+)
+
+API_REQUESTS = Counter(
+    "honed_api_requests",
+    "Requests the operator's client sent to the Kubernetes API server (kopf's own watching excluded), "
+    "by verb, resource and HTTP status (0: no answer)",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+API_THROTTLED_SECONDS = Counter(
+    "honed_api_rate_limited_seconds",
+    "Seconds requests waited for the client-side rate limit (HONED_API_QPS, HONED_API_BURST)",
+    registry=REGISTRY,
+)
+CACHE_OBJECTS = Gauge(
+    "honed_cache_objects",
+    "Objects held in the operator's watch cache, by resource",
+    ["resource"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "honed_watch_restarts",
+    "Watches of the cache that ended and were reopened, by resource and why (timeout, expired, error)",
+    ["resource", "reason"],
     registry=REGISTRY,
 )
 

@@ -1,13 +1,15 @@
 """The feedback loop's steps: Triton's metrics in Prometheus -> the pure policy -> status and Events.
 
-For every OptimizedModel with ``spec.feedback.enabled`` a kopf daemon (``honed.controller.handlers``)
-runs ``Operator.feedback_pass`` once per ``spec.feedback.interval`` while a winner is served and
-``HONED_PROMETHEUS_URL`` is set:
+One loop per operator (``Operator.feedback_rounds`` in ``honed.controller.handlers``) judges every
+OptimizedModel with ``spec.feedback.enabled`` once per ``spec.feedback.interval`` while a winner is
+served and ``HONED_PROMETHEUS_URL`` is set. Evaluations fall on multiples of the interval
+(``next_round``), so every model with the same interval is judged in the same round:
 
 1. ``feedback_inputs`` (pure) reads the SLO, what is deployed, the other accepted candidates
    and the loop's memory (``status.feedback``) from the resource;
-2. ``PrometheusClient.window`` observes the last interval (in a worker thread, outside the
-   resource's lock) and ``honed.feedback.evaluate`` decides;
+2. ``observe_and_evaluate`` observes the last interval of every model of the round in one set of
+   queries (``PrometheusClient.windows``: the number of queries does not grow with the models), in
+   a worker thread outside the resources' locks, and ``honed.feedback.evaluate`` decides;
 3. ``feedback_patch`` (pure) turns the evaluation into the status patch (``status.feedback`` with
    ``lastDecision``, the ``SLOMet`` and ``MetricsUnavailable`` conditions), Events, and the action:
    Reoptimize sets the ``honed.dev/reoptimize`` annotation (the next reconcile starts an
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +35,8 @@ from honed.api.status import FallbackRequest, OptimizedModelStatus, ServingOverr
 from honed.api.timestamps import parse_timestamp, utc_timestamp
 from honed.controller import names
 from honed.controller.conditions import load_status, merge_patch, set_condition
-from honed.controller.state import Event, ObjectRef
+from honed.controller.reconcile_data import Event, ObjectRef
+from honed.controller.settings import HonedSettings, Pool
 from honed.controller.winner import overrides_basis
 from honed.errors import InputError
 from honed.feedback import (
@@ -39,20 +44,18 @@ from honed.feedback import (
     Evaluation,
     Fallback,
     FeedbackState,
+    ModelKey,
     Option,
     PrometheusClient,
     Reoptimize,
     Retune,
     evaluate,
 )
-from honed.settings import HonedSettings, Pool
 
 log = logging.getLogger(__name__)
 
 # The usual Prometheus scrape interval; per-step batch sizes are sampled over a few scrapes.
 SCRAPE_INTERVAL_S = 15.0
-# Triton series carry the pod's namespace (PodMonitor and the usual kubernetes_sd relabelling).
-NAMESPACE_LABEL = "namespace"
 
 
 @dataclass(frozen=True)
@@ -210,19 +213,43 @@ def object_ref(body: dict[str, Any]) -> ObjectRef:
     return ObjectRef(str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", "")))
 
 
+def next_round(now_s: float, interval_s: float) -> float:
+    """The next multiple of the interval after ``now_s`` (epoch seconds): models with the same
+    interval share their rounds, and so their queries, whenever they started."""
+    return (math.floor(now_s / interval_s) + 1) * interval_s
+
+
+Key = tuple[str, str]  # (namespace, name) of an OptimizedModel
+
+
 async def observe_and_evaluate(
-    settings: HonedSettings, namespace: str, inputs: FeedbackInputs
-) -> tuple[Evaluation, datetime]:
-    """Prometheus' view of the last interval (in a worker thread: it blocks), judged by the policy."""
+    settings: HonedSettings, due: dict[Key, FeedbackInputs]
+) -> dict[Key, tuple[Evaluation, datetime]]:
+    """Prometheus' view of each model's last interval, judged by the policy. One ``windows`` call
+    (a fixed set of queries) per distinct interval, in a worker thread: it blocks."""
     assert settings.prometheus_url is not None  # feedback_inputs said so
-    client = PrometheusClient(
-        settings.prometheus_url, scrape_interval_s=SCRAPE_INTERVAL_S, matchers={NAMESPACE_LABEL: namespace}
-    )
-    observation = await asyncio.to_thread(client.window, inputs.model, seconds=inputs.slo.interval_s)
-    at = datetime.now(UTC)
-    return evaluate(observation, inputs.slo, inputs.deployment, inputs.options, inputs.state, at), at
+    client = PrometheusClient(settings.prometheus_url, scrape_interval_s=SCRAPE_INTERVAL_S)
+    by_interval: dict[float, dict[Key, FeedbackInputs]] = defaultdict(dict)
+    for key, inputs in due.items():
+        by_interval[inputs.slo.interval_s][key] = inputs
+    judged: dict[Key, tuple[Evaluation, datetime]] = {}
+    for interval_s, group in by_interval.items():
+        served = {key: ModelKey(key[0], inputs.model) for key, inputs in group.items()}
+        observations = await asyncio.to_thread(client.windows, served.values(), seconds=interval_s)
+        at = datetime.now(UTC)
+        for key, inputs in group.items():
+            evaluation = evaluate(
+                observations[served[key]], inputs.slo, inputs.deployment, inputs.options, inputs.state, at
+            )
+            judged[key] = (evaluation, at)
+    return judged
 
 
-def feedback_enabled(spec: Any, **_: Any) -> bool:
-    """kopf filter: the feedback timer runs only while spec.feedback.enabled."""
-    return bool((spec or {}).get("feedback", {}).get("enabled"))
+def feedback_interval(spec: Any) -> float | None:
+    """How often the loop judges the resource; None when spec.feedback is off (or invalid, which
+    reconcile reports)."""
+    try:
+        slo = Feedback.from_spec((spec or {}).get("feedback"))
+    except InputError:
+        return None
+    return slo.interval_s if slo.enabled else None

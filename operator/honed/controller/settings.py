@@ -104,8 +104,20 @@ class HonedSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="HONED_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR"
     )
-    reconcile_interval_s: float = Field(
-        30.0, gt=0, description="HONED_RECONCILE_INTERVAL_S: how often every resource is re-checked"
+    resync_interval_s: float = Field(
+        600.0,
+        gt=0,
+        description="HONED_RESYNC_INTERVAL_S: every resource is reconciled at least this often even when "
+        "nothing it owns changed; changes themselves reach the operator through watches at once",
+    )
+    api_qps: float = Field(
+        100.0,
+        gt=0,
+        description="HONED_API_QPS: requests per second the operator sends to the API server on average "
+        "(client-side token bucket, as client-go's; kopf's own watching excluded)",
+    )
+    api_burst: int = Field(
+        200, ge=1, description="HONED_API_BURST: requests the operator may send at once above HONED_API_QPS"
     )
     # Whole seconds: the API server parses a watch's timeoutSeconds as an integer (400 otherwise).
     watch_timeout_s: int = Field(

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from honed.artifacts import ArtifactStore, relative_key
 from honed.controller import names
-from honed.controller.state import RepositoryWrite
+from honed.controller.reconcile_data import RepositoryWrite
+from honed.controller.settings import HonedSettings
 from honed.errors import HonedError
 from honed.optimizer.report import REPORT_FILE, load_report
 from honed.serving.repository import (
@@ -35,7 +36,6 @@ from honed.serving.repository import (
     write_version,
 )
 from honed.serving.tuning import ServingOptions
-from honed.settings import HonedSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,67 @@
+"""Output naming of PyTorch models: every shape a forward() result takes, and what cannot be served."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pytest
+
+from honed.optimizer.torch_call import OutputError, flatten
+
+torch = pytest.importorskip("torch")
+
+
+def names(result: Any) -> list[str]:
+    return [name for name, _ in flatten(result)]
+
+
+class Pair(NamedTuple):
+    start: Any
+    end: Any
+
+
+@dataclass
+class Heads:
+    logits: Any
+    extra: Any = None
+
+
+def test_names_follow_keys_fields_and_positions() -> None:
+    t = torch.zeros(2, 3)
+    assert names(t) == ["output"]
+    assert names((t, t)) == ["output_0", "output_1"]
+    assert names([t, (t, {"a": t})]) == ["output_0", "output_1.0", "output_1.1.a"]
+    assert names({"logits": t, "hidden_states": (t, t)}) == ["logits", "hidden_states.0", "hidden_states.1"]
+    assert names(Pair(t, t)) == ["start", "end"]
+    assert names(Heads(t)) == ["logits"]  # None fields are left out, as ModelOutput leaves them out
+    assert names((t, None, t)) == ["output_0", "output_2"]
+
+
+def test_a_transformers_model_output_keeps_its_field_names() -> None:
+    outputs = pytest.importorskip("transformers.modeling_outputs")
+    t = torch.zeros(2, 3)
+    result = outputs.BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=t, pooler_output=t)
+    assert names(result) == ["last_hidden_state", "pooler_output"]
+
+
+@pytest.mark.parametrize(
+    ("result", "said"),
+    [
+        ({"logits": "t", "score": 0.5}, "output 'logits' is a str, not a tensor"),
+        ((0, 1), "output 'output_0' is an int, not a tensor"),
+        ("text", "the model returns a str, not tensors"),
+        ({"a": None}, "holding no tensors"),
+    ],
+)
+def test_what_is_not_a_tensor_is_named_with_its_type(result: Any, said: str) -> None:
+    with pytest.raises(OutputError, match="tensor") as raised:
+        flatten(result)
+    assert said in str(raised.value)
+    assert raised.value.hint and "ModelOutput of tensors" in raised.value.hint
+
+
+def test_two_outputs_flattening_to_one_name_are_refused() -> None:
+    t = torch.zeros(1)
+    with pytest.raises(OutputError, match=r"same name twice: a\.0"):
+        flatten({"a": (t,), "a.0": t})
