@@ -93,12 +93,31 @@ def _not_older(new: str, old: str) -> bool:
         return True
 
 
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """Drop managedFields (often half of an object, never read by honed): 1,000 models' pods fit."""
+def _slim(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """What a pass reads of ``obj``, as client-go's TransformFunc trims an informer's objects.
+
+    managedFields (often half of an object) go everywhere; so do the parts of a kind that honed
+    never reads back: a pod's spec and a Job's pod template (what the operator wrote itself), a
+    ConfigMap's data, a Service's spec and status (only that it exists counts). At 1,000 models
+    these are most of the operator's memory. A Deployment is kept whole: its template says which
+    version and pool it serves.
+    """
+    slim = {key: value for key, value in obj.items() if key not in _DROPPED.get(resource.plural, ())}
     meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-    return obj
+    if isinstance(meta, dict) and "managedFields" in meta:
+        slim["metadata"] = {key: value for key, value in meta.items() if key != "managedFields"}
+    spec = obj.get("spec")
+    if resource is JOBS and isinstance(spec, dict):
+        slim["spec"] = {key: value for key, value in spec.items() if key != "template"}
+    return slim
+
+
+# Copies, not edits: the object may be a write's answer that its caller still reads.
+_DROPPED = {
+    PODS.plural: ("spec",),
+    SERVICES.plural: ("spec", "status"),
+    CONFIGMAPS.plural: ("data", "binaryData"),
+}
 
 
 def _index_key(resource: Resource, obj: dict[str, Any]) -> str:
@@ -156,7 +175,7 @@ class Store:
                 if not _not_older(version, gone) or version == gone:
                     return False
                 del self._deleted[key]
-            self._add(key, _slim(obj))
+            self._add(key, _slim(self.resource, obj))
             return True
 
     def delete(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -167,7 +186,7 @@ class Store:
 
     def replace(self, namespace: str | None, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A fresh list of the scope (one namespace, or all); the objects that changed or went."""
-        fresh = {self._key(obj): _slim(obj) for obj in objects}
+        fresh = {self._key(obj): _slim(self.resource, obj) for obj in objects}
         with self._lock:
             scope = [key for key in self._objects if namespace is None or key[0] == namespace]
             changed = [old for key in scope if key not in fresh and (old := self._objects.get(key)) is not None]
