@@ -85,8 +85,11 @@ def _version(obj: dict[str, Any]) -> str:
 
 
 def _not_older(new: str, old: str) -> bool:
-    """Kubernetes calls resourceVersions opaque, but every server numbers them from etcd's
-    revision; where one is not a number the newcomer wins, as it would without the check."""
+    """Whether resourceVersion ``new`` is at least ``old``, compared as numbers.
+
+    Kubernetes calls resourceVersions opaque, but every server numbers them from etcd's revision;
+    where one is not a number the newcomer wins, as it would without the check.
+    """
     try:
         return int(new) >= int(old)
     except ValueError:
@@ -141,6 +144,7 @@ class Store:
         self._deleted: dict[Key, str] = {}  # resourceVersion at deletion
 
     def __len__(self) -> int:
+        """The number of objects held."""
         return len(self._objects)
 
     def _key(self, obj: dict[str, Any]) -> Key:
@@ -163,8 +167,10 @@ class Store:
         return old
 
     def put(self, obj: dict[str, Any]) -> bool:
-        """Keep ``obj`` unless the same version or a newer one is held (or was deleted); True when
-        kept. The watch event of the operator's own write is thereby no change."""
+        """Keep ``obj`` unless the same version or a newer one is held (or was deleted); True when kept.
+
+        The watch event of the operator's own write is thereby no change.
+        """
         key, version = self._key(obj), _version(obj)
         with self._lock:
             held = self._objects.get(key)
@@ -179,6 +185,7 @@ class Store:
             return True
 
     def delete(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop ``obj``'s object, remembering the version it was deleted at; the object held, if any."""
         key = self._key(obj)
         with self._lock:
             self._deleted[key] = _version(obj)
@@ -204,18 +211,22 @@ class Store:
             return changed
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object held under that name, or None."""
         with self._lock:
             return self._objects.get((namespace, name))
 
     def by_index(self, namespace: str, value: str) -> list[dict[str, Any]]:
+        """The objects in ``namespace`` whose ``_index_key`` is ``value``."""
         with self._lock:
             return [self._objects[(namespace, name)] for name in self._index.get((namespace, value), ())]
 
     def values(self) -> list[dict[str, Any]]:
+        """Every object held, in every namespace (a snapshot: later changes do not show)."""
         with self._lock:
             return list(self._objects.values())
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """Every object held in ``namespace``."""
         with self._lock:
             return [obj for key, obj in self._objects.items() if key[0] == namespace]
 
@@ -234,7 +245,14 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 class Cache:
-    """The watched kinds in ``namespaces`` (None: every namespace), read from memory."""
+    """The watched kinds in ``namespaces`` (None: every namespace), read from memory.
+
+    Objects are the dicts the API server sent (managedFields dropped), shared, not copied: a caller
+    that changes one changes the cache. Creating the cache hooks it to ``client.on_write``; ``start``
+    opens the watches, each ended by the server after ``watch_timeout_s`` and opened again.
+    ``on_change(namespace, name)`` runs on the event loop when a watch brings a change, naming the
+    OptimizedModel the changed object belongs to.
+    """
 
     def __init__(
         self,
@@ -268,6 +286,7 @@ class Cache:
     # Reading (from the event loop, never blocks on the network).
 
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as last listed, watched or written; None when the cache does not hold it."""
         return self.stores[resource].get(namespace, name)
 
     def list(self, resource: Resource, namespace: str, labels: dict[str, str]) -> builtins.list[dict[str, Any]]:
@@ -278,6 +297,7 @@ class Cache:
         return [obj for obj in candidates if _matches(obj, labels)]
 
     def all(self, resource: Resource) -> builtins.list[dict[str, Any]]:
+        """Every object of that kind in the cache's scope."""
         return self.stores[resource].values()
 
     def events_of(self, namespace: str, involved: str) -> builtins.list[dict[str, Any]]:
@@ -314,6 +334,7 @@ class Cache:
         log.info("cache synced: %s", ", ".join(f"{len(s)} {s.resource.plural}" for s in self.stores.values()))
 
     def stop(self) -> None:
+        """End every watch now; the threads exit without listing or watching again."""
         self._stopping.set()
         with self._streams_lock:
             streams = list(self._streams.values())
@@ -403,8 +424,11 @@ class Cache:
             self.on_change(*owner)
 
     def owner_of(self, resource: Resource, obj: dict[str, Any]) -> Key | None:
-        """The OptimizedModel a child belongs to: its owner reference, else (a pod, whose owner
-        is a Job or a ReplicaSet) the owner label; an Event's, through the Job it is about."""
+        """The (namespace, name) of the OptimizedModel ``obj`` belongs to; None when none is known.
+
+        A child's owner reference, else (a pod, whose owner is a Job or a ReplicaSet) the owner
+        label; an Event's, through the Job it is about.
+        """
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or "")
         if resource is OPTIMIZED_MODELS:
