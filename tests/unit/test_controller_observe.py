@@ -10,10 +10,9 @@ import pytest
 from aiohttp import web
 
 from honed.artifacts import ArtifactStore
-from honed.controller import names, operator_metrics
+from honed.controller import operator_metrics
 from honed.controller.cache import Cache, owner_name
 from honed.controller.cli import run_operator, watch_scope
-from honed.controller.handlers import Operator, build_registry, configure, reoptimize_requested
 from honed.controller.kube import EVENTS, PODS, KubeClient, Resource
 from honed.controller.observe import (
     check_model_uri,
@@ -364,28 +363,6 @@ def test_a_running_jobs_pods_are_asked_why() -> None:
     # An older spec's Job is about to go: nobody asks.
     other = job_state(with_pods(pod), "ml", job_manifest(), labels={}, decided=False, current="new")
     assert other.problem is None
-
-
-def test_kopf_leaves_honed_annotations_out_of_its_diff() -> None:
-    """Why on.update never saw honed.dev/reoptimize: kopf drops its storage prefix's annotations."""
-    settings = kopf.OperatorSettings()
-    configure(settings, SETTINGS)
-    annotations = {"honed.dev/kopf-managed": "yes", names.REOPTIMIZE: "Requested:1"}
-    body = kopf.Body({"metadata": {"name": "m", "annotations": annotations}, "spec": {}})
-    essence = settings.persistence.diffbase_storage.build(body=body)
-    assert names.REOPTIMIZE not in essence.get("metadata", {}).get("annotations", {})
-
-
-def test_a_reoptimize_annotation_runs_a_pass_at_once() -> None:
-    registry = build_registry(Operator(HonedSettings(), login=lambda: None, write_repository=lambda *_: None))  # type: ignore[arg-type,return-value]
-    [handler] = [h for h in registry._watching.get_all_handlers() if h.selector.any_name == "optimizedmodels"]
-    assert handler.when is reoptimize_requested
-    started = {"lastOptimization": {"request": "Requested:1"}}
-    assert reoptimize_requested(annotations={names.REOPTIMIZE: "Requested:2"}, status=started)
-    assert not reoptimize_requested(annotations={names.REOPTIMIZE: "Requested:1"}, status=started)
-    assert reoptimize_requested(annotations={}, status=started)  # removing it re-optimizes too
-    assert not reoptimize_requested(annotations={}, status={"lastOptimization": {"id": "x"}})
-    assert not reoptimize_requested(annotations={}, status={})
 
 
 def test_evicted_and_terminating_pods_do_not_count_for_a_rollout() -> None:

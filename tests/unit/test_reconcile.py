@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from honed.api.spec import parse_spec
+from honed.api.status import Condition, OptimizedModelStatus
 from honed.controller import names
+from honed.controller.conditions import transition_events
 from honed.controller.reconcile import reconcile
 from honed.controller.reconcile_data import DeploymentState, JobState, Observed, Plan, PodProblem, PodState, ReportRead
 from honed.controller.settings import HonedSettings, Pool
@@ -123,7 +125,8 @@ def test_new_resource_starts_one_job_per_pool() -> None:
     assert [p["phase"] for p in status["pools"]] == ["Pending", "Pending"]
     assert conditions(plan)["Optimized"][:2] == ("False", "Optimizing")
     assert conditions(plan)["Ready"][:2] == ("False", "AwaitingWinner")
-    assert {e.reason for e in plan.events} >= {"Optimizing", "PhaseOptimizing"}
+    # One Event for a new resource: its waiting Deployed/Ready and first phase say nothing more.
+    assert [e.reason for e in plan.events] == ["Optimizing"]
     assert plan.requeue_after is None  # the Jobs' watch events wake the next pass; no timer
 
 
@@ -627,3 +630,23 @@ def test_a_short_pending_timeout_says_seconds() -> None:
     plan = reconcile(SPEC, observed(started.status, jobs=waiting, now="2026-01-01T00:00:45+00:00", settings=settings))
     message = {p["pool"]: p for p in plan.status["pools"]}["cpu"]["message"]
     assert message.endswith("(waited 45 s, HONED_PENDING_TIMEOUT_S is 30 s)"), message
+
+
+def test_events_follow_transitions_and_a_new_resource_posts_one() -> None:
+    def status(phase: str | None, *conds: tuple[str, str, str]) -> OptimizedModelStatus:
+        made = [
+            Condition(type=t, status=s, reason=r, message="m", last_transition_time="2026-01-01T00:00:00Z")
+            for t, s, r in conds
+        ]  # type: ignore[arg-type]
+        return OptimizedModelStatus(phase=phase, conditions=made)  # type: ignore[arg-type]
+
+    waiting = [("Deployed", "False", "AwaitingWinner"), ("Ready", "False", "AwaitingWinner")]
+    new = status("Optimizing", ("Optimized", "False", "Optimizing"), *waiting)
+    assert [e.reason for e in transition_events(status(None), new)] == ["Optimizing"]
+    # An invalid spec: its Warning says it, not a phase event besides.
+    failed = status("Failed", ("Optimized", "False", "InvalidSpec"), *waiting)
+    assert [(e.type, e.reason) for e in transition_events(status(None), failed)] == [("Warning", "InvalidSpec")]
+    # Later, every change of a condition and of the phase is an Event, AwaitingWinner too.
+    done = status("Deploying", ("Optimized", "True", "WinnerSelected"), ("Deployed", "False", "Rollout"), waiting[1])
+    assert [e.reason for e in transition_events(new, done)] == ["WinnerSelected", "Rollout", "PhaseDeploying"]
+    assert [e.reason for e in transition_events(done, new)] == ["Optimizing", "AwaitingWinner", "PhaseOptimizing"]

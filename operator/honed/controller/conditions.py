@@ -15,6 +15,8 @@ from honed.controller.reconcile_data import Event
 SetCondition = Callable[[str, bool, str, str], None]
 
 # Reasons that mean something needs a person's attention: they become Warning events.
+# Deployed and Ready until an optimization selects a winner.
+AWAITING_WINNER = "AwaitingWinner"
 WARNING_REASONS = frozenset(
     {
         "InvalidSpec",
@@ -95,7 +97,13 @@ def _condition_order(cond: Condition) -> tuple[int, str]:
 
 
 def transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> list[Event]:
-    """One event per condition whose status or reason changed, and one per phase change."""
+    """One event per condition whose status or reason changed, and one per phase change.
+
+    A new resource's first status says less: its Deployed and Ready conditions start out waiting
+    for a winner, and its first phase repeats what the Optimized condition's event says, so
+    neither makes an event. A thousand new resources would otherwise post four Events each, most
+    of the requests their first pass sends.
+    """
     events: list[Event] = []
     for cond in new.conditions:
         if cond.type not in OWN_CONDITIONS:
@@ -103,9 +111,11 @@ def transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> l
         before = old.condition(cond.type)
         if before is not None and (before.status, before.reason) == (cond.status, cond.reason):
             continue
+        if before is None and cond.reason == AWAITING_WINNER:
+            continue
         warning = cond.reason in WARNING_REASONS
         events.append(Event("Warning" if warning else "Normal", cond.reason, f"{cond.type}: {cond.message}"))
-    if new.phase != old.phase and new.phase is not None:
+    if new.phase != old.phase and new.phase is not None and (old.phase is not None or not events):
         events.append(
             Event(
                 "Warning" if new.phase == "Failed" else "Normal",

@@ -1,10 +1,17 @@
 """kopf handlers: thin adapters that run one observe -> reconcile -> apply pass.
 
-Create, update and resume run a pass at once, and so does a new ``honed.dev/reoptimize``
-annotation. A per-resource daemon runs the passes nothing else starts: when a child changes (the
-watch cache says so), when a wait the plan scheduled ends (``requeue_after``: a rollout, a pod's
-pending timeout), and at the resync interval. Passes read the cache, so only their writes reach
-the API server. A lock per resource keeps passes of one resource from overlapping.
+A per-resource daemon runs every pass: at once when it starts (a new resource, or each one when
+the operator starts), when the resource or a child changes (the watch cache says so: an edited
+spec, a ``honed.dev/reoptimize`` annotation, a Job's pod), when a wait the plan scheduled ends
+(``requeue_after``: a rollout, a pod's pending timeout), and at the resync interval. Passes read
+the cache, so only their writes reach the API server. A lock per resource keeps passes of one
+resource from overlapping; at most ``max_concurrent_reconciles`` passes run at once, as in
+controller-runtime, so a thousand new resources queue rather than all holding a pass in memory.
+
+There are no kopf create/update/resume handlers: they would run the same pass the daemon runs,
+and kopf would write its diff-base and progress annotations after each (requests outside honed's
+rate limit). kopf still writes one thing, its finalizer, which both the daemon and the deletion
+handler need.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,12 +44,11 @@ log = logging.getLogger(__name__)
 
 Login = Callable[[], kopf.ConnectionInfo]
 
-# kopf's retry policy for the change handlers. A pass that failed (an API conflict, a store that
-# did not answer) is retried after RETRY_DELAY_S; kopf gives up after HANDLER_RETRIES tries or
-# HANDLER_TIMEOUT_S, which loses nothing: the daemon's periodic pass keeps reconciling.
+# A pass that failed (an API conflict, a store that did not answer) runs again after this.
 RETRY_DELAY_S = 10.0
-HANDLER_RETRIES = 10
-HANDLER_TIMEOUT_S = 600.0
+# kopf's per-resource event workers at once, and how long an idle one keeps its slot.
+KOPF_WORKERS = 100
+KOPF_WORKER_IDLE_S = 0.5
 # Deleting the store's files of a deleted resource: after these kopf lets the resource go.
 DELETE_RETRIES = 30
 DELETE_TIMEOUT_S = 900.0
@@ -58,16 +64,6 @@ FEEDBACK_IDLE_S = 30.0
 FEEDBACK_TICK_S = 5.0
 
 Key = tuple[str, str]  # (namespace, name) of an OptimizedModel
-
-
-class InvalidSpec(kopf.PermanentError):
-    """The spec cannot be acted on; only an edit fixes it, so kopf must not retry the handler."""
-
-
-def outcome(plan: Plan | None) -> None:
-    """Raise what kopf must make of a finished pass: an invalid spec is permanent (the pass already wrote why)."""
-    if plan is not None and plan.invalid_spec is not None:
-        raise InvalidSpec(plan.invalid_spec)
 
 
 def default_login() -> kopf.ConnectionInfo:
@@ -92,15 +88,6 @@ class Schedule:
     kicked: bool = False
 
 
-def _newer(candidate: dict[str, Any], held: dict[str, Any] | None) -> bool:
-    if held is None:
-        return True
-    try:
-        return int(candidate["metadata"]["resourceVersion"]) > int(held["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
 @dataclass
 class Operator:
     """The operator's long-lived parts, shared by every handler.
@@ -119,6 +106,7 @@ class Operator:
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
     _schedules: dict[tuple[str, str], Schedule] = field(default_factory=dict, init=False)
     _feedback_at: dict[tuple[str, str], float] = field(default_factory=dict, init=False)  # epoch s
+    _passes: asyncio.Semaphore = field(init=False)
     feedback_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +116,7 @@ class Operator:
             self.client, self.namespaces, watch_timeout_s=self.settings.watch_timeout_s, on_change=self.kick
         )
         self.store = ArtifactStore(self.settings.artifact_store, pvc_mount_root=self.settings.pvc_mount_root)
+        self._passes = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The resource's lock: passes and feedback writes of one resource never overlap."""
@@ -172,16 +161,13 @@ class Operator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(schedule.wake.wait(), left)
 
-    async def model(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """The resource as the cache has it, or as kopf just handed it (``seen``) when that is newer.
+    async def model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The resource as the cache has it; None when it is gone.
 
-        A GET only when the cache has not seen it yet (kopf's stream can be ahead of the cache's)
-        or has not started (a feedback pass run on its own); None when the resource is gone.
+        A GET only when the cache has not seen it yet (kopf's stream, which started the daemon, can
+        be ahead of the cache's) or has not started (a feedback pass run on its own).
         """
         body = self.cache.get(OPTIMIZED_MODELS, namespace, name) if self.cache.synced else None
-        if seen is not None and _newer(seen, body):
-            self.cache.remember(OPTIMIZED_MODELS, seen)
-            body = seen
         if body is None:
             body = await self.client.get(OPTIMIZED_MODELS, namespace, name)
             if body is not None:
@@ -193,12 +179,14 @@ class Operator:
         self._locks.pop((namespace, name), None)
         self._schedules.pop((namespace, name), None)
 
-    async def run_pass(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> Plan | None:
+    async def run_pass(self, namespace: str, name: str) -> Plan | None:
         """One level-based pass over the resource as it is now; None when it is gone or going."""
-        async with self.lock(namespace, name):
+        async with self.lock(namespace, name), self._passes:
+            # This pass reads the state as it is now: what kicked before it is seen by it.
+            self.schedule(namespace, name).kicked = False
             started = time.monotonic()
             try:
-                body = await self.model(namespace, name, seen)
+                body = await self.model(namespace, name)
                 if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                     self.forget(namespace, name)
                     return None
@@ -299,27 +287,46 @@ class Operator:
             await asyncio.sleep(FEEDBACK_TICK_S)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base, kept nowhere: honed has no update handler to diff for.
+
+    Passes are level-based and read the whole resource, so the last-handled configuration kopf
+    would otherwise write into an annotation after every change (a request outside honed's rate
+    limit, and a deep copy of the body per event) is never read. Without it every event looks
+    like a creation to kopf, which has no creation handler to run.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """Nothing of the body is compared."""
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """No diff base is ever stored."""
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing to write."""
+
+
 def configure(settings: kopf.OperatorSettings, honed: HonedSettings) -> None:
     """Keep kopf's bookkeeping under honed.dev and out of status (the CRD schema prunes it)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="honed.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="honed.dev", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = "honed.dev/finalizer"
     # honed posts its own Events at status transitions; kopf's per-handler ones would be noise.
     settings.posting.enabled = False
     settings.execution.max_workers = 4
+    # kopf handles each resource's watch events in a worker of its own; unbounded, a thousand
+    # resources listed at start hold a thousand in flight at once (their bodies, patches and
+    # responses), most of the operator's peak memory. A worker that sits idle frees its slot soon.
+    settings.queueing.worker_limit = KOPF_WORKERS
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_S
     # Unset, kopf waits on a watch as long as the socket lives: behind a load balancer that
     # dropped the connection silently no event would ever arrive again. The server ends each watch
     # after server_timeout and kopf re-lists; a client that heard nothing for a minute more gives up.
     settings.watching.server_timeout = honed.watch_timeout_s
     settings.watching.client_timeout = honed.watch_timeout_s + WATCH_CLIENT_GRACE_S
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
-
-
-def reoptimize_requested(annotations: Any, status: Any, **_: Any) -> bool:
-    """Whether the honed.dev/reoptimize annotation asks for an optimization not started yet (a kopf filter)."""
-    return names.reoptimize_pending(dict(annotations or {}), dict(status or {}))
 
 
 def build_registry(operator: Operator) -> kopf.OperatorRegistry:
@@ -354,46 +361,22 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
 
 
 def _register_passes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
-    """What runs a pass: a change to the resource, a reoptimize request, and the per-resource daemon."""
-    # Waiting (for Jobs, a rollout) is the daemon's job, on the plan's requeue_after; these
-    # handlers only make a change take effect at once, so they retry failures, not waits.
-    retrying: dict[str, Any] = {
-        "registry": registry,
-        "backoff": RETRY_DELAY_S,
-        "retries": HANDLER_RETRIES,
-        "timeout": HANDLER_TIMEOUT_S,
-    }
-
-    @kopf.on.create(GROUP, VERSION, PLURAL, **retrying)
-    @kopf.on.update(GROUP, VERSION, PLURAL, **retrying)
-    @kopf.on.resume(GROUP, VERSION, PLURAL, **retrying)
-    async def changed(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
-        try:
-            plan = await operator.run_pass(namespace or "", name, dict(body))
-        except Exception as exc:
-            raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=RETRY_DELAY_S) from exc
-        outcome(plan)
-
-    # kopf leaves every honed.dev/ annotation out of the diff on.update compares (its storage
-    # prefix is honed.dev, and it ignores annotations under a prefix marked as a kopf storage's),
-    # so a changed honed.dev/reoptimize waited for the daemon's next pass (up to the interval).
-    # Any watch event while a request is not yet started runs a pass now; once the pass records
-    # it in status.lastOptimization.request the filter is false and events pass by.
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=reoptimize_requested)
-    async def reoptimize(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
-        await operator.run_pass(namespace or "", name, dict(body))
+    """The per-resource daemon that runs every pass (see the module's docstring)."""
 
     # A pass cut short by a stop is harmless: the next operator's first pass redoes it.
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=0.0)
     async def keep_reconciling(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
         namespace = namespace or ""
+        # kopf starts a daemon once its finalizer is on the resource, a patch kopf sent outside
+        # honed's client: charged here, kopf's writes and honed's together keep to the rate limit.
+        await operator.client.charge()
         while not stopped:
-            await operator.next_pass(namespace, name)
             try:
                 await operator.run_pass(namespace, name)
             except Exception as exc:
                 log.warning("reconcile of %s/%s failed (again in %.0f s): %s", namespace, name, RETRY_DELAY_S, exc)
                 operator.schedule(namespace, name).due = time.monotonic() + RETRY_DELAY_S
+            await operator.next_pass(namespace, name)
 
 
 def _register_deletion(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -420,3 +403,4 @@ def _register_deletion(registry: kopf.OperatorRegistry, operator: Operator) -> N
             log.warning("could not delete %s (try %d): %s", operator.store.url(key), retry + 1, exc)
             raise kopf.TemporaryError(f"store unreachable: {exc}", delay=RETRY_DELAY_S) from exc
         log.info("deleted %s with %s/%s", operator.store.url(key), namespace, name)
+        await operator.client.charge()  # kopf's patch that removes its finalizer, next

@@ -327,11 +327,17 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
+        await self.charge()
+        return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type, resource=resource)
+
+    async def charge(self) -> None:
+        """Take a token, waiting while the bucket is empty: before each request, and for a request
+        kopf sent on the operator's behalf (its finalizer), so that the operator as a whole keeps
+        to HONED_API_QPS."""
         delay = self.limiter.reserve()
         if delay > 0:
             operator_metrics.API_THROTTLED_SECONDS.inc(delay)
             await asyncio.sleep(delay)
-        return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type, resource=resource)
 
     def _blocking(self, verb: str, path: str, query: list[tuple[str, str]], *, resource: str, **kw: Any) -> Any:
         """A request from a thread of its own (the cache's watchers), under the same rate limit."""

@@ -10,7 +10,7 @@ from honed.api.spec import OptimizedModelSpec, Serving
 from honed.api.status import DEPLOYED, READY, OptimizedModelStatus, Winner
 from honed.artifacts import join_uri
 from honed.controller import names
-from honed.controller.conditions import SetCondition
+from honed.controller.conditions import AWAITING_WINNER, SetCondition
 from honed.controller.jobs import Owner
 from honed.controller.reconcile_data import (
     DeploymentState,
@@ -39,8 +39,8 @@ def deploy(
     """
     winner = new.winner
     if winner is None:
-        condition(DEPLOYED, False, "AwaitingWinner", "nothing to deploy until an optimization selects a winner")
-        condition(READY, False, "AwaitingWinner", "no model is served yet")
+        condition(DEPLOYED, False, AWAITING_WINNER, "nothing to deploy until an optimization selects a winner")
+        condition(READY, False, AWAITING_WINNER, "no model is served yet")
         return
     settings = obs.settings
     pool = settings.pool(winner.pool)

@@ -117,6 +117,13 @@ class HonedSettings(BaseSettings):
         description="HONED_API_QPS: requests per second the operator sends to the API server on average "
         "(client-side token bucket, as client-go's; kopf's own watching excluded)",
     )
+    max_concurrent_reconciles: int = Field(
+        10,
+        ge=1,
+        description="HONED_MAX_CONCURRENT_RECONCILES: reconcile passes that run at once (others wait their "
+        "turn, as with controller-runtime's MaxConcurrentReconciles); bounds the operator's memory when "
+        "many resources change together",
+    )
     api_burst: int = Field(
         200, ge=1, description="HONED_API_BURST: requests the operator may send at once above HONED_API_QPS"
     )
