@@ -45,7 +45,7 @@ def rank_nodes(
         modify_model_output_intermediate_tensors,
     )
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types: the base is Any
         def __init__(self) -> None:
             self.items = iter(feeds)
 
