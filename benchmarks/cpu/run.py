@@ -56,9 +56,9 @@ def run_model(name: str, spec: dict[str, list[str] | str], work: Path, max_drop:
         *list(spec["args"]),
     ]
     if spec.get("data") == "digits":
-        from honed.demo.digits import CACHE, write_validation
+        from honed.demo.digits import cache_dir, write_validation
 
-        args += ["--data", str(write_validation(CACHE / "digits_val.npz"))]
+        args += ["--data", str(write_validation(cache_dir() / "digits_val.npz"))]
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
