@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +90,7 @@ def run_model(name: str, spec: dict[str, list[str] | str], work: Path, max_drop:
     }
 
 
-def markdown(results: list[dict[str, object]], device: dict[str, object]) -> str:
+def markdown(results: list[dict[str, Any]], device: dict[str, Any]) -> str:
     lines = [
         f"CPU: {device.get('cpu')} — {device.get('threads')} threads — flags: {', '.join(device.get('flags', []))}"
         f" — load average at end: {device.get('load_average')}",
