@@ -1,3 +1,5 @@
+"""``python -m honed``: the ``honed`` command line."""
+
 import sys
 
 from honed.cli import main

@@ -43,8 +43,11 @@ _CLAIM = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 def relative_key(key: str, what: str) -> str:
-    """``key`` as a path below a root, or InputError naming ``what``: no ``..`` segment, and
-    no absolute path (which ``Path`` joins would take instead of the root)."""
+    """``key`` itself when it is a path below a root; InputError naming ``what`` otherwise.
+
+    Refused: a ``..`` segment, a NUL, and an absolute path (which ``Path`` joins would take instead
+    of the root).
+    """
     if "\x00" in key or ".." in key.split("/"):
         raise InputError(f"{what} {key!r} leaves its root ('..')", hint="name a path below the store or claim")
     if key.startswith("/"):
@@ -58,6 +61,8 @@ def _clean_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class PvcLocation:
+    """A pvc:// URI split: the claim's name and the path inside it (no leading or trailing '/')."""
+
     claim: str
     subpath: str
 
@@ -82,7 +87,13 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 class ArtifactStore:
-    """Read and write keys below one URI, locally or through fsspec."""
+    """Read and write keys below one URI, locally or through fsspec.
+
+    ``uri`` is a store URI as the module docstring lists (a bare absolute path means file://);
+    pvc:// claims are read at ``pvc_mount_root``/CLAIM, and ``storage_options`` go to fsspec.
+    Raises InputError for an empty URI, a file:// URI naming a host or a malformed pvc:// URI; a
+    missing fsspec implementation is reported (EnvironmentProblem) on first remote access.
+    """
 
     def __init__(
         self,
@@ -132,12 +143,15 @@ class ArtifactStore:
 
     @property
     def is_local(self) -> bool:
+        """True for file:// and pvc:// stores, whose keys are paths on this machine."""
         return self._root is not None
 
     def url(self, key: str = "") -> str:
+        """The URI of ``key`` below the store; the store's own URI for ``""``."""
         return join_uri(self.uri, key)
 
     def child(self, key: str) -> ArtifactStore:
+        """A store rooted at ``key``, with the same mount root and fsspec options."""
         return ArtifactStore(self.url(key), pvc_mount_root=self.pvc_mount_root, storage_options=self._storage_options)
 
     def local_path(self, key: str = "") -> Path | None:
@@ -177,6 +191,7 @@ class ArtifactStore:
     # --- reading and writing ----------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is there, as a file or a directory."""
         local = self.local_path(key)
         if local is not None:
             return local.exists()
@@ -195,6 +210,7 @@ class ArtifactStore:
         return sorted(posixpath.basename(str(p).rstrip("/")) for p in fs.ls(remote, detail=False))
 
     def read_bytes(self, key: str) -> bytes:
+        """The file at ``key``; InputError naming its URI when there is none."""
         local = self.local_path(key)
         try:
             if local is not None:
@@ -206,9 +222,11 @@ class ArtifactStore:
             raise InputError(f"nothing at {self.url(key)}", hint="check the artifact store URI and key") from None
 
     def read_text(self, key: str) -> str:
+        """The file at ``key`` decoded as UTF-8; InputError when there is none."""
         return self.read_bytes(key).decode()
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` to ``key``, replacing it; parent directories are created as needed."""
         local = self.local_path(key)
         if local is not None:
             local.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +238,7 @@ class ArtifactStore:
         fs.pipe_file(self._remote(key), data)
 
     def write_text(self, key: str, text: str) -> None:
+        """Write ``text`` UTF-8 encoded to ``key``, replacing it."""
         self.write_bytes(key, text.encode())
 
     def upload(self, source: Path, key: str) -> None:
@@ -283,4 +302,5 @@ class ArtifactStore:
 
 
 def open_store(uri: str, *, pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT) -> ArtifactStore:
+    """The store at ``uri``, with fsspec's credentials from the environment (no storage options)."""
     return ArtifactStore(uri, pvc_mount_root=pvc_mount_root)

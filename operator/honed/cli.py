@@ -10,6 +10,7 @@ from honed.errors import HonedError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``honed`` parser: each subcommand sets ``handler``, which ``main`` calls with the parsed args."""
     from honed.controller import cli as controller_cli
     from honed.optimizer import cli as optimizer_cli
     from honed.serving import cli as serving_cli
@@ -24,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``honed`` command and return its exit code.
+
+    A ``HonedError`` is printed as ``honed: error: ...`` on stderr, without a traceback, and exits
+    with its ``exit_code``; Ctrl-C exits 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

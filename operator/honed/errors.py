@@ -7,7 +7,8 @@ class HonedError(Exception):
     """An error caused by input or environment that the user can fix.
 
     The CLI prints ``str(error)`` and exits with ``exit_code``; nothing else about the
-    failure is shown, so the message must name the field or file and say what to do.
+    failure is shown, so the message must name the field or file and say what to do. ``hint``,
+    when given, is the fix, printed on a second line after ``fix:``.
     """
 
     exit_code = 2
@@ -29,7 +30,9 @@ class EnvironmentProblem(HonedError):
 
 
 class BudgetExhausted(HonedError):
-    """The time budget ran out before the search could compare anything (the original model
-    was not even measured): more time, not a different input, is the fix."""
+    """The time budget ran out before the search could compare anything.
+
+    The original model was not even measured: more time, not a different input, is the fix.
+    """
 
     exit_code = 4

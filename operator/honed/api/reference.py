@@ -53,6 +53,7 @@ def _rows(node: dict[str, Any], path: str, required: set[str], out: list[str]) -
 
 
 def render_reference() -> str:
+    """docs/crd-reference.md's Markdown: one table row per spec and status field, nested fields dotted."""
     crd = crd_manifest()
     version = crd["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
@@ -77,6 +78,7 @@ def render_reference() -> str:
 
 
 def write_reference(directory: Path) -> Path:
+    """Write the reference into ``directory`` (which must exist); returns the file's path."""
     path = directory / REFERENCE_FILE
     path.write_text(render_reference())
     return path

@@ -68,6 +68,8 @@ class SearchOptions(BaseModel):
 
 
 class RequestTensor(BaseModel):
+    """One input as ``spec.model.inputs`` declares it, for models whose file does not say."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -76,6 +78,8 @@ class RequestTensor(BaseModel):
 
 
 class RequestModel(BaseModel):
+    """The model to optimize: its URI, format and declared inputs."""
+
     model_config = ConfigDict(extra="forbid")
 
     uri: str = Field(description="file://, s3://, gs://, http(s):// (pvc:// is mounted and given as file://)")
@@ -98,6 +102,7 @@ class OptimizeRequest(SearchOptions):
     threads: int | None = Field(None, ge=1, description="CPU threads; None = the container's CPUs")
 
     def write(self, path: Path) -> None:
+        """Write the request as the JSON ``load_request`` reads back."""
         path.write_text(self.to_json() + "\n")
 
     def model_path(self) -> str:
@@ -105,9 +110,11 @@ class OptimizeRequest(SearchOptions):
         return _path_or_uri(self.model.uri)
 
     def data_path(self) -> str | None:
+        """Like ``model_path`` for the data; None when the engine is to synthesize it."""
         return None if self.data_uri is None else _path_or_uri(self.data_uri)
 
     def to_json(self) -> str:
+        """The wire form: aliases (``schema``), no nulls, so unset fields take the engine's defaults."""
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
 
 

@@ -41,6 +41,7 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
 
 
 def validations(*rules: JsonDict) -> JsonDict:
+    """``json_schema_extra`` that puts ``rules`` (``cel`` entries) on a field or model of the CRD."""
     return {"x-kubernetes-validations": list(rules)}
 
 
@@ -64,6 +65,7 @@ def check_uri(uri: str) -> str:
 
 
 def check_positive_duration(text: str | None) -> str | None:
+    """The check of ``DURATION_RULES`` for parse_spec; None (left out) passes."""
     if text is not None and parse_duration(text) <= 0:
         raise ValueError(NOT_POSITIVE)
     return text
@@ -223,6 +225,7 @@ class Search(ApiModel):
         return values
 
     def time_budget_seconds(self) -> float:
+        """``time_budget`` in seconds."""
         return parse_duration(self.time_budget)
 
 
@@ -305,18 +308,22 @@ class Feedback(ApiModel):
 
     @property
     def interval_s(self) -> float:
+        """``interval`` in seconds."""
         return parse_duration(self.interval)
 
     @property
     def cooldown_s(self) -> float:
+        """``cooldown`` in seconds."""
         return parse_duration(self.cooldown)
 
     @property
     def cache_probe_s(self) -> float:
+        """``cache_probe_after`` in seconds."""
         return parse_duration(self.cache_probe_after)
 
     @property
     def p99_budget_us(self) -> float | None:
+        """The SLO in microseconds, Triton's latency unit; None when no SLO is set."""
         return None if self.p99_latency_ms is None else self.p99_latency_ms * 1000.0
 
     @classmethod
@@ -360,11 +367,16 @@ class OptimizedModelSpec(ApiModel):
     feedback: Feedback = Field(default_factory=Feedback)
 
     def pools(self) -> list[str]:
+        """The target pool names, in the order of ``targets``."""
         return [t.pool for t in self.targets]
 
 
 class SpecError(ValueError):
-    """An invalid spec: ``field`` is the path in the manifest, ``message`` says what to change."""
+    """An invalid spec: ``field`` is the path in the manifest, ``message`` says what to change.
+
+    ``reason`` becomes the Optimized condition's reason (``UnknownPool``, ``NoBackendForPool``...);
+    ``str()`` of the error is ``field: message``.
+    """
 
     def __init__(self, field: str, message: str, *, reason: str = "InvalidSpec") -> None:
         self.field = field

@@ -78,6 +78,7 @@ class ServingOverrides(StatusModel):
     response_cache: bool | None = Field(None, description="Triton's response cache for this model")
 
     def describe(self) -> str:
+        """The overrides for people (events, messages), like ``max queue delay 500 us, 2 instances``."""
         parts = []
         if self.max_queue_delay_microseconds is not None:
             parts.append(f"max queue delay {self.max_queue_delay_microseconds} us")
@@ -171,6 +172,8 @@ class LastOptimization(StatusModel):
 
 
 class OptimizedModelStatus(StatusModel):
+    """What the operator observed and did: optimization runs, their candidates, the winner, where it serves."""
+
     observed_generation: int | None = Field(None, description="metadata.generation this status describes")
     phase: Phase | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -189,6 +192,7 @@ class OptimizedModelStatus(StatusModel):
     )
 
     def condition(self, type_: str) -> Condition | None:
+        """The condition of that type, or None when the status has none yet."""
         for cond in self.conditions:
             if cond.type == type_:
                 return cond

@@ -31,9 +31,11 @@ async def apply_plan(
     obs: Observed,
     write_repository: RepositoryWriter,
 ) -> Plan:
-    """Apply in dependency order and return the plan as applied (a failed repository write changes
-    it, through the pure ``repository_write_failed``); an exception leaves the rest for the next
-    (level-based) pass."""
+    """Apply the plan in dependency order and return it as applied.
+
+    A failed repository write changes the plan, through the pure ``repository_write_failed``; an
+    exception leaves the rest for the next (level-based) pass.
+    """
     failure = await write_plan_repository(store, plan, obs, write_repository)
     if failure is not None:
         log.warning("repository write failed for %s/%s: %s", obs.namespace, obs.name, failure)
@@ -76,6 +78,7 @@ async def apply_changes(client: KubeClient, plan: Plan, obs: Observed) -> None:
 
 
 def event_manifest(ref: ObjectRef, event: Event, now: datetime | None = None) -> dict[str, Any]:
+    """A core/v1 Event about the OptimizedModel ``ref``, its message cut to 1024 characters; ``now`` defaults to now."""
     stamp = utc_timestamp(now)
     return {
         "apiVersion": "v1",

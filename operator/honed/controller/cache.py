@@ -85,20 +85,42 @@ def _version(obj: dict[str, Any]) -> str:
 
 
 def _not_older(new: str, old: str) -> bool:
-    """Kubernetes calls resourceVersions opaque, but every server numbers them from etcd's
-    revision; where one is not a number the newcomer wins, as it would without the check."""
+    """Whether resourceVersion ``new`` is at least ``old``, compared as numbers.
+
+    Kubernetes calls resourceVersions opaque, but every server numbers them from etcd's revision;
+    where one is not a number the newcomer wins, as it would without the check.
+    """
     try:
         return int(new) >= int(old)
     except ValueError:
         return True
 
 
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """Drop managedFields (often half of an object, never read by honed): 1,000 models' pods fit."""
+def _slim(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """What a pass reads of ``obj``, as client-go's TransformFunc trims an informer's objects.
+
+    managedFields (often half of an object) go everywhere; so do the parts of a kind that honed
+    never reads back: a pod's spec and a Job's pod template (what the operator wrote itself), a
+    ConfigMap's data, a Service's spec and status (only that it exists counts). At 1,000 models
+    these are most of the operator's memory. A Deployment is kept whole: its template says which
+    version and pool it serves.
+    """
+    slim = {key: value for key, value in obj.items() if key not in _DROPPED.get(resource.plural, ())}
     meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-    return obj
+    if isinstance(meta, dict) and "managedFields" in meta:
+        slim["metadata"] = {key: value for key, value in meta.items() if key != "managedFields"}
+    spec = obj.get("spec")
+    if resource is JOBS and isinstance(spec, dict):
+        slim["spec"] = {key: value for key, value in spec.items() if key != "template"}
+    return slim
+
+
+# Copies, not edits: the object may be a write's answer that its caller still reads.
+_DROPPED = {
+    PODS.plural: ("spec",),
+    SERVICES.plural: ("spec", "status"),
+    CONFIGMAPS.plural: ("data", "binaryData"),
+}
 
 
 def _index_key(resource: Resource, obj: dict[str, Any]) -> str:
@@ -122,6 +144,7 @@ class Store:
         self._deleted: dict[Key, str] = {}  # resourceVersion at deletion
 
     def __len__(self) -> int:
+        """The number of objects held."""
         return len(self._objects)
 
     def _key(self, obj: dict[str, Any]) -> Key:
@@ -144,8 +167,10 @@ class Store:
         return old
 
     def put(self, obj: dict[str, Any]) -> bool:
-        """Keep ``obj`` unless the same version or a newer one is held (or was deleted); True when
-        kept. The watch event of the operator's own write is thereby no change."""
+        """Keep ``obj`` unless the same version or a newer one is held (or was deleted); True when kept.
+
+        The watch event of the operator's own write is thereby no change.
+        """
         key, version = self._key(obj), _version(obj)
         with self._lock:
             held = self._objects.get(key)
@@ -156,10 +181,11 @@ class Store:
                 if not _not_older(version, gone) or version == gone:
                     return False
                 del self._deleted[key]
-            self._add(key, _slim(obj))
+            self._add(key, _slim(self.resource, obj))
             return True
 
     def delete(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop ``obj``'s object, remembering the version it was deleted at; the object held, if any."""
         key = self._key(obj)
         with self._lock:
             self._deleted[key] = _version(obj)
@@ -167,7 +193,7 @@ class Store:
 
     def replace(self, namespace: str | None, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A fresh list of the scope (one namespace, or all); the objects that changed or went."""
-        fresh = {self._key(obj): _slim(obj) for obj in objects}
+        fresh = {self._key(obj): _slim(self.resource, obj) for obj in objects}
         with self._lock:
             scope = [key for key in self._objects if namespace is None or key[0] == namespace]
             changed = [old for key in scope if key not in fresh and (old := self._objects.get(key)) is not None]
@@ -185,18 +211,22 @@ class Store:
             return changed
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object held under that name, or None."""
         with self._lock:
             return self._objects.get((namespace, name))
 
     def by_index(self, namespace: str, value: str) -> list[dict[str, Any]]:
+        """The objects in ``namespace`` whose ``_index_key`` is ``value``."""
         with self._lock:
             return [self._objects[(namespace, name)] for name in self._index.get((namespace, value), ())]
 
     def values(self) -> list[dict[str, Any]]:
+        """Every object held, in every namespace (a snapshot: later changes do not show)."""
         with self._lock:
             return list(self._objects.values())
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """Every object held in ``namespace``."""
         with self._lock:
             return [obj for key, obj in self._objects.items() if key[0] == namespace]
 
@@ -215,7 +245,14 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 class Cache:
-    """The watched kinds in ``namespaces`` (None: every namespace), read from memory."""
+    """The watched kinds in ``namespaces`` (None: every namespace), read from memory.
+
+    Objects are the dicts the API server sent (managedFields dropped), shared, not copied: a caller
+    that changes one changes the cache. Creating the cache hooks it to ``client.on_write``; ``start``
+    opens the watches, each ended by the server after ``watch_timeout_s`` and opened again.
+    ``on_change(namespace, name)`` runs on the event loop when a watch brings a change, naming the
+    OptimizedModel the changed object belongs to.
+    """
 
     def __init__(
         self,
@@ -249,6 +286,7 @@ class Cache:
     # Reading (from the event loop, never blocks on the network).
 
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as last listed, watched or written; None when the cache does not hold it."""
         return self.stores[resource].get(namespace, name)
 
     def list(self, resource: Resource, namespace: str, labels: dict[str, str]) -> builtins.list[dict[str, Any]]:
@@ -259,6 +297,7 @@ class Cache:
         return [obj for obj in candidates if _matches(obj, labels)]
 
     def all(self, resource: Resource) -> builtins.list[dict[str, Any]]:
+        """Every object of that kind in the cache's scope."""
         return self.stores[resource].values()
 
     def events_of(self, namespace: str, involved: str) -> builtins.list[dict[str, Any]]:
@@ -295,6 +334,7 @@ class Cache:
         log.info("cache synced: %s", ", ".join(f"{len(s)} {s.resource.plural}" for s in self.stores.values()))
 
     def stop(self) -> None:
+        """End every watch now; the threads exit without listing or watching again."""
         self._stopping.set()
         with self._streams_lock:
             streams = list(self._streams.values())
@@ -384,8 +424,11 @@ class Cache:
             self.on_change(*owner)
 
     def owner_of(self, resource: Resource, obj: dict[str, Any]) -> Key | None:
-        """The OptimizedModel a child belongs to: its owner reference, else (a pod, whose owner
-        is a Job or a ReplicaSet) the owner label; an Event's, through the Job it is about."""
+        """The (namespace, name) of the OptimizedModel ``obj`` belongs to; None when none is known.
+
+        A child's owner reference, else (a pod, whose owner is a Job or a ReplicaSet) the owner
+        label; an Event's, through the Job it is about.
+        """
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or "")
         if resource is OPTIMIZED_MODELS:

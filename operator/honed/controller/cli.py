@@ -16,6 +16,7 @@ DEFAULT_CRD_DIR = Path("crds")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``honed crd`` and ``honed operator`` to the ``honed`` command."""
     crd = subparsers.add_parser(
         "crd",
         help="write the OptimizedModel CRD generated from honed's API models",
@@ -45,6 +46,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_crd(args: argparse.Namespace) -> int:
+    """``honed crd``: write (or with ``--check`` compare) the CRD; exit code 1 when ``--check`` finds a drift."""
     text = render_crd()
     if args.stdout:
         sys.stdout.write(text)
@@ -74,6 +76,7 @@ def watch_scope(args: argparse.Namespace, settings: HonedSettings) -> tuple[bool
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    """``honed operator``: run the operator until SIGINT or SIGTERM; InputError when HONED_POOLS is empty."""
     import kopf  # the operator extra; `honed optimize` must work without it
 
     from honed.controller import handlers, operator_metrics

@@ -60,6 +60,8 @@ SCRAPE_INTERVAL_S = 15.0
 
 @dataclass(frozen=True)
 class FeedbackInputs:
+    """What ``evaluate`` needs for one served model besides its metrics (see ``feedback_inputs``)."""
+
     model: str  # the Triton model name
     slo: Feedback
     deployment: Deployment
@@ -144,8 +146,11 @@ def feedback_inputs(body: dict[str, Any], settings: HonedSettings) -> FeedbackIn
 
 
 def reoptimize_annotation(decision: Reoptimize, now: datetime) -> str:
-    """``TRIGGER:TIME batchSizes=1,8 concurrency=N``: a new value starts a new optimization
-    (``names.observed_batch_sizes`` reads the batch sizes back into the optimization request)."""
+    """The honed.dev/reoptimize value of a Reoptimize: ``TRIGGER:TIME batchSizes=1,8 concurrency=N``.
+
+    A new value starts a new optimization; ``names.observed_batch_sizes`` reads the batch sizes back
+    into the optimization request.
+    """
     stamp = utc_timestamp(now)
     sizes = ",".join(str(b) for b in decision.batch_sizes)
     return f"{decision.trigger}:{stamp} batchSizes={sizes} concurrency={decision.concurrency}"
@@ -153,12 +158,19 @@ def reoptimize_annotation(decision: Reoptimize, now: datetime) -> str:
 
 @dataclass(frozen=True)
 class FeedbackPatch:
+    """The writes one evaluation asks for; the status and annotations go in separate patches."""
+
     status: dict[str, Any]  # merge patch of the status subresource ({} = nothing changed)
     annotations: dict[str, str]  # metadata annotations to set
     events: list[Event]
 
 
 def feedback_patch(body: dict[str, Any], evaluation: Evaluation, now: datetime) -> FeedbackPatch:
+    """Turn an evaluation into writes: conditions and memory in status, a Retune or Fallback in status.serving.
+
+    A Reoptimize becomes the honed.dev/reoptimize annotation, which the next pass acts on; a Retune
+    or Fallback without a winner in ``body``'s status is dropped.
+    """
     old = body.get("status") or {}
     status = load_status(old)
     stamp = utc_timestamp(now)
@@ -209,13 +221,16 @@ def serving_requests(
 
 
 def object_ref(body: dict[str, Any]) -> ObjectRef:
+    """The OptimizedModel's name, namespace and uid, which its Events refer to."""
     meta = body.get("metadata") or {}
     return ObjectRef(str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", "")))
 
 
 def next_round(now_s: float, interval_s: float) -> float:
-    """The next multiple of the interval after ``now_s`` (epoch seconds): models with the same
-    interval share their rounds, and so their queries, whenever they started."""
+    """The next multiple of the interval after ``now_s`` (epoch seconds).
+
+    Models with the same interval share their rounds, and so their queries, whenever they started.
+    """
     return (math.floor(now_s / interval_s) + 1) * interval_s
 
 
@@ -225,8 +240,11 @@ Key = tuple[str, str]  # (namespace, name) of an OptimizedModel
 async def observe_and_evaluate(
     settings: HonedSettings, due: dict[Key, FeedbackInputs]
 ) -> dict[Key, tuple[Evaluation, datetime]]:
-    """Prometheus' view of each model's last interval, judged by the policy. One ``windows`` call
-    (a fixed set of queries) per distinct interval, in a worker thread: it blocks."""
+    """Prometheus' view of each model's last interval, judged by the policy.
+
+    One ``windows`` call (a fixed set of queries) per distinct interval, in a worker thread: it
+    blocks. Prometheus failures come back as MetricsUnavailable evaluations, not exceptions.
+    """
     assert settings.prometheus_url is not None  # feedback_inputs said so
     client = PrometheusClient(settings.prometheus_url, scrape_interval_s=SCRAPE_INTERVAL_S)
     by_interval: dict[float, dict[Key, FeedbackInputs]] = defaultdict(dict)
@@ -246,8 +264,10 @@ async def observe_and_evaluate(
 
 
 def feedback_interval(spec: Any) -> float | None:
-    """How often the loop judges the resource; None when spec.feedback is off (or invalid, which
-    reconcile reports)."""
+    """How often the loop judges the resource, in seconds.
+
+    None when spec.feedback is off, or invalid (which reconcile reports).
+    """
     try:
         slo = Feedback.from_spec((spec or {}).get("feedback"))
     except InputError:

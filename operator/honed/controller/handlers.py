@@ -65,7 +65,7 @@ class InvalidSpec(kopf.PermanentError):
 
 
 def outcome(plan: Plan | None) -> None:
-    """kopf's view of a finished pass: an invalid spec is permanent (the pass already wrote why)."""
+    """Raise what kopf must make of a finished pass: an invalid spec is permanent (the pass already wrote why)."""
     if plan is not None and plan.invalid_spec is not None:
         raise InvalidSpec(plan.invalid_spec)
 
@@ -103,8 +103,11 @@ def _newer(candidate: dict[str, Any], held: dict[str, Any] | None) -> bool:
 
 @dataclass
 class Operator:
-    """The operator's long-lived parts: settings, the API client, the watch cache, the store,
-    per-resource locks and schedules. ``namespaces`` is the operator's scope (None: all)."""
+    """The operator's long-lived parts, shared by every handler.
+
+    Settings, the API client, the watch cache, the store, per-resource locks and schedules.
+    ``namespaces`` is the operator's scope (None: all).
+    """
 
     settings: HonedSettings
     login: Login
@@ -119,6 +122,7 @@ class Operator:
     feedback_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        """Create the client, cache and store from the settings; nothing talks to the API server yet."""
         self.client = KubeClient(self.login, qps=self.settings.api_qps, burst=self.settings.api_burst)
         self.cache = Cache(
             self.client, self.namespaces, watch_timeout_s=self.settings.watch_timeout_s, on_change=self.kick
@@ -130,6 +134,7 @@ class Operator:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
     def schedule(self, namespace: str, name: str) -> Schedule:
+        """The resource's schedule, created (nothing due) on first use."""
         return self._schedules.setdefault((namespace, name), Schedule())
 
     def kick(self, namespace: str, name: str) -> None:
@@ -168,9 +173,11 @@ class Operator:
                 await asyncio.wait_for(schedule.wake.wait(), left)
 
     async def model(self, namespace: str, name: str, seen: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """The resource as the cache has it, or as kopf just handed it when that is newer; a GET
-        only when the cache has not seen it yet (kopf's stream can be ahead of the cache's) or
-        has not started (a feedback pass run on its own)."""
+        """The resource as the cache has it, or as kopf just handed it (``seen``) when that is newer.
+
+        A GET only when the cache has not seen it yet (kopf's stream can be ahead of the cache's)
+        or has not started (a feedback pass run on its own); None when the resource is gone.
+        """
         body = self.cache.get(OPTIMIZED_MODELS, namespace, name) if self.cache.synced else None
         if seen is not None and _newer(seen, body):
             self.cache.remember(OPTIMIZED_MODELS, seen)
@@ -182,6 +189,7 @@ class Operator:
         return body
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop a gone resource's lock and schedule."""
         self._locks.pop((namespace, name), None)
         self._schedules.pop((namespace, name), None)
 
@@ -212,9 +220,9 @@ class Operator:
         return (await self.judge([(namespace, name)]))[(namespace, name)]
 
     async def judge(self, keys: Sequence[Key]) -> dict[Key, float | None]:
-        """Evaluate these resources' feedback together (one set of Prometheus queries per interval);
-        per resource the seconds until its next evaluation, None when it is gone.
+        """Evaluate these resources' feedback together, with one set of Prometheus queries.
 
+        Returns, per resource, the seconds until its next evaluation; None when it is gone.
         The policy decides in pure code; each patch is written under the resource's lock, like a
         pass, and a serving change is handed to ``run_pass``, the path every other trigger takes.
         """
@@ -310,12 +318,21 @@ def configure(settings: kopf.OperatorSettings, honed: HonedSettings) -> None:
 
 
 def reoptimize_requested(annotations: Any, status: Any, **_: Any) -> bool:
-    """kopf filter: the honed.dev/reoptimize annotation asks for an optimization not started yet."""
+    """Whether the honed.dev/reoptimize annotation asks for an optimization not started yet (a kopf filter)."""
     return names.reoptimize_pending(dict(annotations or {}), dict(status or {}))
 
 
 def build_registry(operator: Operator) -> kopf.OperatorRegistry:
+    """The kopf registry of every honed handler, bound to ``operator``; ``kopf.operator`` runs it."""
     registry = kopf.OperatorRegistry()
+    _register_lifecycle(registry, operator)
+    _register_passes(registry, operator)
+    _register_deletion(registry, operator)
+    return registry
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """Login, and the cache and feedback loop that live as long as the operator."""
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -335,6 +352,9 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
         operator.cache.stop()
         await operator.client.close()
 
+
+def _register_passes(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """What runs a pass: a change to the resource, a reoptimize request, and the per-resource daemon."""
     # Waiting (for Jobs, a rollout) is the daemon's job, on the plan's requeue_after; these
     # handlers only make a change take effect at once, so they retry failures, not waits.
     retrying: dict[str, Any] = {
@@ -375,6 +395,10 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
                 log.warning("reconcile of %s/%s failed (again in %.0f s): %s", namespace, name, RETRY_DELAY_S, exc)
                 operator.schedule(namespace, name).due = time.monotonic() + RETRY_DELAY_S
 
+
+def _register_deletion(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """The finalizer's handler: a deleted resource's files leave the artifact store."""
+
     # kopf keeps its finalizer on every resource while this handler exists: the store's reports,
     # artifacts and model repository of a deleted resource go with it (children go through owner
     # references). A store that stays unreachable must not block deletion forever: after the
@@ -396,5 +420,3 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
             log.warning("could not delete %s (try %d): %s", operator.store.url(key), retry + 1, exc)
             raise kopf.TemporaryError(f"store unreachable: {exc}", delay=RETRY_DELAY_S) from exc
         log.info("deleted %s with %s/%s", operator.store.url(key), namespace, name)
-
-    return registry

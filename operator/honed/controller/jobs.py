@@ -36,6 +36,7 @@ class Owner:
     uid: str
 
     def reference(self) -> dict[str, Any]:
+        """The controller ownerReference: deleting the OptimizedModel deletes the child."""
         return {
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -46,6 +47,7 @@ class Owner:
         }
 
     def metadata(self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        """A child's metadata: the owner labels (the cache watches by them) plus ``labels``, the owner reference."""
         meta: dict[str, Any] = {
             "name": name,
             "namespace": self.namespace,
@@ -58,7 +60,7 @@ class Owner:
 
 
 def job_limits(time_budget_s: float) -> tuple[int, int]:
-    """backoffLimit and activeDeadlineSeconds for a search of ``time_budget_s``.
+    """The Job's backoffLimit and activeDeadlineSeconds for a search of ``time_budget_s``.
 
     The engine stops searching at its budget but still downloads, exports and uploads around it,
     hence the margin. One retry (a preempted node) fits short searches; long ones get none, since the
@@ -80,7 +82,7 @@ def mounted_uri(uri: str, settings: HonedSettings) -> str:
 def build_request(
     spec: OptimizedModelSpec, pool: Pool, settings: HonedSettings, *, batch_sizes: list[int] | None = None
 ) -> OptimizeRequest:
-    """``batch_sizes``: what live traffic showed (the feedback loop), instead of spec.search's."""
+    """The optimization request for one pool; ``batch_sizes`` (what live traffic showed) replaces spec.search's."""
     search, validation = spec.search, spec.validation
     return OptimizeRequest(
         model=RequestModel(
@@ -137,10 +139,12 @@ def pvc_volumes(
 
 
 def secret_env(secrets: list[str | None]) -> list[dict[str, Any]]:
+    """``envFrom`` entries for the named Secrets, each once, in order; None entries are skipped."""
     return [{"secretRef": {"name": name}} for name in dict.fromkeys(s for s in secrets if s)]
 
 
 def pool_scheduling(pool: Pool) -> dict[str, Any]:
+    """The pod spec fields that put a pod on the pool: nodeSelector and tolerations, where set."""
     scheduling: dict[str, Any] = {}
     if pool.node_selector:
         scheduling["nodeSelector"] = dict(pool.node_selector)
@@ -170,6 +174,7 @@ def container_security() -> dict[str, Any]:
 
 
 def request_configmap(owner: Owner, job: str, pool: str, optimization: str, request: OptimizeRequest) -> dict[str, Any]:
+    """The ConfigMap holding the Job's request.json; it is named like the Job ``job``."""
     labels = {names.COMPONENT: "optimizer", names.POOL: pool, names.OPTIMIZATION: optimization}
     return {
         "apiVersion": "v1",

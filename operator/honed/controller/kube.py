@@ -46,6 +46,8 @@ WATCH_GRACE_S = 60.0
 
 @dataclass(frozen=True)
 class Resource:
+    """A kind the operator reads or writes, and the plural that names it in URL paths."""
+
     api_version: str
     kind: str
     plural: str
@@ -74,6 +76,7 @@ RESOURCES = {
 
 
 def resource_of(api_version: str, kind: str) -> Resource:
+    """The ``Resource`` of a manifest's apiVersion and kind; KeyError for a kind honed does not write."""
     return RESOURCES[(api_version, kind)]
 
 
@@ -125,6 +128,7 @@ class WatchStream:
         self._response = response
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield each event (BOOKMARKs included); raise Expired on a 410 ERROR, KubeError on another."""
         try:
             for line in iter_resp_lines(self._response):
                 if not line.strip():
@@ -140,8 +144,11 @@ class WatchStream:
             self._response.close()  # in the reading thread: closing holds the buffer's lock
 
     def interrupt(self) -> None:
-        """End a read blocked on the stream at once. Closing the response from another thread would
-        wait for the reader's lock (up to the watch's timeout); shutting the socket down does not."""
+        """End a read blocked on the stream at once, from another thread.
+
+        Closing the response from another thread would wait for the reader's lock (up to the
+        watch's timeout); shutting the socket down does not.
+        """
         sock = getattr(getattr(self._response, "connection", None), "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -160,7 +167,7 @@ def _message(exc: k8s.ApiException) -> str:
 
 
 def _pem(data: str | bytes) -> bytes:
-    """kubeconfig's ``*-data`` fields are base64 of PEM; login handlers may also give PEM itself."""
+    """PEM bytes from kubeconfig's ``*-data`` fields (base64 of PEM) or from PEM itself (login handlers)."""
     raw = data.encode() if isinstance(data, str) else data
     if raw.lstrip().startswith(b"-----BEGIN"):
         return raw
@@ -175,7 +182,11 @@ def _path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> s
 
 
 class KubeClient:
-    """Async facade over the kubernetes client; ``login`` returns fresh credentials (called again after a 401)."""
+    """Async facade over the kubernetes client; ``login`` returns fresh credentials (called again after a 401).
+
+    ``timeout_s`` bounds each request (a watch reads for longer); ``qps`` and ``burst`` limit the
+    request rate as client-go does (``RateLimiter``), the cache's blocking calls included.
+    """
 
     def __init__(
         self,
@@ -239,6 +250,7 @@ class KubeClient:
         stale.close()
 
     async def close(self) -> None:
+        """Close the connection pool and remove the certificate files written for inline data."""
         with self._lock:
             api, self._api = self._api, None
             files, self._files = self._files, None
@@ -381,6 +393,7 @@ class KubeClient:
         return WatchStream(response)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it now; None when it does not exist (404)."""
         try:
             return dict(await self._request("get", resource.path(namespace, name), resource=resource.plural))
         except KubeError as exc:

@@ -37,6 +37,7 @@ MAX_NAME = 63  # Job and Service names end up in labels and DNS labels
 
 
 def short_hash(value: Any, length: int = 10) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as canonical JSON: stable across runs."""
     data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:length]
 
@@ -57,6 +58,7 @@ def optimization_id(spec: OptimizedModelSpec, annotations: dict[str, str]) -> st
 
 
 def reoptimize_reason(annotations: dict[str, str]) -> str | None:
+    """The cause a reoptimize annotation records: its known ``REASON:`` prefix, else Requested; None without one."""
     value = annotations.get(REOPTIMIZE)
     if not value:
         return None
@@ -82,19 +84,22 @@ def observed_batch_sizes(annotations: dict[str, str]) -> list[int] | None:
 
 
 def job_name(owner: str, pool: str, optimization: str) -> str:
+    """The optimizer Job (and its ConfigMap) of one pool in one optimization."""
     return bounded(f"{owner}-opt-{pool}-{optimization[:6]}")
 
 
 def server_name(owner: str) -> str:
-    """The Triton Deployment and its Service."""
+    """The name of the Triton Deployment and of its Service."""
     return bounded(f"{owner}-triton")
 
 
 def triton_model_name(owner: str) -> str:
+    """The model's name in Triton (repository directory, inference URLs, metrics): the resource's own."""
     return owner
 
 
 def owner_labels(owner: str) -> dict[str, str]:
+    """The labels of every child: managed-by honed (what the cache watches) and the owner (what it indexes by)."""
     return {MANAGED_BY: "honed", PART_OF: "honed", OWNER: bounded(owner)}
 
 
@@ -104,8 +109,11 @@ def resource_key(namespace: str, owner: str) -> str:
 
 
 def run_id(optimization: str, started_at: str) -> str:
-    """A run of ``optimization``: the same spec optimized again (re-applied, or reverted to) is a new
-    run, so its reports go to a new store key and never overwrite the earlier ones."""
+    """The store key segment of one run of ``optimization``, started at ``started_at`` (RFC 3339).
+
+    The same spec optimized again (re-applied, or reverted to) is a new run, so its reports go to a
+    new store key and never overwrite the earlier ones.
+    """
     try:
         stamp = datetime.fromisoformat(started_at).astimezone(UTC).strftime("%Y%m%d%H%M%S")
     except ValueError:

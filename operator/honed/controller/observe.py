@@ -65,11 +65,13 @@ def pod_message(pods: list[dict[str, Any]]) -> str:
 
 
 def job_failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
-    """Why a failed Job failed, as a status reason, when it is one a person acts on differently:
+    """Why a failed Job failed, as a status reason, when it is one a person acts on differently.
+
     ``OOMKilled`` (raise the pool's memory), ``DeadlineExceeded`` (the Job's activeDeadlineSeconds,
     from spec.search.timeBudget), ``InvalidInput`` (the engine refused the model or data: exit 2),
     ``TimeBudgetExhausted`` (spec.search.timeBudget ran out before the original model was measured:
-    exit 4)."""
+    exit 4); None for any other failure.
+    """
     if any((problem := pod_problem(pod)) is not None and problem.reason == "OOMKilled" for pod in pods):
         return "OOMKilled"
     for cond in (job.get("status") or {}).get("conditions") or []:
@@ -172,6 +174,7 @@ def failed_create(events: list[dict[str, Any]], since: str | None) -> PodProblem
 
 
 def server_pod_state(pod: dict[str, Any]) -> PodState:
+    """A Triton pod's version and serving config (from its annotations), readiness, and problem if not ready."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     annotations = meta.get("annotations") or {}
     version = annotations.get(names.MODEL_VERSION)
@@ -186,13 +189,17 @@ def server_pod_state(pod: dict[str, Any]) -> PodState:
 
 
 def serves_or_will(pod: dict[str, Any]) -> bool:
-    """Pods that count for a rollout: not terminating, and not finished (an evicted pod stays
-    listed with phase Failed until it is garbage-collected, and must not hold a rollout open)."""
+    """Whether the pod counts for a rollout: not terminating, and not finished.
+
+    An evicted pod stays listed with phase Failed until it is garbage-collected, and must not hold
+    a rollout open.
+    """
     terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
     return not terminating and (pod.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
 
 
 def deployment_state(obj: dict[str, Any]) -> DeploymentState:
+    """What the Triton Deployment's template runs, whether its controller caught up, and why it is stuck."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     generation = meta.get("generation")
@@ -225,6 +232,7 @@ def deployment_state(obj: dict[str, Any]) -> DeploymentState:
 
 
 def read_report(store: ArtifactStore, key: str) -> ReportRead:
+    """The report at ``key``, or why it cannot be used: unreadable, not a report, another schema (blocking)."""
     uri = store.url(key)
     try:
         text = store.read_text(key)
@@ -323,7 +331,52 @@ def job_state(
     return replace(state, problem=problem)
 
 
+async def _current_reports(
+    store: ArtifactStore, namespace: str, name: str, optimization: str, jobs: dict[str, JobState]
+) -> dict[str, ReportRead]:
+    """The reports, by pool, of the current optimization's finished Jobs.
+
+    A Failed Job that left a report searched to the end without an accepted candidate: it is
+    replaced in ``jobs`` by a Succeeded one, so reconcile reports how close each candidate came.
+    """
+    reports: dict[str, ReportRead] = {}
+    for job in [job for job in jobs.values() if job.optimization == optimization]:
+        if job.phase not in ("Succeeded", "Failed"):
+            continue
+        # The Job's own record of its run: the status may not have it yet (a lost write).
+        run = job.run or optimization
+        key = f"{names.optimization_key(namespace, name, run, job.pool)}/{REPORT_FILE}"
+        if job.phase == "Failed" and not await asyncio.to_thread(store.exists, key):
+            continue
+        read = await asyncio.to_thread(read_report, store, key)
+        if job.phase == "Failed":
+            if read.report is None:
+                continue
+            # The search ran to the end and found no accepted candidate (the engine exits 1):
+            # its report says how close each came, which is what the status should tell.
+            jobs[job.name] = replace(job, phase="Succeeded")
+        reports[job.pool] = read
+    return reports
+
+
+async def _fallback_reports(
+    store: ArtifactStore, namespace: str, name: str, status: dict[str, Any]
+) -> dict[str, ReportRead]:
+    """The winner's run's reports of the pools a pending fallback may choose from, by pool."""
+    run_of_winner = (status.get("winner") or {}).get("optimization", "")
+    reports: dict[str, ReportRead] = {}
+    for pool in fallback_pools(status):
+        key = f"{names.optimization_key(namespace, name, run_of_winner, pool)}/{REPORT_FILE}"
+        reports[pool] = await asyncio.to_thread(read_report, store, key)
+    return reports
+
+
 async def observe(cache: Cache, store: ArtifactStore, body: dict[str, Any], settings: HonedSettings) -> Observed:
+    """Everything one reconcile pass of ``body`` needs: its children from ``cache``, reports from ``store``.
+
+    With an invalid spec only the resource's own fields are filled in: reconcile reports the spec
+    and touches nothing.
+    """
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
     annotations = dict(meta.get("annotations") or {})
@@ -355,34 +408,15 @@ async def observe(cache: Cache, store: ArtifactStore, body: dict[str, Any], sett
         cm["metadata"]["name"] for cm in cache.list(CONFIGMAPS, namespace, {**labels, names.COMPONENT: "optimizer"})
     )
 
-    current = [job for job in jobs.values() if job.optimization == optimization]
     reports: dict[str, ReportRead] = {}
     model_error = None
     if not decided:
-        for job in current:
-            if job.phase not in ("Succeeded", "Failed"):
-                continue
-            # The Job's own record of its run: the status may not have it yet (a lost write).
-            run = job.run or optimization
-            key = f"{names.optimization_key(namespace, name, run, job.pool)}/{REPORT_FILE}"
-            if job.phase == "Failed" and not await asyncio.to_thread(store.exists, key):
-                continue
-            read = await asyncio.to_thread(read_report, store, key)
-            if job.phase == "Failed":
-                if read.report is None:
-                    continue
-                # The search ran to the end and found no accepted candidate (the engine exits 1):
-                # its report says how close each came, which is what the status should tell.
-                jobs[job.name] = replace(job, phase="Succeeded")
-            reports[job.pool] = read
-        if not current:
+        reports = await _current_reports(store, namespace, name, optimization, jobs)
+        if not any(job.optimization == optimization for job in jobs.values()):
             model_error = await check_model_uri(spec.model.uri, settings)
     elif fallback_pools(status):
         # A fallback is pending: reconcile builds the runner-up's winner entry from its report.
-        run_of_winner = (status.get("winner") or {}).get("optimization", "")
-        for pool in fallback_pools(status):
-            key = f"{names.optimization_key(namespace, name, run_of_winner, pool)}/{REPORT_FILE}"
-            reports[pool] = await asyncio.to_thread(read_report, store, key)
+        reports = await _fallback_reports(store, namespace, name, status)
 
     deployment = cache.get(DEPLOYMENTS, namespace, names.server_name(name))
     server_pods: tuple[PodState, ...] = ()

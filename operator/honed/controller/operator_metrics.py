@@ -72,6 +72,7 @@ WATCH_RESTARTS = Counter(
 
 
 def record_plan(plan: Plan, namespace: str, name: str) -> None:
+    """Count what an applied pass did: Jobs created, optimizations finished, the winner's speedup."""
     for manifest in plan.create:
         if manifest["kind"] == "Job":
             JOBS_CREATED.labels(pool=manifest["metadata"]["labels"].get("honed.dev/pool", "")).inc()
@@ -84,4 +85,5 @@ def record_plan(plan: Plan, namespace: str, name: str) -> None:
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``port`` from a daemon thread; returns at once."""
     start_http_server(port, addr=address, registry=REGISTRY)

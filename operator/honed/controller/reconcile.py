@@ -85,6 +85,11 @@ def check_pools(spec: OptimizedModelSpec, settings: HonedSettings) -> None:
 
 
 def reconcile(spec_raw: Any, obs: Observed) -> Plan:
+    """Decide one pass, purely: the children to create, patch and delete, the status, the Events.
+
+    An invalid spec (``plan.invalid_spec``) changes nothing but the status and its Events: a
+    serving version keeps serving the last valid spec.
+    """
     old = load_status(obs.status)
     new = old.model_copy(deep=True)
     new.observed_generation = obs.generation
@@ -115,8 +120,10 @@ def reconcile(spec_raw: Any, obs: Observed) -> Plan:
 
 
 def repository_write_failed(plan: Plan, obs: Observed, message: str) -> Plan:
-    """The plan once its repository write failed: the Deployment stays as it is (pods of the new
-    version could not load it; the previous version keeps serving) and status and an Event say why."""
+    """The plan once its repository write failed: the Deployment stays as it is, status and an Event say why.
+
+    Pods of the new version could not load it; the previous version keeps serving.
+    """
     status = load_status(plan.status)
     set_condition(status, DEPLOYED, False, "RepositoryWriteFailed", message, now=obs.now, generation=obs.generation)
     return replace(
@@ -130,8 +137,11 @@ def repository_write_failed(plan: Plan, obs: Observed, message: str) -> Plan:
 
 
 def _run_of(obs: Observed, optimization: str) -> str:
-    """A new run of ``optimization``, unless its Jobs exist already (the status write that recorded
-    their run was lost): then theirs, so that the reports are looked for where they are written."""
+    """A new run of ``optimization``, unless its Jobs exist already: then theirs.
+
+    That happens when the status write that recorded their run was lost; the reports are then
+    looked for where those Jobs write them.
+    """
     for job in sorted(obs.jobs.values(), key=lambda j: j.name):
         if job.optimization == optimization:
             return job.run or optimization  # no run: a Job of an earlier operator, keyed by the id

@@ -19,6 +19,7 @@ class PodProblem:
     since: str | None = None  # RFC 3339: when the pod (or the Job, for FailedCreate) started waiting
 
     def describe(self) -> str:
+        """``REASON: message`` for a condition message."""
         return f"{self.reason}: {self.message}" if self.message else self.reason
 
 
@@ -40,6 +41,8 @@ class JobState:
 
 @dataclass(frozen=True)
 class DeploymentState:
+    """The Triton Deployment as far as reconcile cares: what its pod template runs, and how its rollout goes."""
+
     version: int | None  # the model version of the pod template
     replicas: int  # desired (spec); which pods are ready comes from the pods themselves (PodState):
     # the Deployment's readyReplicas counts the previous version's pods during a rollout too
@@ -104,11 +107,14 @@ class Observed:
 
     @property
     def ref(self) -> ObjectRef:
+        """The observed OptimizedModel, for its Events."""
         return ObjectRef(self.name, self.namespace, self.uid)
 
 
 @dataclass(frozen=True)
 class Event:
+    """A Kubernetes Event to post about the OptimizedModel (``apply.event_manifest`` builds it)."""
+
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
@@ -116,6 +122,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Patch:
+    """A JSON merge patch of one child in the resource's namespace."""
+
     api_version: str
     kind: str
     name: str
@@ -124,6 +132,8 @@ class Patch:
 
 @dataclass(frozen=True)
 class Delete:
+    """A child to delete (with its dependents: background propagation); already gone is fine."""
+
     api_version: str
     kind: str
     name: str

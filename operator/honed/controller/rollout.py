@@ -1,10 +1,13 @@
-"""The serving half of reconcile: the winner's repository version, Triton Deployment and Service,
-and what the Deployed and Ready conditions say about the rollout (pure, like reconcile)."""
+"""The serving half of reconcile: the winner's version on Triton, and what the rollout reports.
+
+It plans the winner's repository version, the Triton Deployment and Service, and sets the Deployed
+and Ready conditions and the endpoint from the pods (pure, like reconcile).
+"""
 
 from __future__ import annotations
 
 from honed.api.spec import OptimizedModelSpec, Serving
-from honed.api.status import DEPLOYED, READY, OptimizedModelStatus
+from honed.api.status import DEPLOYED, READY, OptimizedModelStatus, Winner
 from honed.artifacts import join_uri
 from honed.controller import names
 from honed.controller.conditions import SetCondition
@@ -18,6 +21,7 @@ from honed.controller.reconcile_data import (
     PodState,
     RepositoryWrite,
 )
+from honed.controller.settings import Pool
 from honed.controller.triton_manifests import endpoint, runs_serving_config, triton_deployment, triton_service
 from honed.controller.winner import effective_serving
 
@@ -27,6 +31,12 @@ POLL_DEPLOYING_S = 10.0
 def deploy(
     plan: Plan, new: OptimizedModelStatus, obs: Observed, spec: OptimizedModelSpec, condition: SetCondition
 ) -> None:
+    """Plan the winner's repository version, Triton Deployment and Service; set Deployed, Ready, the endpoint.
+
+    Adds to ``plan`` (creates, patches, the repository write, a requeue while the rollout runs)
+    and sets ``new``'s conditions and endpoint through ``condition``; without a winner, or when its
+    pool is no longer configured, nothing is planned.
+    """
     winner = new.winner
     if winner is None:
         condition(DEPLOYED, False, "AwaitingWinner", "nothing to deploy until an optimization selects a winner")
@@ -52,14 +62,23 @@ def deploy(
             serving_version=new.endpoint.version if new.endpoint else None,
         )
     replicas = spec.serving.replicas
+    serves = _plan_triton(plan, obs, owner, serving, pool, winner.version, replicas)
+    _report_rollout(plan, new, obs, owner, winner, serves, replicas, condition)
+
+
+def _plan_triton(
+    plan: Plan, obs: Observed, owner: Owner, serving: Serving, pool: Pool, version: int, replicas: int
+) -> bool:
+    """Plan the Triton Deployment and Service; returns whether the Deployment already serves ``version``."""
+    settings = obs.settings
     dep = obs.deployment
-    serves = dep is not None and _serves(dep, winner.version, serving, pool.name)
+    serves = dep is not None and _serves(dep, version, serving, pool.name)
     if dep is None:
-        plan.create.append(triton_deployment(owner, serving, pool, settings, winner.version))
+        plan.create.append(triton_deployment(owner, serving, pool, settings, version))
     elif not serves:
         # A new version, serving config or pool: the pods restart anyway, so they get the
         # operator's current settings (Triton image, security, mounts) as well.
-        desired = triton_deployment(owner, serving, pool, settings, winner.version)
+        desired = triton_deployment(owner, serving, pool, settings, version)
         body = {"metadata": desired["metadata"], "spec": desired["spec"]}
         # A merge patch merges maps: selector keys of the previous pool must be removed explicitly.
         selector = desired["spec"]["template"]["spec"].get("nodeSelector", {})
@@ -74,7 +93,21 @@ def deploy(
     # must not restart what serves; its settings apply with the next version.
     if not obs.service:
         plan.create.append(triton_service(owner))
+    return serves
 
+
+def _report_rollout(
+    plan: Plan,
+    new: OptimizedModelStatus,
+    obs: Observed,
+    owner: Owner,
+    winner: Winner,
+    serves: bool,
+    replicas: int,
+    condition: SetCondition,
+) -> None:
+    """Deployed and Ready from the pods, the endpoint of the version that answers; requeue until rolled out."""
+    dep = obs.deployment
     current = serves and dep is not None and dep.rolled_out and dep.replicas == replicas
     # Pods of the template that serves the winner, by the annotations the template gives them.
     fresh = [

@@ -32,6 +32,8 @@ class PoolOutcome:
 
 @dataclass(frozen=True)
 class Scored:
+    """One candidate of one pool as the selection rule judged it; latencies in ms at batch 1."""
+
     pool: Pool
     candidate: Candidate
     verdict: Verdict
@@ -40,24 +42,30 @@ class Scored:
 
     @property
     def p50(self) -> float | None:
+        """Median latency in ms at batch 1; None when the candidate was not timed."""
         return None if self.candidate.latency_ms is None else self.candidate.latency_ms.p50
 
     @property
     def p99(self) -> float | None:
+        """p99 latency in ms at batch 1; None when the candidate was not timed."""
         return None if self.candidate.latency_ms is None else self.candidate.latency_ms.p99
 
     @property
     def drop(self) -> float | None:
+        """The metric drop against the original model; None when it was not measured."""
         return None if self.candidate.metric is None else self.candidate.metric.drop
 
     @property
     def cost(self) -> float | None:
+        """Price of a million inferences, in the pool's price unit; None without a price or a throughput."""
         return cost_per_million(self.pool.price_per_hour, self.throughput)
 
     def label(self) -> str:
+        """``CANDIDATE on POOL``, for messages."""
         return f"{self.candidate.name} on {self.pool.name}"
 
     def summary(self, verdict: Verdict | None = None) -> CandidateSummary:
+        """The status row, figures rounded to 4 significant digits; ``verdict`` overrides (``winner``)."""
         return CandidateSummary(
             pool=self.pool.name,
             name=self.candidate.name,
@@ -77,6 +85,8 @@ class Scored:
 
 @dataclass(frozen=True)
 class Selection:
+    """The outcome of ``select``: the winner and every candidate ranked, or the failure and why."""
+
     winner: Scored | None
     ranked: list[Scored]
     failure: FailureReason | None = None

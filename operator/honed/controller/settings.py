@@ -52,6 +52,7 @@ class Pool(BaseModel):
     price_per_hour: float | None = Field(None, ge=0, description="node price per hour; needed by the cost objective")
 
     def pod_resources(self, *, serving: bool = False) -> dict[str, Any]:
+        """A copy of the optimizer pod's requests/limits, or with ``serving`` a Triton pod's."""
         return dict(self.serving_resources if serving and self.serving_resources is not None else self.resources)
 
 
@@ -177,9 +178,11 @@ class HonedSettings(BaseSettings):
         return self
 
     def pool(self, name: str) -> Pool | None:
+        """The pool of that name; None when it is not configured."""
         return next((pool for pool in self.pools if pool.name == name), None)
 
     def pool_names(self) -> list[str]:
+        """The configured pools' names, in HONED_POOLS order."""
         return [pool.name for pool in self.pools]
 
 

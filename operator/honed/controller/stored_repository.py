@@ -53,6 +53,10 @@ def repository_state(store: ArtifactStore, namespace: str, owner: str) -> tuple[
 
 
 def serving_options(serving: dict[str, Any]) -> ServingOptions:
+    """``RepositoryWrite.serving`` (a ``Serving`` dumped, snake_case) as the repository builder's options.
+
+    Fields left out stay None, for the builder to derive from the benchmark.
+    """
     batching = serving.get("dynamic_batching") or {}
     return ServingOptions(
         response_cache=bool(serving.get("response_cache", True)),
@@ -142,8 +146,10 @@ def _upload_version(repository: ArtifactStore, model: str, version: int, local: 
 
 
 def _prune(repository: ArtifactStore, model: str, keep: int, serving: int | None = None) -> None:
-    """Remove all but the newest ``keep`` versions and the one ``serving``, which pods still load
-    (a newer version whose rollout stalled does not make it expendable)."""
+    """Remove all but the newest ``keep`` versions and the one ``serving``, which pods still load.
+
+    A newer version whose rollout stalled does not make the serving one expendable.
+    """
     live = sorted(int(e) for e in repository.listdir(model) if e.isdigit())
     for version in live[:-keep]:
         if version == serving:

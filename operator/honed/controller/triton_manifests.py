@@ -53,6 +53,7 @@ def runs_serving_config(recorded: str | None, serving: Serving, replicas: int) -
 
 
 def triton_args(model: str, repository: str, serving: Serving, device: str, version: int) -> list[str]:
+    """The tritonserver command line: only ``model``, pinned to ``version``'s config, metrics on."""
     args = [
         "tritonserver",
         f"--model-repository={repository}",
@@ -85,6 +86,11 @@ def triton_deployment(
     settings: HonedSettings,
     version: int,
 ) -> dict[str, Any]:
+    """The Triton Deployment serving ``version`` on ``pool``.
+
+    Its rolling update keeps old pods until new ones are ready; its pod template records the version
+    and the serving config hash, which ``observe`` reads back.
+    """
     name = names.server_name(owner.name)
     model = names.triton_model_name(owner.name)
     repository = repository_uri(settings, owner.namespace, owner.name)
@@ -160,6 +166,7 @@ def triton_deployment(
 
 
 def triton_service(owner: Owner) -> dict[str, Any]:
+    """The ClusterIP Service in front of every Triton pod of the resource: HTTP, gRPC and metrics."""
     name = names.server_name(owner.name)
     return {
         "apiVersion": "v1",
@@ -178,6 +185,7 @@ def triton_service(owner: Owner) -> dict[str, Any]:
 
 
 def endpoint(owner: Owner, version: int) -> Endpoint:
+    """``status.endpoint``: the Service's in-cluster URLs and the model version they serve."""
     host = f"{names.server_name(owner.name)}.{owner.namespace}.svc"
     return Endpoint(
         http=f"http://{host}:{HTTP_PORT}",

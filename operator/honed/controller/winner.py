@@ -40,6 +40,7 @@ FALLBACK_REASON = "FallbackFromSLO"
 
 
 def report_uri(obs: Observed, run: str, pool: str) -> str:
+    """The store URI of one pool's report.json in one run of the observed resource."""
     key = names.optimization_key(obs.namespace, obs.name, run, pool)
     return join_uri(obs.settings.artifact_store, key, REPORT_FILE)
 
@@ -87,6 +88,7 @@ def served_config(report: Report, scored: Scored, serving: Serving) -> ServedCon
 
 
 def build_winner(obs: Observed, run: str, scored: Scored, report: Report, serving: Serving, version: int) -> Winner:
+    """``status.winner`` for ``scored`` as model ``version``: its figures, store locations and derived config."""
     pool_root = join_uri(
         obs.settings.artifact_store, names.optimization_key(obs.namespace, obs.name, run, scored.pool.name)
     )

@@ -23,10 +23,13 @@ class _Decision(BaseModel):
     numbers: dict[str, Number] = Field(default_factory=dict, description="the values that drove it")
 
     def summary(self) -> str:
+        """One line for the Event and ``lastDecision.message``: the action, its settings, the reason."""
         return self.reason
 
 
 class Keep(_Decision):
+    """Change nothing; ``reason`` says why (healthy, too little traffic, cooling down...)."""
+
     action: Literal["Keep"] = "Keep"
 
 
@@ -39,6 +42,7 @@ class Retune(_Decision):
     response_cache: bool | None = None
 
     def summary(self) -> str:
+        """``retune (max queue delay 500 us, 2 instances): REASON``; only the settings it changes."""
         changes = []
         if self.max_queue_delay_us is not None:
             changes.append(f"max queue delay {self.max_queue_delay_us} us")
@@ -58,6 +62,7 @@ class Reoptimize(_Decision):
     concurrency: int = Field(ge=1, description="observed requests in flight to benchmark under")
 
     def summary(self) -> str:
+        """The trigger and the traffic profile the new search benchmarks, then the reason."""
         return (
             f"re-optimize ({self.trigger}, batch sizes {self.batch_sizes}, concurrency "
             f"{self.concurrency}): {self.reason}"
@@ -72,6 +77,7 @@ class Fallback(_Decision):
     pool: str
 
     def summary(self) -> str:
+        """The candidate and pool served next, then the reason."""
         return f"fall back to {self.candidate} on {self.pool or 'the same pool'}: {self.reason}"
 
 

@@ -29,6 +29,8 @@ class _Camel(BaseModel):
 
 
 class Condition(_Camel):
+    """A condition the feedback loop owns; the controller adds lastTransitionTime when it is written."""
+
     type: Literal["SLOMet", "MetricsUnavailable"]
     status: Literal["True", "False", "Unknown"]
     reason: str
@@ -36,12 +38,16 @@ class Condition(_Camel):
 
 
 class Event(_Camel):
+    """A Kubernetes Event to post on the OptimizedModel; ``message`` is already cut to the 1 KiB limit."""
+
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
 
 
 class Evaluation(_Camel):
+    """Everything one evaluation asks the controller to record and apply (see the module docstring)."""
+
     decision: Decision
     state: FeedbackState
     conditions: list[Condition]

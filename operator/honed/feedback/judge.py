@@ -34,10 +34,12 @@ def _ms(us: float | None) -> float | None:
 
 
 def rounded(value: float | None, digits: int = 3) -> float | None:
+    """``value`` rounded for status and Events; None (no data) stays None."""
     return None if value is None else round(value, digits)
 
 
 def observed_numbers(window: MetricWindow) -> dict[str, Number]:
+    """The window's figures for a decision's ``numbers``: camelCase keys, latencies in ms, None = no data."""
     cache = window.cache
     return {
         "requestRate": rounded(window.request_rate),
@@ -55,6 +57,11 @@ def observed_numbers(window: MetricWindow) -> dict[str, Number]:
 
 
 def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
+    """Whether Triton's quantiles describe the traffic rather than the new version's warmup.
+
+    True once the summaries have forgotten the warmup (``SUMMARY_MEMORY_S`` after the deployment)
+    or traffic has outnumbered it, and when the deployment time is unknown.
+    """
     if deployment.deployed_at is None:
         return True
     since = (window.end - deployment.deployed_at).total_seconds()
@@ -65,6 +72,7 @@ def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
 
 
 def judge(window: MetricWindow, slo: Feedback, deployment: Deployment) -> Verdict:
+    """The SLOMet verdict: Unknown when idle or without trustworthy latency, failures judged before latency."""
     if window.request_rate < slo.min_request_rate:
         return Verdict("Unknown", "Idle", f"{window.request_rate:.3g} req/s is too little traffic to judge")
     if window.failure_ratio > slo.max_failure_ratio:
@@ -105,5 +113,6 @@ def batch_profile(window: MetricWindow, deployment: Deployment) -> list[int]:
 
 
 def observed_concurrency(window: MetricWindow) -> int:
+    """Requests in flight to benchmark under: the larger of the mean and the most pending, at least 1."""
     candidates = [v for v in (window.concurrency(), window.pending_max) if v]
     return ceil_int(max(candidates)) if candidates else 1

@@ -40,6 +40,8 @@ QUEUE_DELAY_SHARE = 0.1
 
 @dataclass(frozen=True)
 class PolicyResult:
+    """What ``decide`` returns: the decision, the memory to persist, and the SLOMet verdict."""
+
     decision: Decision
     state: FeedbackState
     verdict: Verdict

@@ -41,6 +41,7 @@ class Deployment(_Camel):
 
     @property
     def key(self) -> str:
+        """``CANDIDATE@POOL/VERSION``; ``FeedbackState``'s per-deployment counters restart when it changes."""
         return f"{self.candidate}@{self.pool}/{self.version}"
 
     def after(
@@ -76,6 +77,7 @@ class Option(_Camel):
 
     @property
     def key(self) -> str:
+        """``NAME@POOL``, as ``FeedbackState.fallen_back_from`` lists it."""
         return f"{self.name}@{self.pool}"
 
     def p99_ms_at(self, batch: float) -> float | None:
@@ -106,6 +108,8 @@ def options_from_report(report: Report, pool: str = "") -> list[Option]:
 
 
 class DecisionRecord(_Camel):
+    """The last decision as ``status.feedback.lastDecision`` shows it: action, reason, when, numbers."""
+
     action: str
     reason: str
     message: str
@@ -114,6 +118,8 @@ class DecisionRecord(_Camel):
 
 
 class FeedbackState(_Camel):
+    """The policy's memory between evaluations (see the module docstring); None = not known yet."""
+
     deployment: str | None = Field(default=None, description="Deployment.key the counters refer to")
     bad_windows: int = 0
     last_bad_end: datetime | None = None
@@ -164,5 +170,6 @@ class FeedbackState(_Camel):
 
 
 def ceil_int(value: float) -> int:
+    """``value`` rounded up to a whole batch or concurrency, at least 1; float noise does not round up."""
     # 7.0000001 from a rate ratio is batch 7, not 8.
     return max(1, math.ceil(value - 1e-6))

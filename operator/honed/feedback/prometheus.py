@@ -55,6 +55,8 @@ class PrometheusError(Exception):
 
 @dataclass(frozen=True)
 class Sample:
+    """One series of an instant vector: its labels and its value at the query's instant."""
+
     labels: dict[str, str]
     value: float
 

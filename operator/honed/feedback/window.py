@@ -43,10 +43,12 @@ class CacheStats(_Frozen):
 
     @property
     def lookup_rate(self) -> float:
+        """Cache lookups per second, hits and misses."""
         return self.hit_rate + self.miss_rate
 
     @property
     def hit_ratio(self) -> float | None:
+        """Hits over lookups; None when nothing was looked up."""
         return None if self.lookup_rate <= 0 else self.hit_rate / self.lookup_rate
 
 
@@ -65,6 +67,8 @@ class BatchProfile(_Frozen):
 
 
 class MetricWindow(_Frozen):
+    """One model's Triton metrics from ``start`` to ``end``, over all its replicas and loaded versions."""
+
     kind: Literal["window"] = "window"
     model: str
     start: datetime
@@ -84,14 +88,17 @@ class MetricWindow(_Frozen):
 
     @property
     def seconds(self) -> float:
+        """The window's length."""
         return (self.end - self.start).total_seconds()
 
     @property
     def failure_ratio(self) -> float:
+        """Failed over answered requests; 0 without traffic."""
         return 0.0 if self.request_rate <= 0 else self.failure_rate / self.request_rate
 
     @property
     def avg_batch_size(self) -> float | None:
+        """Items per model execution over the window; None when nothing was executed."""
         return None if self.exec_rate <= 0 else self.inference_rate / self.exec_rate
 
     def p99_us(self) -> float | None:
