@@ -11,7 +11,9 @@ def resnet50() -> Any:
     from transformers import ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(0)
-    model = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()
+    # transformers 5's typed config signatures leave out kwargs they accept (num_labels, attn_implementation).
+    config = ResNetConfig(num_labels=1000)  # type: ignore[call-arg]
+    model = ResNetForImageClassification(config).eval()
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -19,7 +21,8 @@ def resnet50() -> Any:
             self.model = model
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.model(pixel_values=pixel_values).logits
+            logits: torch.Tensor = self.model(pixel_values=pixel_values).logits
+            return logits
 
     return Logits().eval()
 
@@ -30,7 +33,8 @@ def bert_base() -> Any:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(num_labels=2, attn_implementation="eager")
+    # transformers 5's typed config signatures leave out kwargs they accept (num_labels, attn_implementation).
+    config = BertConfig(num_labels=2, attn_implementation="eager")  # type: ignore[call-arg]
     model = BertForSequenceClassification(config).eval()
 
     class Logits(torch.nn.Module):
@@ -39,6 +43,7 @@ def bert_base() -> Any:
             self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            logits: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return logits
 
     return Logits().eval()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,9 +57,9 @@ def run_model(name: str, spec: dict[str, list[str] | str], work: Path, max_drop:
         *list(spec["args"]),
     ]
     if spec.get("data") == "digits":
-        from honed.demo.digits import CACHE, write_validation
+        from honed.demo.digits import cache_dir, write_validation
 
-        args += ["--data", str(write_validation(CACHE / "digits_val.npz"))]
+        args += ["--data", str(write_validation(cache_dir() / "digits_val.npz"))]
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -89,7 +90,7 @@ def run_model(name: str, spec: dict[str, list[str] | str], work: Path, max_drop:
     }
 
 
-def markdown(results: list[dict[str, object]], device: dict[str, object]) -> str:
+def markdown(results: list[dict[str, Any]], device: dict[str, Any]) -> str:
     lines = [
         f"CPU: {device.get('cpu')} — {device.get('threads')} threads — flags: {', '.join(device.get('flags', []))}"
         f" — load average at end: {device.get('load_average')}",

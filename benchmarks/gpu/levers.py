@@ -39,7 +39,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class HandCompiled:
         self.image = any(len(s.shape) == 4 for s in model.inputs)
         module = model.module.half().cuda().eval()
         if self.image:
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted, but not in torch's overloads
         self.fn = torch.compile(module, mode="max-autotune", dynamic=False)
         self.compile_seconds: dict[str, float] = {}
         for batch in batches:
@@ -337,10 +337,12 @@ class Handle:
 def wait_built(handles: list[Handle], deadline: float) -> None:
     pending = {h.conn: h for h in handles if h.status == "building"}
     while pending and time.monotonic() < deadline:
-        for conn in wait(list(pending), timeout=max(0.1, deadline - time.monotonic())):
-            handle = pending.pop(conn)  # type: ignore[arg-type]
+        # wait() returns some of the objects it was given: these Connections.
+        ready = cast(list[Connection], wait(list(pending), timeout=max(0.1, deadline - time.monotonic())))
+        for conn in ready:
+            handle = pending.pop(conn)
             try:
-                reply = conn.recv()  # type: ignore[union-attr]
+                reply = conn.recv()
             except EOFError:
                 code = handle.process.exitcode
                 handle.status, handle.reason = "failed", f"process died while building (exit code {code})"
@@ -395,7 +397,7 @@ def start_model(name: str, args: argparse.Namespace, work: Path) -> tuple[list[H
     hand_batches = [b for b in batches if b in args.hand_batches] if args.hand_batches else batches
     start_unless_skipped("hand-compile", "hand-compile", compile_threads=args.compile_threads, batches=hand_batches)
     start_unless_skipped("eager-defaults", "eager-defaults")
-    np.savez(work / "calib-only.npz", **model.feeds(8, seed=2))
+    np.savez(work / "calib-only.npz", **model.feeds(8, seed=2))  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
     start_unless_skipped("engine-after", "engine-after", calib=str(work / "calib-only.npz"))
     log(f"{name}: exporting")
     program, calib = export(model, work / "source")
@@ -481,7 +483,8 @@ def ratios(contenders: dict[str, Any], batches: list[int]) -> dict[str, Any]:
     """slow/fast p50, paired per round, for the comparisons the issue asks about."""
 
     def rp(name: str, batch: int) -> list[float]:
-        return contenders.get(name, {}).get("round_p50_ms", {}).get(str(batch), [])
+        p50s: list[float] = contenders.get(name, {}).get("round_p50_ms", {}).get(str(batch), [])
+        return p50s
 
     out: dict[str, Any] = {}
     picks = [n for n in contenders if n == "honed" or n.startswith("honed+")]

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     progress(started, f"loading {meta.precision} {meta.variant}")
     runner = torch_cuda.load(meta, args.artifact, None)
     load_seconds = time.perf_counter() - started
+    from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner  # loaded by now: costs no time
+
+    assert isinstance(runner, TorchCudaRunner), "a built candidate, not the as-given baseline"
     progress(started, f"loaded: warm-up by batch {runner.warmup_seconds}, cache {runner.cache_info}")
-    result: dict = {
+    result: dict[str, Any] = {
         "load_seconds": round(load_seconds, 2),
         "cache": runner.cache_info,
         "warmup_seconds": runner.warmup_seconds,

@@ -23,10 +23,13 @@ class ResNetLogits(nn.Module):
         super().__init__()
         from transformers import ResNetConfig, ResNetForImageClassification
 
-        self.model = ResNetForImageClassification(ResNetConfig(num_labels=1000))  # ResNet-50 layout
+        # transformers 5's typed config signatures leave out kwargs they accept (num_labels, attn_implementation).
+        config = ResNetConfig(num_labels=1000)  # type: ignore[call-arg]
+        self.model = ResNetForImageClassification(config)  # ResNet-50 layout
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+        logits: torch.Tensor = self.model(pixel_values=pixel_values).logits
+        return logits
 
 
 class BertOutputs(nn.Module):
@@ -34,7 +37,9 @@ class BertOutputs(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        self.model = BertModel(BertConfig(attn_implementation="sdpa"), add_pooling_layer=True)  # BERT-base
+        # transformers 5's typed config signatures leave out kwargs they accept (num_labels, attn_implementation).
+        config = BertConfig(attn_implementation="sdpa")  # type: ignore[call-arg]
+        self.model = BertModel(config, add_pooling_layer=True)  # BERT-base
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
@@ -102,7 +107,7 @@ def export(model: BenchModel, directory: Path) -> tuple[Path, Path]:
     path = directory / "model.pt2"
     torch.export.save(program, str(path))
     calib = directory / "calib.npz"
-    np.savez(calib, **model.feeds(8, seed=2))
+    np.savez(calib, **model.feeds(8, seed=2))  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
     return path, calib
 
 

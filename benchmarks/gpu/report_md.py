@@ -109,7 +109,7 @@ def _reload_section(reload: dict[str, Any] | None) -> list[str]:
             if not res.get("ok"):
                 lines.append(f"| {name} | {cand} | - | FAILED | - | - | - | - |")
                 continue
-            built = next((c for c in model.get("candidates", []) if c["name"] == cand), {})
+            built: dict[str, Any] = next((c for c in model.get("candidates", []) if c["name"] == cand), {})
             cache = res.get("cache", {})
             hits = f"{cache.get('fxgraph_cache_hit')} hit / {cache.get('fxgraph_cache_miss')} miss"
             for batch, val in res["batches"].items():

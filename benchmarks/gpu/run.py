@@ -34,6 +34,7 @@ from honed.optimizer.artifact import artifact_size, read_meta  # noqa: E402
 from honed.optimizer.backends import torch_cuda  # noqa: E402
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext  # noqa: E402
 from honed.optimizer.backends.torch_cuda_baseline import strict_fp32  # noqa: E402
+from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner  # noqa: E402
 from honed.optimizer.gpu_compare import agreement, passes_gate  # noqa: E402
 from honed.optimizer.gpu_timing import event_times_ms, gpu_info, summarize_ms  # noqa: E402
 
@@ -88,6 +89,7 @@ def build_and_gate(
         entry["compile_seconds_by_batch"] = meta.options.get("build_seconds_by_batch")
         entry["fp8_linears"] = meta.options.get("fp8_linears")
         runner = torch_cuda.load(read_meta(out_dir), out_dir, None)
+        assert isinstance(runner, TorchCudaRunner), "a built candidate, not the as-given baseline"
         entry["load_seconds"] = round(runner.load_seconds, 2)
         entry["cache"] = runner.cache_info
         gate = agreement(ref, runner.run(val))
@@ -112,7 +114,7 @@ def measure(
     feeds_by_batch: dict[int, dict[str, np.ndarray]],
     iters: dict[int, int],
     rounds: int,
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> dict[str, dict[str, Any]]:
     """Interleaved rounds: every contender once per round, so drift hits all of them alike."""
     samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in feeds_by_batch} for name, _ in contenders}
     peaks: dict[str, int] = {}
@@ -156,7 +158,7 @@ def fresh_process(artifact: Path, feeds_path: Path, work: Path, iters: int, time
         return {"ok": False, "timed_out_after_s": timeout, "stderr_tail": _progress(tail)}
     if proc.returncode != 0:
         return {"ok": False, "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update(ok=True, process_seconds=round(time.perf_counter() - started, 2), progress=_progress(proc.stderr))
     return result
 
@@ -194,7 +196,7 @@ def bench_model(
         attention=model.attention,
         has_torch_program=True,
     )
-    sctx.batch_sizes = batches  # type: ignore[attr-defined]
+    sctx.batch_sizes = batches
     plans = torch_cuda.plans(sctx)
     skipped = [{"name": p.name, "reason": p.reason} for p in plans if not isinstance(p, CandidatePlan)]
     real = [p for p in plans if isinstance(p, CandidatePlan)]
@@ -269,14 +271,14 @@ def bench_model(
     log(f"{name}: stage 4, picked artifacts in a new process")
     np_feeds: dict[str, np.ndarray] = {}
     fresh: dict[str, Any] = {}
-    for b, feeds in timing_feeds.items():
+    for batch, feeds in timing_feeds.items():
         for k, v in feeds.items():
-            np_feeds[f"feeds_{b}_{k}"] = v
+            np_feeds[f"feeds_{batch}_{k}"] = v
     for cand in sorted({p["candidate"] for p in picks.values()}):
         runner = next(e["_runner"] for e in entries if e["name"] == cand)
         feeds_path = work / f"fresh-{cand}.npz"
         expected = {f"expected_{b}_{i}": o for b, f in timing_feeds.items() for i, o in enumerate(runner.run(f))}
-        np.savez(feeds_path, **np_feeds, **expected)
+        np.savez(feeds_path, **np_feeds, **expected)  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
         fresh[cand] = fresh_process(
             Path(next(e["artifact"] for e in entries if e["name"] == cand)),
             feeds_path,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from honed.optimizer.gpu_timing import cuda_unavailable_reason
+
+if TYPE_CHECKING:
+    from tiny_models import Exported, ExportedModel
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,13 +27,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory):
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """kind -> (program path, calibration path, inputs, outputs), exported once per session."""
     from tiny_models import export
 
-    cache: dict[str, tuple] = {}
+    cache: dict[str, ExportedModel] = {}
 
-    def get(kind: str) -> tuple:
+    def get(kind: str) -> ExportedModel:
         if kind not in cache:
             cache[kind] = export(kind, tmp_path_factory.mktemp(kind))
         return cache[kind]

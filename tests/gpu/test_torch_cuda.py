@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from tiny_models import random_feeds, reference
+from tiny_models import Exported, random_feeds, reference
 
-from honed.optimizer.artifact import read_meta
+from honed.optimizer.artifact import Runner, read_meta
 from honed.optimizer.backends import torch_cuda
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.gpu_compare import agreement, passes_gate
@@ -23,12 +24,12 @@ pytestmark = pytest.mark.timeout(900)
 OPERATOR_DIR = Path(torch_cuda.__file__).resolve().parents[3]
 
 
-def load_runner(directory: Path):
+def load_runner(directory: Path) -> Runner:
     """Load through the backend module, as the engine's loader does for device=cuda torch artifacts."""
     return torch_cuda.load(read_meta(directory), directory, None)
 
 
-def _ctx(exported, kind: str, work: Path) -> BuildContext:
+def _ctx(exported: Exported, kind: str, work: Path) -> BuildContext:
     path, calib, inputs, outputs = exported(kind)
     return BuildContext(
         onnx_path=None,
@@ -41,7 +42,7 @@ def _ctx(exported, kind: str, work: Path) -> BuildContext:
     )
 
 
-def _plan(precision: str, variant: str, buckets: list[int], **options) -> CandidatePlan:
+def _plan(precision: str, variant: str, buckets: list[int], **options: Any) -> CandidatePlan:
     opts = {"batch_buckets": buckets, "cuda_graphs": variant != "eager", "channels_last": False, **options}
     if variant == "compile":
         opts["inductor"] = torch_cuda.INDUCTOR_OPTIONS
@@ -50,7 +51,7 @@ def _plan(precision: str, variant: str, buckets: list[int], **options) -> Candid
     )
 
 
-def test_plans_cover_precisions_graphs_compile_and_fp8(exported) -> None:
+def test_plans_cover_precisions_graphs_compile_and_fp8(exported: Exported) -> None:
     _, _, inputs, outputs = exported("encoder")
     ctx = SearchContext(
         inputs=inputs,
@@ -83,7 +84,9 @@ def test_plans_cover_precisions_graphs_compile_and_fp8(exported) -> None:
         ("encoder", "bf16", "eager", False),
     ],
 )
-def test_half_precision_matches_fp32(exported, tmp_path, kind, precision, variant, channels_last) -> None:
+def test_half_precision_matches_fp32(
+    exported: Exported, tmp_path: Path, kind: str, precision: str, variant: str, channels_last: bool
+) -> None:
     ctx = _ctx(exported, kind, tmp_path)
     torch_cuda.build(_plan(precision, variant, [1, 4], channels_last=channels_last), ctx, tmp_path / "a")
     runner = load_runner(tmp_path / "a")
@@ -97,7 +100,7 @@ def test_half_precision_matches_fp32(exported, tmp_path, kind, precision, varian
         assert result["relative_error"] < (1e-2 if precision == "fp16" else 4e-2), result
 
 
-def test_gate_rejects_fp16_overflow_and_keeps_bf16(exported, tmp_path) -> None:
+def test_gate_rejects_fp16_overflow_and_keeps_bf16(exported: Exported, tmp_path: Path) -> None:
     ctx = _ctx(exported, "overflow", tmp_path)
     feeds = random_feeds(ctx.inputs, 8, seed=7)
     ref = reference(ctx.torch_path, feeds)
@@ -108,13 +111,13 @@ def test_gate_rejects_fp16_overflow_and_keeps_bf16(exported, tmp_path) -> None:
     assert verdicts == {"fp16": False, "bf16": True}
 
 
-def test_compiled_artifact_reloads_in_a_new_process_from_its_cache(exported, tmp_path) -> None:
+def test_compiled_artifact_reloads_in_a_new_process_from_its_cache(exported: Exported, tmp_path: Path) -> None:
     ctx = _ctx(exported, "encoder", tmp_path)
     meta = torch_cuda.build(_plan("fp16", "compile", [1, 8]), ctx, tmp_path / "a")
     assert (tmp_path / "a" / "inductor-cache.bin").stat().st_size > 0
     assert set(meta.options["build_seconds_by_batch"]) == {"1", "8"}
     feeds = random_feeds(ctx.inputs, 5, seed=11)
-    np.savez(tmp_path / "feeds.npz", **feeds)
+    np.savez(tmp_path / "feeds.npz", **feeds)  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
     here = load_runner(tmp_path / "a").run(feeds)
     assert passes_gate(agreement(reference(ctx.torch_path, feeds), here), 1e-3)
 
@@ -160,7 +163,7 @@ def test_compiled_artifact_reloads_in_a_new_process_from_its_cache(exported, tmp
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_fp8_passes_the_gate_on_a_transformer(exported, tmp_path) -> None:
+def test_fp8_passes_the_gate_on_a_transformer(exported: Exported, tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.get_device_capability(0) < (8, 9):
@@ -173,34 +176,41 @@ def test_fp8_passes_the_gate_on_a_transformer(exported, tmp_path) -> None:
     assert passes_gate(result, 0.01), result
 
 
-def test_timing_is_positive_and_peak_memory_is_reported(exported, tmp_path) -> None:
+def test_timing_is_positive_and_peak_memory_is_reported(exported: Exported, tmp_path: Path) -> None:
     ctx = _ctx(exported, "cnn", tmp_path)
     torch_cuda.build(_plan("fp16", "eager-cudagraphs", [4], channels_last=True), ctx, tmp_path / "a")
     runner = load_runner(tmp_path / "a")
-    times = runner.time_batch(random_feeds(ctx.inputs, 4, seed=3), iters=20)  # type: ignore[attr-defined]
+    from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner
+
+    assert isinstance(runner, TorchCudaRunner)
+    times = runner.time_batch(random_feeds(ctx.inputs, 4, seed=3), iters=20)
     assert len(times) == 20 and min(times) > 0
-    assert runner.peak_gpu_bytes() > 0  # type: ignore[attr-defined]
+    assert runner.peak_gpu_bytes() > 0
 
 
-def test_baseline_is_the_factory_module_in_strict_fp32_and_leaks_no_setting(exported, tmp_path) -> None:
+def test_baseline_is_the_factory_module_in_strict_fp32_and_leaks_no_setting(exported: Exported, tmp_path: Path) -> None:
     import torch
 
     from honed.optimizer.backends.base import AS_GIVEN
+    from honed.optimizer.backends.torch_cuda_baseline import BaselineRunner
 
+    # torch swaps in a CudnnModule whose conv carries fp32_precision; its types do not declare conv.
+    conv: Any = torch.backends.cudnn.conv  # type: ignore[attr-defined]
     ctx = _ctx(exported, "cnn", tmp_path)
     plan = CandidatePlan("torch", "fp32", "torch", "eager", "cuda", {AS_GIVEN: True, "factory": "tiny_models:tiny_cnn"})
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    before = (torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision)
     meta = torch_cuda.build(plan, ctx, tmp_path / "base")
     runner = load_runner(tmp_path / "base")
-    assert type(runner.module).__name__ == "TinyCNN"  # type: ignore[attr-defined]  # not a rebuilt program
-    settings = runner.settings()  # type: ignore[attr-defined]
+    assert isinstance(runner, BaselineRunner)
+    assert type(runner.module).__name__ == "TinyCNN"  # not a rebuilt program
+    settings = runner.settings()
     assert settings == meta.options["settings"]
     assert settings["tf32_cudnn"] is False and settings["cudnn_benchmark"] is True
     feeds = random_feeds(ctx.inputs, 4, seed=5)
-    times = runner.time_batch(feeds, iters=10)  # type: ignore[attr-defined]
+    times = runner.time_batch(feeds, iters=10)
     assert len(times) == 10 and min(times) > 0
     out = runner.run(feeds)
-    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
+    assert (torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision) == before
     # Same weights as the exported program (seed 0); strict fp32 on the GPU agrees with fp32 on the CPU.
     result = agreement(reference(ctx.torch_path, feeds), out)
     assert result["relative_error"] < 1e-4, result

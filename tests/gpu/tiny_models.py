@@ -7,7 +7,9 @@ fp8 rewrite to apply to the transformer's linear layers.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -50,7 +52,8 @@ class TinyEncoder(nn.Module):
         b, s = input_ids.shape
         x = self.embed(input_ids) + self.pos(torch.arange(s, device=input_ids.device))
         mask = attention_mask.bool()[:, None, None, :]
-        for blk in self.blocks:
+        # ModuleList yields Module; each block is the ModuleDict built in __init__.
+        for blk in cast(list[nn.ModuleDict], self.blocks):
             h = blk["ln1"](x)
             q, k, v = (blk[n](h).view(b, s, self.heads, -1).transpose(1, 2) for n in ("q", "k", "v"))
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -75,7 +78,8 @@ class TinyCNN(nn.Module):
         self.fc = nn.Linear(chans[-1], 10)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(pixel_values).mean(dim=(2, 3)))
+        logits: torch.Tensor = self.fc(self.features(pixel_values).mean(dim=(2, 3)))
+        return logits
 
 
 class Overflowing(nn.Module):
@@ -90,14 +94,21 @@ class Overflowing(nn.Module):
             self.b.weight.mul_(3000.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
+        y: torch.Tensor = self.b(torch.relu(self.a(x)))
+        return y
 
 
 def _batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=4096)
 
 
-def export(kind: str, directory: Path) -> tuple[Path, Path, list[TensorSpec], list[TensorSpec]]:
+# (program path, calibration path, inputs, outputs)
+ExportedModel = tuple[Path, Path, list[TensorSpec], list[TensorSpec]]
+# The session fixture: kind -> that kind's ExportedModel, exported once.
+Exported = Callable[[str], ExportedModel]
+
+
+def export(kind: str, directory: Path) -> ExportedModel:
     """Export ``kind`` (encoder | cnn | overflow) to DIR/model.pt2 with calibration rows in calib.npz."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -137,7 +148,7 @@ def export(kind: str, directory: Path) -> tuple[Path, Path, list[TensorSpec], li
     path = directory / "model.pt2"
     torch.export.save(program, str(path))
     calib = directory / "calib.npz"
-    np.savez(calib, **feeds)
+    np.savez(calib, **feeds)  # type: ignore[arg-type]  # numpy's stubs match **arrays to allow_pickle
     return path, calib, inputs, outputs
 
 
@@ -158,8 +169,9 @@ def random_feeds(inputs: list[TensorSpec], batch: int, seed: int) -> dict[str, n
     return feeds
 
 
-def reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def reference(path: Path | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """fp32 outputs on the CPU, in float64-free plain fp32 (no TF32 anywhere)."""
+    assert path is not None, "no exported program to compare with"
     module = torch.export.load(str(path)).module()
     with torch.no_grad():
         out = module(*[torch.from_numpy(v) for v in feeds.values()])

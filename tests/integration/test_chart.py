@@ -92,7 +92,7 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([_tool("helm"), *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def render(*values: Path, kube_version: str = KUBE_VERSIONS[-1], sets: tuple[str, ...] = ()) -> list[dict]:
+def render(*values: Path, kube_version: str = KUBE_VERSIONS[-1], sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     args = ["template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", kube_version]
     for path in values:
         args += ["-f", str(path)]
@@ -103,27 +103,28 @@ def render(*values: Path, kube_version: str = KUBE_VERSIONS[-1], sets: tuple[str
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def values_file(tmp_path: Path, values: dict, name: str = "values.yaml") -> Path:
+def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(values))
     return path
 
 
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-def operator_container(docs: list[dict]) -> dict:
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = by_kind(docs, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
     return container
 
 
-def env_of(container: dict) -> dict[str, str]:
+def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item.get("value", "") for item in container["env"]}
 
 
-def chart_crds() -> dict[str, dict]:
+def chart_crds() -> dict[str, dict[str, Any]]:
     docs = {}
     for path in sorted((CHART / "crds").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -132,7 +133,7 @@ def chart_crds() -> dict[str, dict]:
     return docs
 
 
-def crd_validator(crd: dict) -> jsonschema.Draft4Validator:
+def crd_validator(crd: dict[str, Any]) -> jsonschema.Draft4Validator:
     """A validator for one CRD version's schema that, like `kubectl apply` (field validation
     Strict), rejects unknown fields instead of pruning them. OpenAPI v3.0 bounds are Draft 4's."""
 
@@ -157,7 +158,7 @@ def crd_validator(crd: dict) -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(schema)
 
 
-def validate_model(manifest: dict) -> list[str]:
+def validate_model(manifest: dict[str, Any]) -> list[str]:
     crds = chart_crds()
     crd = crds[manifest["kind"]]
     group, _, version = manifest["apiVersion"].partition("/")
@@ -171,7 +172,7 @@ def validate_model(manifest: dict) -> list[str]:
     return problems
 
 
-def example_models() -> list[tuple[Path, dict]]:
+def example_models() -> list[tuple[Path, dict[str, Any]]]:
     found = []
     for path in sorted(EXAMPLES.glob("**/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -294,7 +295,7 @@ def test_settings_reach_the_operator_as_its_env_contract(tmp_path: Path) -> None
 # --- RBAC ---------------------------------------------------------------------------------------
 
 
-def _rules(docs: list[dict], kind: str) -> dict[str, list[dict]]:
+def _rules(docs: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
     return {
         doc["metadata"]["name"] + "@" + doc["metadata"].get("namespace", ""): doc["rules"]
         for doc in by_kind(docs, kind)
@@ -386,7 +387,7 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("values", "field"), BAD_VALUES, ids=[field for _, field in BAD_VALUES])
-def test_values_that_break_the_schema_fail_to_render(values: dict, field: str, tmp_path: Path) -> None:
+def test_values_that_break_the_schema_fail_to_render(values: dict[str, Any], field: str, tmp_path: Path) -> None:
     done = helm("template", RELEASE, str(CHART), "-f", str(values_file(tmp_path, values)))
     assert done.returncode != 0, f"rendered although {field} is invalid"
     assert "schema" in done.stderr and field in done.stderr, done.stderr
@@ -404,7 +405,7 @@ def test_every_documented_value_is_in_the_schema() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.Draft7Validator(schema).validate(defaults)
 
-    def walk(value: Any, node: dict, path: str) -> None:
+    def walk(value: Any, node: dict[str, Any], path: str) -> None:
         if isinstance(value, dict) and "properties" in node:
             for key, child in value.items():
                 assert key in node["properties"], f"{path}.{key} is in values.yaml but not in the schema"
@@ -440,7 +441,7 @@ def test_examples_hold_models_for_every_layout() -> None:
 @pytest.mark.parametrize(
     ("path", "manifest"), example_models(), ids=[str(p.relative_to(EXAMPLES)) for p, _ in example_models()]
 )
-def test_example_models_validate_against_the_crd(path: Path, manifest: dict) -> None:
+def test_example_models_validate_against_the_crd(path: Path, manifest: dict[str, Any]) -> None:
     assert validate_model(manifest) == []
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", manifest["metadata"]["name"])
 
@@ -473,7 +474,7 @@ def test_crd_validation_rejects_broken_models(field: str, breaks: Any) -> None:
 # --- GitOps ------------------------------------------------------------------------------------
 
 
-def _gitops_values() -> list[tuple[str, dict]]:
+def _gitops_values() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted((EXAMPLES / "gitops").glob("**/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -566,7 +567,7 @@ def test_pvc_store_is_mounted_where_the_operator_looks(tmp_path: Path, monkeypat
 
 
 def test_credentials_secret_lands_where_pods_read_it(tmp_path: Path) -> None:
-    values = {
+    values: dict[str, Any] = {
         "operator": {"watchNamespaces": ["ml"]},
         "artifactStore": {"credentials": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}},
     }

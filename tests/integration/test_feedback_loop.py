@@ -59,8 +59,8 @@ def test_repeat_heavy_traffic_keeps_the_response_cache_on(bench: Bench) -> None:
     driver.save()
     assert traffic.errors == []
     assert [s.evaluation.decision.action for s in steps] == ["Keep"] * len(steps)
-    ratios = [s.observation.cache.hit_ratio for s in steps[1:] if isinstance(s.observation, MetricWindow)]
-    assert ratios and all(r is not None and r > 0.9 for r in ratios), ratios  # type: ignore[union-attr]
+    caches = [s.observation.cache for s in steps[1:] if isinstance(s.observation, MetricWindow)]
+    assert caches and all(c is not None and c.hit_ratio is not None and c.hit_ratio > 0.9 for c in caches), caches
     assert "hit ratio" in steps[-1].evaluation.decision.reason
 
 

@@ -60,6 +60,7 @@ def test_digits_onnx_search_picks_an_accepted_winner(digits: tuple[Path, Path], 
     # The winner's artifact reproduces the original's predictions when loaded on its own.
     with np.load(data) as arrays:
         x, labels = arrays["input"][:64], arrays["labels"][:64]
+    assert winner.artifact is not None
     runner = load_runner(out / winner.artifact)
     predicted = runner.run({"input": x})[0].argmax(1)
     assert (predicted == labels).mean() >= 0.9

@@ -6,6 +6,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,7 +141,7 @@ def test_a_broken_version_leaves_the_old_one_answering(start_triton: StartTriton
     assert roll_out(server, third).version == 3
 
 
-def served_config(server: TritonServer) -> dict:
+def served_config(server: TritonServer) -> dict[str, Any]:
     client = grpcclient.InferenceServerClient(server.endpoints.grpc)
     return dict(client.get_model_config("mlp", as_json=True)["config"])
 

@@ -21,7 +21,8 @@ STRUCTURAL_FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "title", "co
 
 
 def _schema() -> dict[str, Any]:
-    return crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def test_crds_dir_matches_the_models() -> None:
@@ -37,7 +38,7 @@ def test_crd_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert run_crd(args) == 0
 
 
-def _walk(node: Any, path: str = "") -> list[tuple[str, dict]]:
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
     found = []
     if isinstance(node, dict):
         found.append((path, node))
@@ -78,7 +79,7 @@ def _validator() -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(_schema())
 
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "apiVersion": "honed.dev/v1alpha1",
     "kind": "OptimizedModel",
     "metadata": {"name": "resnet50"},
@@ -99,7 +100,7 @@ GOOD = {
         {"serving": {"replicas": -1}},
     ],
 )
-def test_schema_rejects_what_the_models_reject(spec_patch: dict) -> None:
+def test_schema_rejects_what_the_models_reject(spec_patch: dict[str, Any]) -> None:
     manifest = copy.deepcopy(GOOD)
     manifest["spec"].update(spec_patch)
     assert list(_validator().iter_errors(manifest)), f"schema accepted {spec_patch}"
@@ -107,7 +108,7 @@ def test_schema_rejects_what_the_models_reject(spec_patch: dict) -> None:
         parse_spec(manifest["spec"])
 
 
-def _apply_defaults(node: dict, value: Any) -> Any:
+def _apply_defaults(node: dict[str, Any], value: Any) -> Any:
     """Kubernetes defaulting: fill missing properties of present objects, recursively."""
     if isinstance(value, dict) and "properties" in node:
         for key, child in node["properties"].items():

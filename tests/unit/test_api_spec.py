@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_camel_case_manifest_round_trips() -> None:
         ),
     ],
 )
-def test_invalid_spec_names_the_field(patch: dict, field: str, words: str) -> None:
+def test_invalid_spec_names_the_field(patch: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec({**MINIMAL, **patch})
     assert caught.value.field == field
@@ -115,7 +116,7 @@ def test_invalid_spec_names_the_field(patch: dict, field: str, words: str) -> No
         {"search": {"timeBudget": "500ms"}},
     ],
 )
-def test_near_misses_are_valid(patch: dict) -> None:
+def test_near_misses_are_valid(patch: dict[str, Any]) -> None:
     parse_spec({**MINIMAL, **patch})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,7 +64,9 @@ def test_cpu_baseline_is_the_factory_module_as_given(tmp_path: Path) -> None:
     assert all(p.name != baseline.name for p in plans)
 
 
-def test_cuda_baseline_is_the_module_as_given_not_the_exported_program(tmp_path: Path, monkeypatch) -> None:
+def test_cuda_baseline_is_the_module_as_given_not_the_exported_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Plan as on an H200: the backend plans its own fp32 eager candidate from the exported program.
     monkeypatch.setattr(torch_cuda, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr(torch_cuda, "_capability", lambda: (9, 0))
@@ -76,7 +80,7 @@ def test_cuda_baseline_is_the_module_as_given_not_the_exported_program(tmp_path:
     assert {"torch-fp32.eager-cudagraphs", "torch-fp16.compile"} <= set(names)
 
 
-def test_cuda_baseline_of_a_torchscript_file_is_that_file(tmp_path: Path, monkeypatch) -> None:
+def test_cuda_baseline_of_a_torchscript_file_is_that_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch_cuda, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr(torch_cuda, "_capability", lambda: (9, 0))
     monkeypatch.setattr("honed.optimizer.engine.backend_module", _only_torch_cuda)
@@ -85,15 +89,19 @@ def test_cuda_baseline_of_a_torchscript_file_is_that_file(tmp_path: Path, monkey
     assert baseline.options == {AS_GIVEN: True}
 
 
-def _only_torch_cuda(name: str, device: str = "cpu"):
+def _only_torch_cuda(name: str, device: str = "cpu") -> ModuleType:
     if name != "torch":
         raise ImportError(f"{name} is left out of this test")
     return torch_cuda
 
 
-def _flags() -> tuple:
+def _flags() -> tuple[str, str, str, bool]:
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    return (matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision, cudnn.benchmark)
+    # On import torch swaps in a CudnnModule whose conv and rnn carry fp32_precision; torch's
+    # types describe the plain module (no conv; rnn is the cudnn.rnn submodule).
+    conv: Any = cudnn.conv  # type: ignore[attr-defined]
+    rnn: Any = cudnn.rnn
+    return (matmul.fp32_precision, conv.fp32_precision, rnn.fp32_precision, cudnn.benchmark)
 
 
 def test_strict_fp32_applies_no_tf32_and_benchmark_then_restores_exactly() -> None:
@@ -132,7 +140,7 @@ def test_cpu_baseline_runner_reports_the_module_and_the_search_threads(tmp_path:
     assert _settings({}, 1) == {}  # runtimes that say nothing give nothing
 
 
-def _report(settings: dict) -> Report:
+def _report(settings: dict[str, Any]) -> Report:
     base = Candidate(
         name="torch-fp32.eager",
         backend="torch",

@@ -82,7 +82,7 @@ def test_request_counts_leave_watches_out_and_split_clients() -> None:
 
 
 def audit(stage: str, verb: str, agent: str, at: str, *, audit_id: str, code: int = 200, **ref: str) -> str:
-    event = {
+    event: dict[str, object] = {
         "kind": "Event",
         "apiVersion": "audit.k8s.io/v1",
         "level": "Metadata",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kubernetes_validate
 import pytest
 
@@ -182,7 +184,7 @@ RESTRICTED_VOLUMES = {
 }
 
 
-def restricted_violations(pod: dict) -> list[str]:
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
     found = []
     pod_context = pod.get("securityContext") or {}
     for key in ("hostNetwork", "hostPID", "hostIPC"):

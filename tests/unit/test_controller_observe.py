@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import kopf
 import pytest
@@ -48,12 +49,12 @@ SETTINGS = HonedSettings()
         ({"active": 1, "conditions": [{"type": "Failed", "status": "False"}]}, ("Running", "")),
     ],
 )
-def test_job_phase(status: dict, expected: tuple[str, str]) -> None:
+def test_job_phase(status: dict[str, Any], expected: tuple[str, str]) -> None:
     assert job_phase({"status": status}) == expected
 
 
 def test_pod_message_takes_the_newest_pods_termination_message() -> None:
-    def pod(created: str, state: dict) -> dict:
+    def pod(created: str, state: dict[str, Any]) -> dict[str, Any]:
         return {
             "metadata": {"creationTimestamp": created},
             "status": {"containerStatuses": [{"state": state}]},
@@ -105,11 +106,11 @@ def test_deployment_state_reads_the_pod_template() -> None:
 CREATED = "2026-01-01T00:00:00Z"
 
 
-def pod_with(status: dict, phase: str = "Pending", created: str = CREATED, **meta: object) -> dict:
+def pod_with(status: dict[str, Any], phase: str = "Pending", created: str = CREATED, **meta: object) -> dict[str, Any]:
     return {"metadata": {"name": "p", "creationTimestamp": created, **meta}, "status": {"phase": phase, **status}}
 
 
-def waiting(reason: str, message: str = "") -> dict:
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
     return {
         "containerStatuses": [
             {"name": "triton", "image": "img:1", "state": {"waiting": {"reason": reason, "message": message}}}
@@ -151,7 +152,7 @@ def waiting(reason: str, message: str = "") -> dict:
         (waiting("ContainerCreating"), None),
     ],
 )
-def test_pod_problem(status: dict, expected: PodProblem | None) -> None:
+def test_pod_problem(status: dict[str, Any], expected: PodProblem | None) -> None:
     assert pod_problem(pod_with(status)) == expected
 
 
@@ -241,11 +242,11 @@ async def test_model_uri_checks(tmp_path: Path) -> None:
     # s3:// needs the model's credentials, which only the Job has
     assert await check_model_uri("s3://bucket/m.onnx", SETTINGS) is None
 
-    async def model(request: web.Request) -> web.Response:
+    async def serve_model(request: web.Request) -> web.Response:
         return web.Response(body=b"onnx")
 
     app = web.Application()
-    app.router.add_get("/model.onnx", model)
+    app.router.add_get("/model.onnx", serve_model)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -307,7 +308,7 @@ def test_metrics_follow_the_plan() -> None:
     assert value("honed_winner_speedup", {"namespace": "ml", "name": "x"}) == 6.1
 
 
-def cached(*objects: tuple[Resource, dict]) -> Cache:
+def cached(*objects: tuple[Resource, dict[str, Any]]) -> Cache:
     """A watch cache holding ``objects``, as its watches would have filled it (nothing is started)."""
     cache = Cache(KubeClient(lambda: kopf.ConnectionInfo(server="https://unused")), None, watch_timeout_s=60)
     for resource, obj in objects:
@@ -315,17 +316,17 @@ def cached(*objects: tuple[Resource, dict]) -> Cache:
     return cache
 
 
-def with_pods(*pods: dict) -> Cache:
+def with_pods(*pods: dict[str, Any]) -> Cache:
     return cached(*((PODS, pod) for pod in pods))
 
 
-def job_manifest(**meta: object) -> dict:
+def job_manifest(**meta: object) -> dict[str, Any]:
     labels = {"honed.dev/pool": "cpu", "honed.dev/optimization": "abc"}
     return {"metadata": {"name": "m-opt-cpu-abc", "creationTimestamp": CREATED, "labels": labels, **meta}, "status": {}}
 
 
 def test_a_job_without_a_pod_is_explained_by_its_failed_create_event() -> None:
-    refused = {
+    refused: dict[str, Any] = {
         "metadata": {"name": "m-opt-cpu-abc.1", "namespace": "ml", "resourceVersion": "7"},
         "reason": "FailedCreate",
         "involvedObject": {"kind": "Job", "name": "m-opt-cpu-abc"},
@@ -372,12 +373,12 @@ def test_evicted_and_terminating_pods_do_not_count_for_a_rollout() -> None:
     assert not serves_or_will(pod_with({}, phase="Running", deletionTimestamp="2026-01-01T00:01:00Z"))
 
 
-def failed_job(reason: str, message: str) -> dict:
+def failed_job(reason: str, message: str) -> dict[str, Any]:
     condition = {"type": "Failed", "status": "True", "reason": reason, "message": message}
     return {**job_manifest(), "status": {"failed": 1, "conditions": [condition]}}
 
 
-def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> dict:
+def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
     terminated = {"exitCode": exit_code, "reason": reason, "message": message}
     status = {"phase": "Failed", "containerStatuses": [{"name": "optimizer", "state": {"terminated": terminated}}]}
     return {"metadata": {"name": "p", "labels": {"job-name": "m-opt-cpu-abc"}}, "status": status}
@@ -404,6 +405,6 @@ def finished_pod(exit_code: int, reason: str = "Error", message: str = "") -> di
         (failed_job("PodFailurePolicy", "Container optimizer exited with 4"), [finished_pod(4)], "TimeBudgetExhausted"),
     ],
 )
-def test_a_failed_job_names_why(job: dict, pods: list[dict], reason: str | None) -> None:
+def test_a_failed_job_names_why(job: dict[str, Any], pods: list[dict[str, Any]], reason: str | None) -> None:
     state = job_state(with_pods(*pods), "ml", job, labels={}, decided=False, current="abc")
     assert (state.phase, state.reason) == ("Failed", reason)

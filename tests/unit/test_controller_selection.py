@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from honed.controller.selection import Criteria, PoolOutcome, cost_per_million, select, summaries
+from honed.controller.selection import PoolOutcome, select, summaries
 from honed.controller.settings import Pool
+from honed.optimizer.selection import Criteria, cost_per_million
 from tests.fixtures.reports import candidate, report
 
 CPU = Pool(name="cpu", image="opt-cpu", device="cpu", price_per_hour=0.5)

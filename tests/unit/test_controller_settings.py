@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_every_field_is_documented() -> None:
         ({"HONED_METRICS_PORT": "http"}, "HONED_METRICS_PORT"),
     ],
 )
-def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict, words: str) -> None:
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict[str, Any], words: str) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(InputError) as caught:

@@ -57,7 +57,7 @@ def test_versions_are_written_once_numbered_and_pruned(store: ArtifactStore, tmp
     report_uri = pool_output(store, "ml/mlp/optimizations/a/cpu", tmp_path)
     assert repository_state(store, "ml", "mlp") == (frozenset(), frozenset())
     write_repository(store, write_for(store, report_uri, 1), SETTINGS)
-    assert repository_state(store, "ml", "mlp") == ({1}, {1})
+    assert repository_state(store, "ml", "mlp") == (frozenset({1}), frozenset({1}))
     assert store.exists(f"ml/mlp/repository/mlp/1/{DEPLOYMENT_FILE}")
     assert "max_batch_size: 8" in store.read_text(f"ml/mlp/repository/mlp/{CONFIG_FILE}")
     assert store.exists("ml/mlp/repository/mlp/1/model.py")  # the runtime packaging
@@ -66,11 +66,11 @@ def test_versions_are_written_once_numbered_and_pruned(store: ArtifactStore, tmp
     assert list(parse_config(own).version_policy.specific.versions) == [1]
 
     write_repository(store, write_for(store, report_uri, 1), SETTINGS)  # a repeated pass: nothing new
-    assert repository_state(store, "ml", "mlp") == ({1}, {1})
+    assert repository_state(store, "ml", "mlp") == (frozenset({1}), frozenset({1}))
 
     for version in (2, 3):
         write_repository(store, write_for(store, report_uri, version, "onnx-fp32.onnxruntime"), SETTINGS)
-    assert repository_state(store, "ml", "mlp") == ({2, 3}, {2, 3})  # the oldest pruned, two kept
+    assert repository_state(store, "ml", "mlp") == (frozenset({2, 3}), frozenset({2, 3}))  # the oldest pruned, two kept
     assert store.listdir("ml/mlp/repository/mlp/configs") == ["version-2.pbtxt", "version-3.pbtxt"]
     # The operator has no Triton to try a version on: its pods are the check, so it points config.pbtxt at it.
     served = parse_config(store.read_text(f"ml/mlp/repository/mlp/{CONFIG_FILE}"))
@@ -80,9 +80,9 @@ def test_versions_are_written_once_numbered_and_pruned(store: ArtifactStore, tmp
 def test_a_partial_upload_is_replaced(store: ArtifactStore, tmp_path: Path) -> None:
     report_uri = pool_output(store, "ml/mlp/optimizations/a/cpu", tmp_path)
     store.write_text("ml/mlp/repository/mlp/1/model.py", "half of an upload")
-    assert repository_state(store, "ml", "mlp") == ({1}, frozenset())
+    assert repository_state(store, "ml", "mlp") == (frozenset({1}), frozenset())
     write_repository(store, write_for(store, report_uri, 1), SETTINGS)
-    assert repository_state(store, "ml", "mlp") == ({1}, {1})
+    assert repository_state(store, "ml", "mlp") == (frozenset({1}), frozenset({1}))
 
 
 def test_a_version_number_taken_by_someone_else_is_refused(store: ArtifactStore, tmp_path: Path) -> None:
@@ -117,5 +117,5 @@ def test_pruning_keeps_the_version_still_serving(store: ArtifactStore, tmp_path:
         write_repository(store, write_for(store, report_uri, version), SETTINGS)
     fourth = write_for(store, report_uri, 4)
     write_repository(store, dataclasses.replace(fourth, serving_version=2), SETTINGS)
-    assert repository_state(store, "ml", "mlp") == ({2, 3, 4}, {2, 3, 4})
+    assert repository_state(store, "ml", "mlp") == (frozenset({2, 3, 4}), frozenset({2, 3, 4}))
     assert store.exists("ml/mlp/repository/mlp/configs/version-2.pbtxt")

@@ -24,7 +24,7 @@ REPORTS = {"cpu": CPU_REPORT, "gpu": GPU_REPORT}
 
 def decided(decision: Retune | Fallback) -> Evaluation:
     event = {"type": "Normal", "reason": decision.action, "message": decision.summary()}
-    return Evaluation(decision=decision, state=FeedbackState(), conditions=[], events=[event])  # type: ignore[list-item]
+    return Evaluation(decision=decision, state=FeedbackState(), conditions=[], events=[event])
 
 
 def apply_merge(target: Any, patch: Any) -> Any:
@@ -51,7 +51,8 @@ def pass_on(body: dict[str, Any], deployment: DeploymentState, **fields: Any) ->
 
 
 def args(plan: Plan) -> list[str]:
-    return plan.patch[0].body["spec"]["template"]["spec"]["containers"][0]["args"]
+    container_args: list[str] = plan.patch[0].body["spec"]["template"]["spec"]["containers"][0]["args"]
+    return container_args
 
 
 def test_the_winner_records_the_config_derived_from_its_benchmark() -> None:
@@ -118,7 +119,9 @@ def test_a_retune_becomes_a_new_version_of_the_same_artifact_and_survives_a_rest
     assert "OverridesDropped" in {e.reason for e in dropped.events}
 
 
-def fallback_body(candidate: str = "onnx-int8.openvino", pool: str = "cpu", left: list[str] | None = None) -> dict:
+def fallback_body(
+    candidate: str = "onnx-int8.openvino", pool: str = "cpu", left: list[str] | None = None
+) -> dict[str, Any]:
     body = patched(served_body(), Fallback(candidate=candidate, pool=pool, reason="p99 120 ms > 90 ms"))
     if left:
         body["status"]["feedback"] = {"fallenBackFrom": left}
@@ -204,7 +207,7 @@ def test_a_new_winner_clears_the_requests_about_the_previous_one() -> None:
 
 def test_instance_room_is_one_per_whole_core_of_a_cpu_pool() -> None:
     def pool(device: str = "cpu", **resources: Any) -> Pool:
-        return Pool(name="p", image="i", device=device, serving_resources=resources)  # type: ignore[arg-type]
+        return Pool(name="p", image="i", device=device, serving_resources=resources)
 
     assert instance_room(pool(limits={"cpu": "4"})) == 4
     assert instance_room(pool(requests={"cpu": "2500m"})) == 2

@@ -27,7 +27,8 @@ from honed.feedback import (
     Reoptimize,
     Retune,
 )
-from honed.feedback.policy import PolicyResult, batch_profile, decide
+from honed.feedback.judge import batch_profile
+from honed.feedback.policy import PolicyResult, decide
 from honed.feedback.window import Latency, Quantiles
 
 SERIES = Path(__file__).parent / "test_feedback_series"

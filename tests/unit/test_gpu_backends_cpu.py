@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,11 +37,15 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.down(torch.relu(self.up(x)))
         positions = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
-        return self.head(h + positions[:, None])
+        out: torch.Tensor = self.head(h + positions[:, None])
+        return out
+
+
+Exported = tuple[torch.fx.GraphModule, torch.Tensor, torch.Tensor]
 
 
 @pytest.fixture
-def exported() -> tuple[torch.fx.GraphModule, torch.Tensor, torch.Tensor]:
+def exported() -> Exported:
     torch.manual_seed(0)
     model = Mlp().eval()
     x = torch.randn(2, 16, 256)
@@ -50,7 +55,7 @@ def exported() -> tuple[torch.fx.GraphModule, torch.Tensor, torch.Tensor]:
     return program.module(), x, ref
 
 
-def _ctx(device: str, **kw) -> SearchContext:
+def _ctx(device: str, **kw: Any) -> SearchContext:
     spec = TensorSpec(name="x", dtype="float32", shape=[-1, 16, 256])
     return SearchContext(
         inputs=[spec],
@@ -90,7 +95,7 @@ def test_without_cuda_every_gpu_plan_is_skipped_with_the_reason() -> None:
     assert "tensorrt" in (tensorrt.availability() or "")
 
 
-def test_graph_constants_follow_the_new_device_and_dtype(exported) -> None:
+def test_graph_constants_follow_the_new_device_and_dtype(exported: Exported) -> None:
     module, _, _ = exported
     _retarget_graph(module.graph, torch.device("meta"), torch.bfloat16)
     devices = {str(v) for n in module.graph.nodes for v in n.kwargs.values() if isinstance(v, torch.device)}
@@ -100,7 +105,7 @@ def test_graph_constants_follow_the_new_device_and_dtype(exported) -> None:
     assert not [n for n in module.graph.nodes if n.target is torch.ops.aten._assert_tensor_metadata.default]
 
 
-def test_bf16_conversion_stays_close_to_fp32(exported) -> None:
+def test_bf16_conversion_stays_close_to_fp32(exported: Exported) -> None:
     module, x, ref = exported
     assert keyword_inputs(module) == []  # exported positionally: called positionally
     converted = to_device_and_dtype(module, "cpu", "bf16")
@@ -110,7 +115,7 @@ def test_bf16_conversion_stays_close_to_fp32(exported) -> None:
     assert float((out - ref).norm() / ref.norm()) < 2e-2
 
 
-def test_fp8_rewrites_large_linears_and_keeps_scales_in_float32(exported) -> None:
+def test_fp8_rewrites_large_linears_and_keeps_scales_in_float32(exported: Exported) -> None:
     module, x, ref = exported
     assert quantize_linears_fp8(module) == 2  # up and down; head is too small to gain from fp8
     converted = to_device_and_dtype(module, "cpu", "fp8")

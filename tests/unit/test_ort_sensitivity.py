@@ -15,7 +15,7 @@ def test_exclusions_grow_until_the_drop_fits() -> None:
     def drop_of(model: str) -> float:
         return 0.0 if "n3" in model.split(",") else 0.05  # the fourth-worst layer is the culprit
 
-    assert search_exclusions(ranked, quantize, drop_of, max_drop=0.01) == ranked[:4]  # type: ignore[arg-type]
+    assert search_exclusions(ranked, quantize, drop_of, max_drop=0.01) == ranked[:4]
     assert tried == [1, 2, 4]
 
 
@@ -23,10 +23,10 @@ def test_exclusions_give_up_with_the_best_drop_seen() -> None:
     with pytest.raises(RuntimeError, match=r"up to 2 layers .* 0\.0300"):
         search_exclusions(
             ["a", "b", "c", "d", "e", "f", "g", "h"],
-            lambda ex: len(ex),  # type: ignore[arg-type,return-value]
+            lambda ex: len(ex),
             lambda n: 0.05 - 0.01 * n,
             max_drop=0.001,
-        )  # type: ignore[operator]
+        )
 
 
 def test_candidate_names_are_unique_per_backend_and_variant() -> None:

@@ -33,7 +33,7 @@ V1: dict[str, Any] = {"repository_versions": frozenset({1}), "repository_ready":
 T0, T1, T2, T3 = (f"2026-01-01T00:0{i}:00+00:00" for i in range(4))
 
 
-def observed(status: dict | None = None, **fields: Any) -> Observed:
+def observed(status: dict[str, Any] | None = None, **fields: Any) -> Observed:
     """An observation; a Deployment comes with ready pods of its template unless ``server_pods`` says otherwise."""
     deployment = fields.get("deployment")
     if deployment is not None and "server_pods" not in fields:
@@ -51,11 +51,11 @@ def observed(status: dict | None = None, **fields: Any) -> Observed:
     return replace(base, **fields)
 
 
-def optimization(spec: dict = SPEC, annotations: dict | None = None) -> str:
+def optimization(spec: dict[str, Any] = SPEC, annotations: dict[str, Any] | None = None) -> str:
     return names.optimization_id(parse_spec(spec), annotations or {})
 
 
-def job(pool: str, phase: str, message: str = "", spec: dict = SPEC) -> JobState:
+def job(pool: str, phase: str, message: str = "", spec: dict[str, Any] = SPEC) -> JobState:
     opt = optimization(spec)
     return JobState(names.job_name("tiny", pool, opt), pool, opt, phase, message)  # type: ignore[arg-type]
 
@@ -68,7 +68,7 @@ def conditions(plan: Plan) -> dict[str, tuple[str, str, str]]:
     return {c["type"]: (c["status"], c["reason"], c["message"]) for c in plan.status["conditions"]}
 
 
-def kinds(manifests: list[dict]) -> list[tuple[str, str]]:
+def kinds(manifests: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(m["kind"], m["metadata"]["name"]) for m in manifests]
 
 
@@ -96,7 +96,7 @@ def rolled(plan: Plan, version: int) -> DeploymentState:
     )
 
 
-def pods(deployment: DeploymentState, ready: int, count: int | None = None, prefix: str = "p") -> tuple:
+def pods(deployment: DeploymentState, ready: int, count: int | None = None, prefix: str = "p") -> tuple[PodState, ...]:
     """``count`` pods of the Deployment's template (default: ``ready``), the first ``ready`` of them ready."""
     return tuple(
         PodState(f"{prefix}{i}", deployment.version, deployment.serving_config, ready=i < ready)
@@ -154,7 +154,7 @@ def test_steady_state_is_quiet() -> None:
     assert again.events == []
 
 
-def finished(status: dict, **fields: Any) -> Observed:
+def finished(status: dict[str, Any], **fields: Any) -> Observed:
     return observed(
         status,
         jobs=jobs(job("cpu", "Succeeded"), job("gpu", "Succeeded")),
@@ -193,7 +193,7 @@ def test_finished_jobs_select_the_winner_and_deploy_it() -> None:
     assert {e.reason for e in serving.events} == {"RolledOut", "Serving", "PhaseServing"}
 
 
-def serving_state() -> tuple[dict, DeploymentState]:
+def serving_state() -> tuple[dict[str, Any], DeploymentState]:
     plan = reconcile(SPEC, finished(reconcile(SPEC, observed()).status))
     deployment = rolled(plan, 1)
     done = reconcile(SPEC, finished(plan.status, deployment=deployment, service=True, **V1))
@@ -338,13 +338,13 @@ def test_unreadable_report_fails_that_pool() -> None:
         ),
     ],
 )
-def test_bad_spec_fails_with_a_condition_naming_the_field(spec: dict, reason: str, words: str) -> None:
+def test_bad_spec_fails_with_a_condition_naming_the_field(spec: dict[str, Any], reason: str, words: str) -> None:
     status, deployment = serving_state()
     plan = reconcile(spec, observed(status, deployment=deployment, service=True, now=T2))
     _, got_reason, message = conditions(plan)["Optimized"]
     assert got_reason == reason and words in message
     assert plan.status["phase"] == "Failed"
-    assert plan.create == plan.patch == plan.delete == [] and plan.repository is None  # serving untouched
+    assert plan.create == [] and plan.patch == [] and plan.delete == [] and plan.repository is None  # serving untouched
     assert plan.status["winner"]["version"] == 1
 
 
@@ -407,7 +407,7 @@ def test_serving_change_patches_the_deployment_without_reoptimizing() -> None:
     assert conditions(plan)["Deployed"][:2] == ("False", "RollingOut")
 
 
-def rolling_to_version_2() -> tuple[dict, DeploymentState, DeploymentState, dict[str, Any]]:
+def rolling_to_version_2() -> tuple[dict[str, Any], DeploymentState, DeploymentState, dict[str, Any]]:
     """A served version 1, and a new winner whose version 2 the Deployment's template now runs."""
     status, deployment = serving_state()
     changed = {**SPEC, "search": {"objective": "throughput", "timeBudget": "10m"}}
@@ -637,8 +637,8 @@ def test_events_follow_transitions_and_a_new_resource_posts_one() -> None:
         made = [
             Condition(type=t, status=s, reason=r, message="m", last_transition_time="2026-01-01T00:00:00Z")
             for t, s, r in conds
-        ]  # type: ignore[arg-type]
-        return OptimizedModelStatus(phase=phase, conditions=made)  # type: ignore[arg-type]
+        ]
+        return OptimizedModelStatus(phase=phase, conditions=made)
 
     waiting = [("Deployed", "False", "AwaitingWinner"), ("Ready", "False", "AwaitingWinner")]
     new = status("Optimizing", ("Optimized", "False", "Optimizing"), *waiting)

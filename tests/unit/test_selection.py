@@ -15,7 +15,7 @@ def cand(
         name=name,
         backend="b",
         precision="fp32",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         latency_ms=Latency(p50=p50, p90=p99, p99=p99),
         throughput=tput or {},
         latency_by_batch_ms=by_batch or {"1": Latency(p50=p50, p90=p99, p99=p99)},

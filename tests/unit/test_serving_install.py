@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sys
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from honed.errors import EnvironmentProblem
-from honed.serving import install
 from honed.serving.install import STUB, TRITON_ENV, TritonInstall, find_triton, prepare_backends
 from honed.serving.server import TritonServer
 
@@ -32,7 +32,7 @@ def test_a_bad_override_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_no_triton_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TRITON_ENV, raising=False)
-    monkeypatch.setattr(install.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EnvironmentProblem, match="no tritonserver binary found") as info:
         find_triton()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 
 from honed.api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, ApiModel, first_error
 from honed.api.durations import DURATION_PATTERN, parse_duration
@@ -218,7 +218,7 @@ class Search(ApiModel):
 
     @field_validator("batch_sizes", "precisions", "backends")
     @classmethod
-    def _each_once(cls, values: list) -> list:
+    def _each_once(cls, values: list[Any]) -> list[Any]:
         for index, value in enumerate(values):
             if value in values[:index]:
                 raise ValueError(f"{value!r} is listed twice (entry {index}); list each once")

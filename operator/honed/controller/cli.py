@@ -15,7 +15,7 @@ from honed.errors import InputError
 DEFAULT_CRD_DIR = Path("crds")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``honed crd`` and ``honed operator`` to the ``honed`` command."""
     crd = subparsers.add_parser(
         "crd",

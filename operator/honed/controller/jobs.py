@@ -46,7 +46,7 @@ class Owner:
             "blockOwnerDeletion": True,
         }
 
-    def metadata(self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict:
+    def metadata(self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
         """A child's metadata: the owner labels (the cache watches by them) plus ``labels``, the owner reference."""
         meta: dict[str, Any] = {
             "name": name,
@@ -111,7 +111,9 @@ def output_uri(settings: HonedSettings, namespace: str, owner: str, run: str, po
     return join_uri(store, names.optimization_key(namespace, owner, run, pool))
 
 
-def pvc_volumes(uris: list[str], settings: HonedSettings, *, writable: set[str]) -> tuple[list, list]:
+def pvc_volumes(
+    uris: list[str], settings: HonedSettings, *, writable: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and mounts for every claim named by a pvc:// URI (each claim once)."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -171,7 +173,7 @@ def container_security() -> dict[str, Any]:
     }
 
 
-def request_configmap(owner: Owner, job: str, pool: str, optimization: str, request: OptimizeRequest) -> dict:
+def request_configmap(owner: Owner, job: str, pool: str, optimization: str, request: OptimizeRequest) -> dict[str, Any]:
     """The ConfigMap holding the Job's request.json; it is named like the Job ``job``."""
     labels = {names.COMPONENT: "optimizer", names.POOL: pool, names.OPTIMIZATION: optimization}
     return {

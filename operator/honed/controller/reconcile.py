@@ -32,10 +32,11 @@ from honed.controller.reconcile_data import (
     PodProblem,
 )
 from honed.controller.rollout import deploy
-from honed.controller.selection import Criteria, PoolOutcome, Selection, select, summaries
+from honed.controller.selection import PoolOutcome, Selection, select, summaries
 from honed.controller.settings import HonedSettings
 from honed.controller.winner import apply_requests, build_winner, next_version, report_uri
 from honed.optimizer.backends import device_backends
+from honed.optimizer.selection import Criteria
 
 TOP_CANDIDATES = 8
 # The model's URI lives outside the cluster: no watch says when it appears, so it is retried.

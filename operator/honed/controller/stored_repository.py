@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from honed.artifacts import ArtifactStore, relative_key
 from honed.controller import names
@@ -51,7 +52,7 @@ def repository_state(store: ArtifactStore, namespace: str, owner: str) -> tuple[
     return frozenset(used), frozenset(complete)
 
 
-def serving_options(serving: dict) -> ServingOptions:
+def serving_options(serving: dict[str, Any]) -> ServingOptions:
     """``RepositoryWrite.serving`` (a ``Serving`` dumped, snake_case) as the repository builder's options.
 
     Fields left out stay None, for the builder to derive from the benchmark.

@@ -16,7 +16,8 @@ from pydantic.alias_generators import to_camel
 
 from honed.api.spec import Feedback
 from honed.feedback.decisions import Decision, Keep, Number
-from honed.feedback.policy import Verdict, decide
+from honed.feedback.judge import Verdict
+from honed.feedback.policy import decide
 from honed.feedback.policy_inputs import DecisionRecord, Deployment, FeedbackState, Option
 from honed.feedback.window import MetricsUnavailable, MetricWindow, Observation
 

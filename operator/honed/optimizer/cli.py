@@ -37,7 +37,7 @@ def time_budget(text: str) -> float:
         raise InputError(f"time budget {text!r} is not a duration", hint=DURATION_FORM) from None
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "optimize",
         help="search runtimes and precisions for the fastest accurate candidate",

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from honed.errors import InputError
 from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
 
+if TYPE_CHECKING:
+    from onnx import ModelProto, ValueInfoProto
+
 STANDARD_DOMAINS = {"ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 
 
-def _dim_params(value_info) -> list[str]:
+def _dim_params(value_info: ValueInfoProto) -> list[str]:
     return [d.dim_param for d in value_info.type.tensor_type.shape.dim]
 
 
-def _batch_param(values: list) -> str:
+def _batch_param(values: list[ValueInfoProto]) -> str:
     """The symbolic name of the batch dimension: the one most inputs carry on their first axis."""
     firsts = [params[0] for params in map(_dim_params, values) if params and params[0]]
     return max(set(firsts), key=firsts.count) if firsts else ""
@@ -29,7 +32,7 @@ def _with_batch_axis(spec: TensorSpec, params: list[str], batch: str) -> TensorS
     return spec
 
 
-def _open_axes(value_info, graph_inputs: list) -> list[int]:
+def _open_axes(value_info: ValueInfoProto, graph_inputs: list[ValueInfoProto]) -> list[int]:
     """Varying axes that may be the batch: unnamed, or named only here (an exporter's generated name).
 
     A name another input shares (``seq`` on both input_ids and position_ids) is a known axis
@@ -44,7 +47,7 @@ def _open_axes(value_info, graph_inputs: list) -> list[int]:
     ]
 
 
-def _spec(value_info) -> TensorSpec:
+def _spec(value_info: ValueInfoProto) -> TensorSpec:
     import onnx
 
     tensor_type = value_info.type.tensor_type
@@ -97,7 +100,7 @@ def load_model_proto(path: Path, max_ir_version: int | None = None) -> tuple[Any
     return model, stamped
 
 
-def lower_ir_version(model, target: int, path: Path, runtime_limit: int | None) -> None:
+def lower_ir_version(model: ModelProto, target: int, path: Path, runtime_limit: int | None) -> None:
     """Rewrite ``model.ir_version`` to ``target`` when every opset it imports exists at that IR version.
 
     Newer ``onnx`` releases stamp their own (newer) IR version on models whose operators an

@@ -20,6 +20,7 @@ from honed.optimizer.report import (
     ModelInfo,
     Report,
     SearchSettings,
+    Skipped,
 )
 from honed.optimizer.selection import Criteria, pick
 
@@ -126,7 +127,7 @@ def _assemble(
     options: OptimizeOptions,
     prep: Prepared,
     candidates: list[Candidate],
-    skipped: list,
+    skipped: list[Skipped],
     duration: float,
     timing_load: list[float],
 ) -> Report:

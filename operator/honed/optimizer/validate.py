@@ -30,7 +30,8 @@ def _predictions(output: np.ndarray) -> np.ndarray:
     output = output.reshape(len(output), -1) if output.ndim > 1 else output.reshape(-1, 1)
     if output.shape[1] == 1:
         return (output[:, 0] > 0.5).astype(np.int64) if output.min() >= 0 else (output[:, 0] > 0).astype(np.int64)
-    return np.argmax(output, axis=1)
+    predicted: np.ndarray = np.argmax(output, axis=1)
+    return predicted
 
 
 def _label_accuracy(output: np.ndarray, labels: np.ndarray) -> float:

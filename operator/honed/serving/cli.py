@@ -49,7 +49,7 @@ def default_repository() -> Path:
     return data / "honed" / "model-repository"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "serve",
         help="serve an optimization report's winner on Triton",

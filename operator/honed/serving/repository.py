@@ -101,7 +101,7 @@ def served_version(model_dir: Path) -> int | None:
         return None
     policy = parse_config(path.read_text()).version_policy
     if policy.HasField("specific"):
-        return max(policy.specific.versions)
+        return int(max(policy.specific.versions))
     # A config written before configs named their versions serves the newest directory.
     return max(live_versions(model_dir), default=None)
 

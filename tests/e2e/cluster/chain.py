@@ -134,7 +134,8 @@ def wait_for(what: str, check: Any, timeout: float, interval: float = 1.0) -> An
 
 
 def om() -> dict[str, Any]:
-    return kget("optimizedmodel", MODEL, "-n", MODELS_NS)
+    model: dict[str, Any] = kget("optimizedmodel", MODEL, "-n", MODELS_NS)
+    return model
 
 
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
 def ready_endpoints(service: str) -> list[str]:
     """Ready, not terminating pod IPs behind a Service: what kube-proxy would route to."""
     slices = kget("endpointslices", "-n", MODELS_NS, "-l", f"kubernetes.io/service-name={service}")
-    addresses = []
+    addresses: list[str] = []
     for item in slices["items"]:
         for endpoint in item.get("endpoints") or []:
             conditions = endpoint.get("conditions") or {}

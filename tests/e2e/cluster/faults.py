@@ -145,7 +145,9 @@ def values_override(prefix: str) -> dict[str, Any]:
     }
 
 
-def manifest(name: str, *, pool: str = "cpu", replicas: int = 0, feedback: bool = False, **model: str) -> dict:
+def manifest(
+    name: str, *, pool: str = "cpu", replicas: int = 0, feedback: bool = False, **model: str
+) -> dict[str, Any]:
     """A digits OptimizedModel; the faults' own ones serve on 0 replicas (the node has 2 CPUs)."""
     spec: dict[str, Any] = {
         "model": {"uri": model.get("uri", "pvc://honed-store/models/digits.onnx"), "format": "onnx"},
@@ -180,7 +182,8 @@ def apply(body: dict[str, Any]) -> None:
 
 
 def get_om(name: str) -> dict[str, Any]:
-    return kget("optimizedmodel", name, "-n", MODELS_NS)
+    model: dict[str, Any] = kget("optimizedmodel", name, "-n", MODELS_NS)
+    return model
 
 
 def phase(body: dict[str, Any]) -> str:
@@ -672,7 +675,7 @@ class Faults:
         time.sleep(10)  # serving is untouched meanwhile (the guard counts)
         log = (self.logs / "prometheus.log").open("ab")
         started = time.monotonic()
-        self.prometheus = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
+        self.prometheus = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
         def cleared() -> bool:
             cond = condition(get_om(MODEL), "MetricsUnavailable")
@@ -743,11 +746,12 @@ def load_many(run: Run, count: int) -> str:
     second, _ = api_requests()
     idle_per_min = (second - first) * 60 / idle_window
     rss_before, _ = rss_mib(pid)
-    body = {"apiVersion": "v1", "kind": "List", "items": []}
+    items: list[dict[str, Any]] = []
+    body = {"apiVersion": "v1", "kind": "List", "items": items}
     for name in names:
         item = manifest(name, pool="small")
         item["spec"]["search"]["timeBudget"] = "5s"
-        body["items"].append(item)
+        items.append(item)
     peak = [rss_before]
     stop = threading.Event()
 

@@ -79,7 +79,7 @@ async def test_optimized_model_reaches_ready_and_serves_the_winner(
                 playing.result()  # a failing kubelet fails the test with its own error
             body = await get_om(api, namespace, "mlp")
             status = body.get("status", {})
-            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
             if status.get("phase") == "Failed":
                 pytest.fail(f"the resource failed: {status}; job logs: {kubelet.job_logs}")
             return body if status.get("phase") == "Serving" and ready.get("status") == "True" else None

@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 import pytest
@@ -129,10 +129,13 @@ async def start_operator(login: Login, namespace: str, settings: HonedSettings) 
             await operator.close()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
+    last: T | None = None
     while asyncio.get_running_loop().time() < deadline:
         last = await check()
         if last:

@@ -92,7 +92,7 @@ async def test_retune_and_fallback_are_served_as_new_versions_across_a_restart(
 
     async def serves(version: int) -> bool:
         status = (await get_om(api, namespace, NAME))["status"]
-        return status.get("phase") == "Serving" and status["endpoint"]["version"] == version
+        return bool(status.get("phase") == "Serving" and status["endpoint"]["version"] == version)
 
     await eventually(lambda: serves(2), what="version 2 serving")
 

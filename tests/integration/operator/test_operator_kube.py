@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import kopf
 import pytest
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 SPEC = {"model": {"uri": "file:///m.onnx"}, "targets": [{"pool": "cpu"}]}
 
 
-def configmap(name: str, labels: dict[str, str]) -> dict:
+def configmap(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"a": "1"}}
 
 

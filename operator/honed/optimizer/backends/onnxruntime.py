@@ -157,7 +157,7 @@ def _quantize_static(prepared: Path, ctx: BuildContext, target: Path, excluded: 
 
     calls = ctx.calibration_calls(limit=limit)
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types: the base is Any
         def __init__(self) -> None:
             self.items = iter(calls)
 

@@ -217,7 +217,7 @@ def _calibration(
         {k: np.ascontiguousarray(v[i : i + batch]) for k, v in data.items()} for i in range(0, rows - batch + 1, batch)
     ]
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):
+    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]  # TensorRT is untyped here (GPU image only): the base is Any
         def __init__(self) -> None:
             super().__init__()
             self.batches_used = 0

@@ -37,7 +37,8 @@ WARMUP_FILE = "warmup.npz"
 
 
 def _torch_dtype(spec: TensorSpec) -> torch.dtype:
-    return getattr(torch, spec.np_dtype().name)
+    dtype: torch.dtype = getattr(torch, spec.np_dtype().name)
+    return dtype
 
 
 class TorchCudaRunner:
