@@ -15,12 +15,13 @@ from honed.errors import InputError
 from honed.optimizer import data as datamod
 from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
 from honed.optimizer.backends.base import AS_GIVEN, BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.gate import verdict
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import MetricResult, Skipped
 from honed.optimizer.sources import SourceModel, load_source
-from honed.optimizer.validate import check_metric, compare_named, default_metric
+from honed.optimizer.validate import check_metric, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
 
 
@@ -248,18 +249,17 @@ class Search:
             self.reference = outputs
             shutil.copyfile(out, self.reference_path)
         try:
-            trial.metric = compare_named(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
+            gate = verdict(
+                self.prep.metric, self.reference, outputs, self.prep.dataset.labels, self.options.max_metric_drop
+            )
         except ValueError as exc:
             trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
             return
-        if trial.metric.drop > self.options.max_metric_drop:
-            trial.status = "rejected"
-            trial.reason = (
-                f"{trial.metric.name} drop {trial.metric.drop:.4g} exceeds "
-                f"--max-metric-drop {self.options.max_metric_drop}"
-            )
-        else:
+        trial.metric = gate.metric
+        if gate.accepted:
             trial.status = "accepted"
+        else:
+            trial.status, trial.reason = "rejected", gate.reason
 
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
