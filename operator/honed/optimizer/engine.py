@@ -14,7 +14,7 @@ import numpy as np
 from honed.errors import InputError
 from honed.optimizer import data as datamod
 from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
-from honed.optimizer.backends.base import AS_GIVEN, BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.backends.base import AS_GIVEN, Backend, BuildContext, CandidatePlan, SearchContext
 from honed.optimizer.gate import verdict
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
@@ -123,10 +123,14 @@ def _default_baseline(src: SourceModel, device: str, factory_opts: dict[str, Any
 def plan_candidates(
     options: OptimizeOptions, prep: Prepared
 ) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
-    """The baseline plan, the candidate plans and what was skipped (with why)."""
+    """The baseline plan, the candidate plans (cheap builds first) and what was skipped, with why.
+
+    Raises:
+        InputError: ``--backends`` names a backend unknown on the device, or the baseline's
+            backend cannot run here.
+    """
     src = prep.source
-    table = GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES
-    known = sorted(table)
+    known = sorted(GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES)
     unknown = [b for b in options.backends if b not in known]
     if unknown:
         raise InputError(
@@ -134,36 +138,12 @@ def plan_candidates(
         )
     factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
     baseline = _default_baseline(src, options.device, factory_opts)
-    ctx = SearchContext(
-        inputs=src.inputs,
-        outputs=src.outputs,
-        source_format=src.format,
-        precisions=list[str](options.precisions),
-        cpu_flags=cpu_flags(),
-        device=options.device,
-        attention=prep.attention,
-        matmul_heavy=prep.matmul_heavy,
-        has_torch_program=src.torch_path is not None or src.format == "torchscript",
-        batch_sizes=prep.batch_sizes,
-    )
+    ctx = _search_context(options, prep)
     plans: list[CandidatePlan] = []
     skipped: list[Skipped] = []
     for name in known:
-        try:
-            module = backend_module(name, options.device)
-        except ImportError as exc:
-            skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
-            continue
-        reason = module.availability()
-        if reason:
-            if name == baseline.backend:
-                raise InputError(
-                    f"the baseline backend {name} cannot run here: {reason}",
-                    hint="install it, or run on a device that has it (--device)",
-                )
-            skipped.append(Skipped(name=name, reason=reason))
-            continue
-        if options.backends and name not in options.backends and name != baseline.backend:
+        module = _runnable_backend(name, options.device, baseline, skipped)
+        if module is None or (options.backends and name not in options.backends and name != baseline.backend):
             continue
         for item in module.plans(ctx):
             if isinstance(item, Skipped):
@@ -182,6 +162,45 @@ def plan_candidates(
     # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
     plans.sort(key=_build_cost)
     return baseline, plans, skipped
+
+
+def _search_context(options: OptimizeOptions, prep: Prepared) -> SearchContext:
+    src = prep.source
+    return SearchContext(
+        inputs=src.inputs,
+        outputs=src.outputs,
+        source_format=src.format,
+        precisions=list[str](options.precisions),
+        cpu_flags=cpu_flags(),
+        device=options.device,
+        attention=prep.attention,
+        matmul_heavy=prep.matmul_heavy,
+        has_torch_program=src.torch_path is not None or src.format == "torchscript",
+        batch_sizes=prep.batch_sizes,
+    )
+
+
+def _runnable_backend(name: str, device: str, baseline: CandidatePlan, skipped: list[Skipped]) -> Backend | None:
+    """Backend ``name``'s module when its runtime is here; else None, with why appended to ``skipped``.
+
+    Raises:
+        InputError: the baseline's backend cannot run here.
+    """
+    try:
+        module = backend_module(name, device)
+    except ImportError as exc:
+        skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
+        return None
+    reason = module.availability()
+    if not reason:
+        return module
+    if name == baseline.backend:
+        raise InputError(
+            f"the baseline backend {name} cannot run here: {reason}",
+            hint="install it, or run on a device that has it (--device)",
+        )
+    skipped.append(Skipped(name=name, reason=reason))
+    return None
 
 
 class Search:

@@ -94,18 +94,7 @@ def flatten(result: Any) -> list[tuple[str, Any]]:
             return
         if value is None:
             return
-        items: list[tuple[str, Any]]
-        if isinstance(value, Mapping):  # dicts, and ModelOutput (an OrderedDict of its non-None fields)
-            items = [(str(key), item) for key, item in value.items()]
-        elif isinstance(value, tuple) and hasattr(value, "_fields"):
-            items = list(zip(value._fields, value, strict=True))
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-        elif isinstance(value, (tuple, list)):
-            items = [(f"{OUTPUT}_{i}" if top else str(i), item) for i, item in enumerate(value)]
-        else:
-            raise _not_a_tensor(path, value, top)
-        for key, item in items:
+        for key, item in _children(value, path, top):
             walk(item, key if top else f"{path}.{key}", False)
 
     walk(result, OUTPUT, True)
@@ -124,6 +113,19 @@ def flatten(result: Any) -> list[tuple[str, Any]]:
             hint="rename the dict keys so nested entries (joined with '.') and top-level keys differ",
         )
     return found
+
+
+def _children(value: Any, path: str, top: bool) -> list[tuple[str, Any]]:
+    """The named items of a container output at ``path``; an OutputError for anything else."""
+    if isinstance(value, Mapping):  # dicts, and ModelOutput (an OrderedDict of its non-None fields)
+        return [(str(key), item) for key, item in value.items()]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return list(zip(value._fields, value, strict=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, (tuple, list)):
+        return [(f"{OUTPUT}_{i}" if top else str(i), item) for i, item in enumerate(value)]
+    raise _not_a_tensor(path, value, top)
 
 
 def _kind(value: Any) -> str:
