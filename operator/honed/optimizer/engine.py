@@ -41,11 +41,14 @@ class Trial:
 
     @property
     def name(self) -> str:
+        """The plan's name, e.g. ``onnx-int8.openvino``."""
         return self.plan.name
 
 
 @dataclass
 class Prepared:
+    """The model and data checked against each other, and what the search takes from them: metric, batch sizes."""
+
     source: SourceModel
     dataset: datamod.Dataset
     data_path: Path
@@ -204,7 +207,13 @@ def _runnable_backend(name: str, device: str, baseline: CandidatePlan, skipped: 
 
 
 class Search:
+    """One search: its deadline, the original's reference outputs and the build context.
+
+    Each candidate is built in one worker process and loaded in a second, which is kept for timing.
+    """
+
     def __init__(self, options: OptimizeOptions, prep: Prepared, work: Path, progress: Progress) -> None:
+        """Start the time budget's clock."""
         self.options = options
         self.prep = prep
         self.work = work
@@ -228,9 +237,11 @@ class Search:
         )
 
     def remaining(self) -> float:
+        """Seconds left in the time budget (negative once it is spent)."""
         return self.deadline - time.monotonic()
 
     def measurement_reserve(self, live: int) -> float:
+        """Seconds to hold back for timing ``live`` accepted candidates at every batch size, with margin."""
         return live * len(self.prep.batch_sizes) * self.options.measure_seconds * 1.5 + 5
 
     def evaluate(self, trial: Trial, live: int) -> None:
@@ -302,6 +313,7 @@ class Search:
         )
 
     def time_all(self, trials: list[Trial]) -> None:
+        """Time the accepted trials in interleaved rounds; one whose worker fails is marked failed."""
         from honed.optimizer.machine import load_average
 
         before = load_average()
@@ -341,6 +353,7 @@ class Search:
                     trial.status, trial.reason = "failed", str(exc)
 
     def close(self, trials: list[Trial]) -> None:
+        """Stop the trials' worker processes."""
         for trial in trials:
             if trial.worker is not None:
                 trial.worker.close()
@@ -348,6 +361,7 @@ class Search:
 
 
 def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
+    """The ``honed optimize`` command line that searches only this plan's backend and precision."""
     parts = ["honed", "optimize", options.model]
     if options.data:
         parts += ["--data", str(options.data)]

@@ -36,6 +36,7 @@ class OutputError(InputError):
     """An output that is not a tensor: ``path`` names where it sits, ``kind`` its type."""
 
     def __init__(self, message: str, *, hint: str, path: str = "", kind: str = "") -> None:
+        """Build the error; ``path`` and ``kind`` are kept for callers that reword it."""
         super().__init__(message, hint=hint)
         self.path = path
         self.kind = kind
@@ -65,20 +66,24 @@ class Convention:
 
     @classmethod
     def for_module(cls, module: Any, inputs: list[TensorSpec]) -> Convention:
+        """The convention for ``module``: by name when forward() names every input, else by position."""
         names = [spec.name for spec in inputs]
         params = forward_parameters(module)
         return cls(names, keywords=bool(params) and set(names) <= set(params))
 
     def __call__(self, module: Any, args: Sequence[Any]) -> Any:
+        """Call ``module`` with ``args`` (in input order) under this convention."""
         if self.keywords:
             return module(**dict(zip(self.input_names, args, strict=True)), **self.kwargs)
         return module(*args, **self.kwargs)
 
     def to_options(self) -> dict[str, Any]:
+        """The convention as JSON-ready artifact options."""
         return {"input_names": list(self.input_names), "keywords": self.keywords, "kwargs": dict(self.kwargs)}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Convention:
+        """The convention stored by ``to_options``."""
         return cls(list(options["input_names"]), bool(options.get("keywords")), dict(options.get("kwargs", {})))
 
 

@@ -26,6 +26,7 @@ class TensorConfig:
 
     @classmethod
     def from_spec(cls, spec: TensorSpec, *, batched: bool) -> TensorConfig:
+        """The tensor as Triton sees it, without the batch axis when ``batched``; InputError for dtypes it lacks."""
         if spec.dtype not in TRITON_DTYPES:
             raise InputError(
                 f"tensor {spec.name!r} has dtype {spec.dtype!r}, which Triton cannot serve",
@@ -37,12 +38,16 @@ class TensorConfig:
 
 @dataclass(frozen=True)
 class DynamicBatching:
+    """Triton's dynamic batcher: how long a request may wait for others (µs), and the batch sizes it prefers."""
+
     max_queue_delay_us: int
     preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class InstanceGroup:
+    """How many instances of the model run, and on which kind of device."""
+
     kind: InstanceKind = "KIND_CPU"
     count: int = 1
 
@@ -58,6 +63,8 @@ class Warmup:
 
 @dataclass(frozen=True)
 class ModelConfigData:
+    """A model's config.pbtxt as typed data; ``render`` prints it after Triton's load-time checks."""
+
     name: str
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
