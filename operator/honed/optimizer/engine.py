@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,10 +376,6 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
     ]
     parts += [f"--input {s.name}:{s.dtype}:{','.join(map(str, s.shape))}" for s in options.inputs]
     return " ".join(parts)
-
-
-def python_executable() -> str:
-    return sys.executable
 
 
 def _build_cost(plan: CandidatePlan) -> int:

@@ -35,10 +35,6 @@ def availability() -> str | None:
     return missing_import("torch", "pip install 'honed[torch]'")
 
 
-def baseline_plan(source_format: str) -> CandidatePlan:
-    return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager")
-
-
 @device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     """PyTorch and TorchScript sources only: bf16 eager, torch.compile or a frozen TorchScript.
