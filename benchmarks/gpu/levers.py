@@ -414,7 +414,9 @@ def measure_model(
     name: str, handles: list[Handle], feeds_of: Any, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
     """Gate every built contender against ``engine-after``, then time them in interleaved rounds."""
-    from honed.optimizer.gpu_compare import agreement, passes_gate
+    from report_md import gate_entry
+
+    from honed.optimizer.gate import verdict
     from honed.optimizer.gpu_timing import summarize_ms
 
     batches = args.batches
@@ -431,11 +433,10 @@ def measure_model(
     reference = outputs.get("engine-after")
     for handle in live:
         if handle.name in outputs and reference is not None:
-            gate = agreement(reference, outputs[handle.name])
-            handle.info["gate"] = gate
-            if not passes_gate(gate, args.max_drop):
-                handle.status = "rejected"
-                handle.reason = f"cosine drop {gate['cosine_drop']:.2e} > {args.max_drop}"
+            gate = verdict("cosine", reference, outputs[handle.name], None, args.max_drop)
+            handle.info["gate"] = gate_entry(gate)
+            if not gate.accepted:
+                handle.status, handle.reason = "rejected", gate.reason
     live = [h for h in handles if h.status == "built"]
     paths = {}
     for batch in batches:
@@ -506,6 +507,8 @@ def _selftest_feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
+    from report_md import gate_drop
+
     env = results.get("environment", {})
     lines = [
         "# GPU levers: honest baselines and honed's pick vs a hand-tuned torch.compile",
@@ -527,7 +530,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         ]
         for cname, entry in model["contenders"].items():
             lat = entry.get("latency_ms", {})
-            drop = entry.get("gate", {}).get("cosine_drop")
+            drop = gate_drop(entry.get("gate", {}))
             status = entry["status"] + (f": {entry['reason']}" if entry.get("reason") else "")
             status = " ".join(status.split()).replace("|", "/")  # one table cell
             lines.append(

@@ -19,8 +19,16 @@ import numpy as np
 
 from honed.optimizer.artifact import read_meta
 from honed.optimizer.backends import torch_cuda
-from honed.optimizer.gpu_compare import agreement
 from honed.optimizer.gpu_timing import summarize_ms
+from honed.optimizer.validate import NonFiniteOutputError, compare
+
+
+def agreement(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[str, Any]:
+    """How far this process's outputs are from the build process's, by the gate's scores (both 0 when identical)."""
+    try:
+        return {metric: compare(metric, expected, got, None).drop for metric in ("cosine", "max_abs_diff")}
+    except NonFiniteOutputError as exc:
+        return {"non_finite": str(exc)}
 
 
 def progress(started: float, msg: str) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from honed.optimizer.gate import Verdict
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -17,6 +20,22 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _drop(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1e}"
+
+
+def gate_entry(result: Verdict) -> dict[str, Any]:
+    """What results.json keeps of the accuracy gate's verdict on a candidate (``metric`` None: outputs not finite)."""
+    metric = None if result.metric is None else result.metric.model_dump()
+    return {"accepted": result.accepted, "metric": metric, "reason": result.reason}
+
+
+def gate_drop(gate: dict[str, Any]) -> float | None:
+    """The metric drop in a results.json gate entry; None when there is none.
+
+    Results written before the benchmarks used the engine's gate hold ``cosine_drop`` instead:
+    the worst sample's cosine drop, where the engine's cosine metric averages over samples.
+    """
+    metric = gate.get("metric")
+    return metric["drop"] if metric else gate.get("cosine_drop")
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
@@ -64,7 +83,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             gate = cand.get("gate", {})
             peak = cand.get("peak_gpu_bytes")
             lines.append(
-                f"| {cand['name']} | {cand.get('status')} | {_drop(gate.get('cosine_drop'))} | "
+                f"| {cand['name']} | {cand.get('status')} | {_drop(gate_drop(gate))} | "
                 + " | ".join(_fmt(lat.get(b, {}).get("p50")) for b in batches)
                 + f" | {_fmt(cand.get('build_seconds'), 1)} | {_fmt(peak / 2**20 if peak else None, 0)} |"
             )

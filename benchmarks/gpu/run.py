@@ -28,14 +28,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from models import BenchModel, export, make  # noqa: E402
-from report_md import write_markdown  # noqa: E402
+from report_md import _drop, gate_drop, gate_entry, write_markdown  # noqa: E402
 
 from honed.optimizer.artifact import artifact_size, read_meta  # noqa: E402
 from honed.optimizer.backends import torch_cuda  # noqa: E402
 from honed.optimizer.backends.base import BuildContext, CandidatePlan, SearchContext  # noqa: E402
 from honed.optimizer.backends.torch_cuda_baseline import strict_fp32  # noqa: E402
 from honed.optimizer.backends.torch_cuda_runner import TorchCudaRunner  # noqa: E402
-from honed.optimizer.gpu_compare import agreement, passes_gate  # noqa: E402
+from honed.optimizer.gate import verdict  # noqa: E402
 from honed.optimizer.gpu_timing import event_times_ms, gpu_info, summarize_ms  # noqa: E402
 
 TARGETS = {"resnet50": {"1": 5.0, "32": 2.5}, "bert-base": {"1": 5.0, "32": 6.0}}
@@ -92,20 +92,19 @@ def build_and_gate(
         assert isinstance(runner, TorchCudaRunner), "a built candidate, not the as-given baseline"
         entry["load_seconds"] = round(runner.load_seconds, 2)
         entry["cache"] = runner.cache_info
-        gate = agreement(ref, runner.run(val))
+        gate = verdict("cosine", ref, runner.run(val), None, max_drop)
     except Exception as exc:  # a failing candidate is reported, never fatal to the search
         entry.update(status="failed", reason=f"{type(exc).__name__}: {str(exc)[:400]}")
         log(f"  {plan.name}: FAILED {entry['reason']}")
         return entry
-    entry["gate"] = gate
+    entry["gate"] = gate_entry(gate)
     entry["artifact_bytes"] = artifact_size(out_dir)
     entry["artifact"] = str(out_dir)
-    ok = passes_gate(gate, max_drop)
-    entry["status"] = "accepted" if ok else "rejected"
-    if not ok:
-        entry["reason"] = f"cosine drop {gate['cosine_drop']:.2e} > {max_drop} (finite={gate['finite']})"
+    entry["status"] = "accepted" if gate.accepted else "rejected"
+    if not gate.accepted:
+        entry["reason"] = gate.reason
     entry["_runner"] = runner
-    log(f"  {plan.name}: {entry['status']} in {entry['build_seconds']} s, drop {gate['cosine_drop']:.2e}")
+    log(f"  {plan.name}: {entry['status']} in {entry['build_seconds']} s, drop {_drop(gate_drop(entry['gate']))}")
     return entry
 
 

@@ -1,11 +1,9 @@
-"""The GPU backends' pure parts, on the CPU: plans and reasons, graph conversion, fp8, keys, the gate."""
+"""The GPU backends' pure parts, on the CPU: plans and reasons, graph conversion, fp8, keys, timing."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,7 +17,6 @@ from honed.optimizer.backends.torch_cuda_convert import (
     to_device_and_dtype,
 )
 from honed.optimizer.backends.torch_cuda_runner import matmul_settings, pin_matmul_settings
-from honed.optimizer.gpu_compare import agreement, passes_gate
 from honed.optimizer.gpu_timing import cuda_unavailable_reason, percentile, slug, summarize_ms
 from honed.optimizer.report import Skipped
 from honed.optimizer.tensors import TensorSpec
@@ -161,21 +158,6 @@ def test_tensorrt_profile_spans_the_batch_sizes_and_fills_other_axes_from_data()
     assert shapes == {"min": [1, 128], "opt": [32, 128], "max": [32, 128]}
     fixed = TensorSpec(name="x", dtype="float32", shape=[4, 3])
     assert tensorrt.profile_shapes(fixed, [1, 32], (4, 3))["max"] == [4, 3]
-
-
-def test_agreement_and_gate() -> None:
-    rng = np.random.default_rng(0)
-    ref = [rng.standard_normal((4, 10)).astype(np.float32)]
-    same = agreement(ref, [ref[0].copy()])
-    assert same["finite"] and same["cosine_drop"] < 1e-12 and passes_gate(same, 1e-9)
-    noisy = agreement(ref, [ref[0] + 0.5 * rng.standard_normal((4, 10)).astype(np.float32)])
-    assert 0.01 < noisy["cosine_drop"] < 1 and not passes_gate(noisy, 0.01)
-    broken = ref[0].copy()
-    broken[0, 0] = np.inf
-    result = agreement(ref, [broken])
-    assert result["finite"] is False and math.isinf(result["cosine_drop"]) and not passes_gate(result, 1.0)
-    with pytest.raises(ValueError):
-        agreement(ref, [ref[0][:2]])
 
 
 def test_percentiles_and_slug() -> None:

@@ -1,8 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 
 from honed.errors import InputError
-from honed.optimizer.validate import check_metric, compare, compare_named, default_metric
+from honed.optimizer.gate import verdict
+from honed.optimizer.validate import NonFiniteOutputError, check_metric, compare, compare_named, default_metric
 
 
 def test_top1_with_labels_reports_lost_accuracy() -> None:
@@ -67,3 +70,57 @@ def test_outputs_are_matched_by_name_in_the_originals_order() -> None:
     assert result.drop == 0.0
     with pytest.raises(ValueError, match=r"missing \['logits'\], unexpected \['output_0'\]"):
         compare_named("cosine", {"logits": logits, "hidden": hidden}, {"hidden": hidden, "output_0": logits}, None)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_output_is_an_error_not_a_score(bad: float) -> None:
+    ref = np.ones((2, 3), dtype=np.float32)
+    cand = ref.copy()
+    cand[1, 2] = bad  # cosine would read NaN as a perfect match
+    with pytest.raises(NonFiniteOutputError, match="output 0 has 1 NaN or inf"):
+        compare("cosine", [ref], [cand], None)
+
+
+def test_non_finite_values_the_original_has_too_are_not_the_candidates_fault() -> None:
+    ref = np.array([[0.0, -np.inf], [1.0, 2.0]])
+    assert compare("top1", [ref], [ref.copy()], None).drop == 0.0
+    assert compare("top1", [np.arange(3)], [np.arange(3)], None).drop == 0.0  # integer outputs
+
+
+def test_verdict_accepts_within_the_limit_and_says_why_it_rejects() -> None:
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((4, 10)).astype(np.float32)]
+    same = verdict("cosine", ref, [ref[0].copy()], None, max_drop=1e-9)
+    assert same.accepted and same.metric is not None and same.metric.drop < 1e-12 and same.reason == ""
+    noisy = verdict("cosine", ref, [ref[0] + 0.5 * rng.standard_normal((4, 10)).astype(np.float32)], None, 0.01)
+    assert not noisy.accepted and noisy.metric is not None and 0.01 < noisy.metric.drop < 1
+    assert noisy.reason.startswith("cosine drop") and "exceeds --max-metric-drop 0.01" in noisy.reason
+
+
+def test_verdict_rejects_non_finite_outputs_under_any_limit() -> None:
+    ref = {"logits": np.ones((2, 3), dtype=np.float32)}
+    broken = {"logits": ref["logits"].copy()}
+    broken["logits"][0, 0] = np.nan
+    for metric in ("top1", "cosine", "max_abs_diff", "rmse"):
+        result = verdict(metric, ref, broken, None, max_drop=math.inf)
+        assert not result.accepted and result.metric is None and "NaN or inf" in result.reason
+
+
+def test_verdict_rejects_a_score_that_is_not_a_number() -> None:
+    ref = [np.array([[np.inf, 1.0]])]  # the original's own inf: cosine of it is NaN
+    result = verdict("cosine", ref, [ref[0].copy()], None, max_drop=1.0)
+    assert not result.accepted and result.metric is None and "not finite" in result.reason
+
+
+def test_verdict_matches_outputs_by_name_or_position_not_both() -> None:
+    a = np.eye(2)
+    assert verdict("cosine", {"x": a, "y": 2 * a}, {"y": 2 * a, "x": a}, None, 0.0).accepted
+    with pytest.raises(ValueError, match="shape"):
+        verdict("cosine", [a], [a[:1]], None, 0.0)
+    with pytest.raises(TypeError):
+        verdict("cosine", {"x": a}, [a], None, 0.0)
+
+
+def test_distance_to_an_original_holding_inf_is_not_a_number() -> None:
+    ref = [np.array([[np.inf, 1.0]])]
+    assert not verdict("max_abs_diff", ref, [ref[0].copy()], None, max_drop=1.0).accepted

@@ -331,9 +331,11 @@ class KubeClient:
         return await asyncio.to_thread(self._call, verb, path, query or [], body, content_type, resource=resource)
 
     async def charge(self) -> None:
-        """Take a token, waiting while the bucket is empty: before each request, and for a request
-        kopf sent on the operator's behalf (its finalizer), so that the operator as a whole keeps
-        to HONED_API_QPS."""
+        """Take a token, waiting while the bucket is empty.
+
+        Before each request, and for a request kopf sent on the operator's behalf (its finalizer),
+        so that the operator as a whole keeps to HONED_API_QPS.
+        """
         delay = self.limiter.reserve()
         if delay > 0:
             operator_metrics.API_THROTTLED_SECONDS.inc(delay)

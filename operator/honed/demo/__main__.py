@@ -11,6 +11,7 @@ from honed.errors import HonedError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; 0 when a winner was found (and, unless --no-serve, Triton served it well)."""
     parser = argparse.ArgumentParser(prog="honed-demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--time-budget", default="8m")

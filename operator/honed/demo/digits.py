@@ -36,6 +36,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def build_cnn() -> Any:
+    """The digits CNN, untrained, with seeded initial weights (8x8 grey images in, 10 logits out)."""
     import torch
     from torch import nn
 
@@ -83,6 +84,7 @@ def train(epochs: int = 12) -> tuple[Any, float]:
 
 
 def write_validation(path: Path) -> Path:
+    """Write the held-out digits (``input`` and ``labels``) to ``path`` as an .npz; returns ``path``."""
     _, x_val, _, y_val = digits_arrays()
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, input=x_val, labels=y_val)

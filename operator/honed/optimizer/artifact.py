@@ -20,6 +20,8 @@ META_FILE = "honed-artifact.json"
 
 
 class ArtifactMeta(BaseModel):
+    """``honed-artifact.json``: which runtime runs the artifact's model file, at what precision, with which options."""
+
     schema_: str = Field(default=ARTIFACT_SCHEMA, alias="schema")
     backend: str
     precision: str
@@ -33,10 +35,12 @@ class ArtifactMeta(BaseModel):
     model_config = {"populate_by_name": True}
 
     def write(self, directory: Path) -> None:
+        """Write this metadata into ``directory`` as ``honed-artifact.json``."""
         (directory / META_FILE).write_text(self.model_dump_json(by_alias=True, indent=2) + "\n")
 
 
 def read_meta(directory: Path) -> ArtifactMeta:
+    """The metadata of the artifact in ``directory``; InputError when it holds none."""
     path = directory / META_FILE
     if not path.is_file():
         raise InputError(f"{directory} holds no {META_FILE}", hint="point at an artifact written by honed")
@@ -44,13 +48,15 @@ def read_meta(directory: Path) -> ArtifactMeta:
 
 
 def artifact_size(directory: Path) -> int:
+    """Bytes of the artifact's files, its metadata file excluded."""
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name != META_FILE)
 
 
 class Runner(Protocol):
     """A loaded model: feeds by input name in, outputs in ``meta.outputs`` order out."""
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs of one call, in ``meta.outputs`` order."""
 
 
 def load_runner(directory: Path, *, threads: int | None = None) -> Runner:

@@ -38,6 +38,7 @@ def time_budget(text: str) -> float:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``honed optimize`` and ``honed report`` to the CLI's subcommands."""
     p = sub.add_parser(
         "optimize",
         help="search runtimes and precisions for the fastest accurate candidate",
@@ -129,6 +130,11 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
+    """``honed optimize``: fetch remote inputs, run the search, print the table, publish the results.
+
+    Returns:
+        The exit code: 0 with a winner, 1 without one (the report is written either way).
+    """
     from honed.optimizer import remote
     from honed.optimizer.homedir import use_writable_home
 
@@ -200,6 +206,7 @@ def make_out_dir(out: Path) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """``honed report``: print a report's table, or its winner as JSON (``null`` without one)."""
     from honed.optimizer.report import load_report
     from honed.optimizer.table import print_report
 

@@ -17,6 +17,8 @@ LABELS = "labels"
 
 @dataclass
 class Dataset:
+    """Validation and calibration data: one array per model input, samples first, and optional labels."""
+
     feeds: dict[str, np.ndarray]  # one array per input, first axis = samples
     labels: np.ndarray | None
     synthesized: bool
@@ -24,9 +26,11 @@ class Dataset:
 
     @property
     def samples(self) -> int:
+        """How many samples the data holds."""
         return len(next(iter(self.feeds.values())))
 
     def save(self, path: Path) -> Path:
+        """Write the feeds (and labels) to ``path`` as an .npz; returns ``path``."""
         arrays = dict(self.feeds)
         if self.labels is not None:
             arrays[LABELS] = self.labels
@@ -35,6 +39,7 @@ class Dataset:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a user's .npz; InputError naming the fix when it is missing or unreadable."""
     if path.is_dir():
         raise InputError(f"--data {path} is a directory", hint="give the .npz file itself")
     if not path.is_file():
@@ -50,6 +55,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def npz_shapes(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each array's dtype name and shape, by array name."""
     return {name: (array.dtype.name, tuple(array.shape)) for name, array in arrays.items()}
 
 
@@ -104,6 +110,7 @@ def call_axis(spec: TensorSpec, fixed: bool) -> int | None:
 
 
 def item_dims(spec: TensorSpec, fixed: bool) -> list[int]:
+    """The dims of one sample: the shape without the axis samples are stacked on."""
     axis = call_axis(spec, fixed)
     return list(spec.shape) if axis is None else [d for i, d in enumerate(spec.shape) if i != axis]
 

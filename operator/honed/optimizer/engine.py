@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +13,14 @@ import numpy as np
 from honed.errors import InputError
 from honed.optimizer import data as datamod
 from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
-from honed.optimizer.backends.base import AS_GIVEN, BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.backends.base import AS_GIVEN, Backend, BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.gate import verdict
 from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import MetricResult, Skipped
 from honed.optimizer.sources import SourceModel, load_source
-from honed.optimizer.validate import check_metric, compare_named, default_metric
+from honed.optimizer.validate import check_metric, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
 
 
@@ -40,11 +40,14 @@ class Trial:
 
     @property
     def name(self) -> str:
+        """The plan's name, e.g. ``onnx-int8.openvino``."""
         return self.plan.name
 
 
 @dataclass
 class Prepared:
+    """The model and data checked against each other, and what the search takes from them: metric, batch sizes."""
+
     source: SourceModel
     dataset: datamod.Dataset
     data_path: Path
@@ -122,10 +125,14 @@ def _default_baseline(src: SourceModel, device: str, factory_opts: dict[str, Any
 def plan_candidates(
     options: OptimizeOptions, prep: Prepared
 ) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
-    """The baseline plan, the candidate plans and what was skipped (with why)."""
+    """The baseline plan, the candidate plans (cheap builds first) and what was skipped, with why.
+
+    Raises:
+        InputError: ``--backends`` names a backend unknown on the device, or the baseline's
+            backend cannot run here.
+    """
     src = prep.source
-    table = GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES
-    known = sorted(table)
+    known = sorted(GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES)
     unknown = [b for b in options.backends if b not in known]
     if unknown:
         raise InputError(
@@ -133,36 +140,12 @@ def plan_candidates(
         )
     factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
     baseline = _default_baseline(src, options.device, factory_opts)
-    ctx = SearchContext(
-        inputs=src.inputs,
-        outputs=src.outputs,
-        source_format=src.format,
-        precisions=list[str](options.precisions),
-        cpu_flags=cpu_flags(),
-        device=options.device,
-        attention=prep.attention,
-        matmul_heavy=prep.matmul_heavy,
-        has_torch_program=src.torch_path is not None or src.format == "torchscript",
-        batch_sizes=prep.batch_sizes,
-    )
+    ctx = _search_context(options, prep)
     plans: list[CandidatePlan] = []
     skipped: list[Skipped] = []
     for name in known:
-        try:
-            module = backend_module(name, options.device)
-        except ImportError as exc:
-            skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
-            continue
-        reason = module.availability()
-        if reason:
-            if name == baseline.backend:
-                raise InputError(
-                    f"the baseline backend {name} cannot run here: {reason}",
-                    hint="install it, or run on a device that has it (--device)",
-                )
-            skipped.append(Skipped(name=name, reason=reason))
-            continue
-        if options.backends and name not in options.backends and name != baseline.backend:
+        module = _runnable_backend(name, options.device, baseline, skipped)
+        if module is None or (options.backends and name not in options.backends and name != baseline.backend):
             continue
         for item in module.plans(ctx):
             if isinstance(item, Skipped):
@@ -183,8 +166,53 @@ def plan_candidates(
     return baseline, plans, skipped
 
 
+def _search_context(options: OptimizeOptions, prep: Prepared) -> SearchContext:
+    src = prep.source
+    return SearchContext(
+        inputs=src.inputs,
+        outputs=src.outputs,
+        source_format=src.format,
+        precisions=list[str](options.precisions),
+        cpu_flags=cpu_flags(),
+        device=options.device,
+        attention=prep.attention,
+        matmul_heavy=prep.matmul_heavy,
+        has_torch_program=src.torch_path is not None or src.format == "torchscript",
+        batch_sizes=prep.batch_sizes,
+    )
+
+
+def _runnable_backend(name: str, device: str, baseline: CandidatePlan, skipped: list[Skipped]) -> Backend | None:
+    """Backend ``name``'s module when its runtime is here; else None, with why appended to ``skipped``.
+
+    Raises:
+        InputError: the baseline's backend cannot run here.
+    """
+    try:
+        module = backend_module(name, device)
+    except ImportError as exc:
+        skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
+        return None
+    reason = module.availability()
+    if not reason:
+        return module
+    if name == baseline.backend:
+        raise InputError(
+            f"the baseline backend {name} cannot run here: {reason}",
+            hint="install it, or run on a device that has it (--device)",
+        )
+    skipped.append(Skipped(name=name, reason=reason))
+    return None
+
+
 class Search:
+    """One search: its deadline, the original's reference outputs and the build context.
+
+    Each candidate is built in one worker process and loaded in a second, which is kept for timing.
+    """
+
     def __init__(self, options: OptimizeOptions, prep: Prepared, work: Path, progress: Progress) -> None:
+        """Start the time budget's clock."""
         self.options = options
         self.prep = prep
         self.work = work
@@ -208,9 +236,11 @@ class Search:
         )
 
     def remaining(self) -> float:
+        """Seconds left in the time budget (negative once it is spent)."""
         return self.deadline - time.monotonic()
 
     def measurement_reserve(self, live: int) -> float:
+        """Seconds to hold back for timing ``live`` accepted candidates at every batch size, with margin."""
         return live * len(self.prep.batch_sizes) * self.options.measure_seconds * 1.5 + 5
 
     def evaluate(self, trial: Trial, live: int) -> None:
@@ -248,18 +278,17 @@ class Search:
             self.reference = outputs
             shutil.copyfile(out, self.reference_path)
         try:
-            trial.metric = compare_named(self.prep.metric, self.reference, outputs, self.prep.dataset.labels)
+            gate = verdict(
+                self.prep.metric, self.reference, outputs, self.prep.dataset.labels, self.options.max_metric_drop
+            )
         except ValueError as exc:
             trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
             return
-        if trial.metric.drop > self.options.max_metric_drop:
-            trial.status = "rejected"
-            trial.reason = (
-                f"{trial.metric.name} drop {trial.metric.drop:.4g} exceeds "
-                f"--max-metric-drop {self.options.max_metric_drop}"
-            )
-        else:
+        trial.metric = gate.metric
+        if gate.accepted:
             trial.status = "accepted"
+        else:
+            trial.status, trial.reason = "rejected", gate.reason
 
     def follow_up(self, trial: Trial) -> CandidatePlan | None:
         """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
@@ -283,6 +312,7 @@ class Search:
         )
 
     def time_all(self, trials: list[Trial]) -> None:
+        """Time the accepted trials in interleaved rounds; one whose worker fails is marked failed."""
         from honed.optimizer.machine import load_average
 
         before = load_average()
@@ -322,6 +352,7 @@ class Search:
                     trial.status, trial.reason = "failed", str(exc)
 
     def close(self, trials: list[Trial]) -> None:
+        """Stop the trials' worker processes."""
         for trial in trials:
             if trial.worker is not None:
                 trial.worker.close()
@@ -329,6 +360,7 @@ class Search:
 
 
 def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
+    """The ``honed optimize`` command line that searches only this plan's backend and precision."""
     parts = ["honed", "optimize", options.model]
     if options.data:
         parts += ["--data", str(options.data)]
@@ -344,10 +376,6 @@ def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
     ]
     parts += [f"--input {s.name}:{s.dtype}:{','.join(map(str, s.shape))}" for s in options.inputs]
     return " ".join(parts)
-
-
-def python_executable() -> str:
-    return sys.executable
 
 
 def _build_cost(plan: CandidatePlan) -> int:

@@ -17,6 +17,8 @@ SHAPES_HINT = "check the --input shapes/dtypes and the --data arrays against the
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """What a runtime's error means for the user: the cause, the fix, and which kind of fix (the exit code)."""
+
     cause: str
     hint: str
     # What kind of fix it takes, which decides the exit code: the input, more memory, more time.

@@ -143,5 +143,6 @@ def gpu_key() -> str:
 
 
 def slug(text: str) -> str:
+    """``text`` lower-cased, other characters as single hyphens: ``NVIDIA H100 80GB`` -> ``nvidia-h100-80gb``."""
     keep = [c.lower() if c.isalnum() else "-" for c in text]
     return "-".join(part for part in "".join(keep).split("-") if part)

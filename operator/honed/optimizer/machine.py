@@ -140,6 +140,7 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
 
 
 def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (``avx512_bf16``, ``avx512_vnni``...); empty without /proc."""
     return set(_cpuinfo()[1])
 
 
@@ -149,8 +150,11 @@ def load_average() -> float | None:
 
 
 def loaded_note(timing_load: list[float], cpus: int | None) -> str | None:
-    """A note for the report when the machine ran more than its CPUs while candidates were timed:
-    other work then shares the cores, and latencies read high by a varying amount."""
+    """A note for the report when the machine ran more than its CPUs while candidates were timed.
+
+    Other work then shares the cores, and latencies read high by a varying amount; None when the
+    load stayed within the CPUs (or is unknown).
+    """
     if not timing_load or not cpus or max(timing_load) <= cpus:
         return None
     before, after = timing_load[0], timing_load[-1]
@@ -162,6 +166,7 @@ def loaded_note(timing_load: list[float], cpus: int | None) -> str | None:
 
 
 def device_info(threads: int, gpu: str | None = None) -> DeviceInfo:
+    """The report's account of this machine: CPU model and relevant flags, the CPUs it may use and why, load average."""
     name, flags = _cpuinfo()
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
     limit = cpu_limit()

@@ -10,6 +10,7 @@ from honed.optimizer.report import Latency
 
 
 def latency_stats(samples_ms: Sequence[float]) -> Latency:
+    """p50, p90 and p99 of ``samples_ms`` (milliseconds, rounded to 0.1 µs)."""
     values = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return Latency(p50=round(float(p50), 4), p90=round(float(p90), 4), p99=round(float(p99), 4))

@@ -130,6 +130,7 @@ def lower_ir_version(model: ModelProto, target: int, path: Path, runtime_limit: 
 
 
 def ir_note(path: Path, original: int, lowered: int) -> str:
+    """The report note for a model run at a lower IR version than its file states."""
     return (
         f"{path.name} has IR version {original}, newer than the runtimes here read (up to IR {lowered}); "
         f"its opsets exist at IR {lowered}, so it was run as IR {lowered} "
@@ -139,6 +140,8 @@ def ir_note(path: Path, original: int, lowered: int) -> str:
 
 @dataclass
 class OnnxModel:
+    """An ONNX file's input and output specs and its proto (IR-lowered when the runtimes here read only older IR)."""
+
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     proto: Any  # onnx.ModelProto, possibly with a lowered ir_version
@@ -146,6 +149,7 @@ class OnnxModel:
 
     @property
     def lowered(self) -> bool:
+        """Whether the proto's IR version was lowered from the file's."""
         return int(self.proto.ir_version) != self.stamped_ir_version
 
 
@@ -177,6 +181,7 @@ def has_attention(path: Path) -> bool:
 
 
 def matmul_heavy(path: Path) -> bool:
+    """True when the graph has MatMul/Gemm nodes and no fewer of them than convolutions: dynamic int8 pays off."""
     import onnx
 
     ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]

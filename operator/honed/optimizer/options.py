@@ -21,6 +21,12 @@ OBJECTIVES: tuple[str, ...] = get_args(EngineObjective)
 
 
 class OptimizeOptions(SearchOptions):
+    """The engine's options: the search request's knobs plus what a run sets locally.
+
+    Built from the CLI's flags or from an operator Job's request (``from_request``); a field left out
+    takes its default, defined here or, for the search knobs, in ``honed.api.request.SearchOptions``.
+    """
+
     model: str
     # A path, or a URI the CLI fetches first: a Path would fold s3://b/k into s3:/b/k.
     data: str | None = None

@@ -26,6 +26,16 @@ from honed.optimizer.selection import Criteria, pick
 
 
 def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Report:
+    """Search for the fastest candidate inside the accuracy gate; write ``report.json`` and artifacts to ``out``.
+
+    Returns:
+        The report, also when no candidate won (``winner`` is then None and a note says why).
+
+    Raises:
+        InputError: the model, data or options are unusable, or the original fails on the input.
+        EnvironmentProblem: the machine has too little memory to run the original.
+        BudgetExhausted: the time budget is too short to run the original.
+    """
     progress = progress or Progress()
     started = time.monotonic()
     options.out.mkdir(parents=True, exist_ok=True)

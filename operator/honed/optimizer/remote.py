@@ -20,10 +20,12 @@ LOCAL_SCHEMES = ("file://",)
 
 
 def is_remote(uri: str) -> bool:
+    """Whether ``uri`` needs fetching (http(s)://, s3://, gs://, pvc://...) rather than being a local path or file://."""
     return "://" in uri and not uri.startswith(LOCAL_SCHEMES)
 
 
 def local_path(uri: str) -> str:
+    """The path of a local ``uri``: ``file://`` stripped, anything else as given."""
     return uri.removeprefix("file://") if uri.startswith("file://") else uri
 
 

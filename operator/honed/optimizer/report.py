@@ -43,6 +43,8 @@ class MetricResult(BaseModel):
 
 
 class Candidate(BaseModel):
+    """One candidate as measured: status and reason, latency and throughput by batch size, metric, size, speedup."""
+
     name: str = Field(description="backend-neutral id like onnx-int8.openvino")
     backend: str
     precision: str
@@ -68,6 +70,7 @@ class Candidate(BaseModel):
     repro: str = ""
 
     def best_throughput(self) -> float:
+        """Items/s at its fastest batch size (0.0 when none was timed)."""
         return max(self.throughput.values(), default=0.0)
 
 
@@ -79,6 +82,8 @@ class Skipped(BaseModel):
 
 
 class DeviceInfo(BaseModel):
+    """The machine the search ran on: CPU, relevant flags, CPU limit, GPU, load average."""
+
     cpu: str
     flags: list[str] = Field(default_factory=list)
     threads: int
@@ -93,6 +98,8 @@ class DeviceInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """The model as searched: source, format, input and output specs, whether its batch size is fixed."""
+
     source: str
     format: str
     inputs: list[TensorSpec]
@@ -103,6 +110,8 @@ class ModelInfo(BaseModel):
 
 
 class DataInfo(BaseModel):
+    """The validation data: from a file or synthesized, sample count, whether it has labels."""
+
     source: Literal["file", "synthesized"]
     path: str | None = None
     samples: int
@@ -123,6 +132,8 @@ class SearchSettings(BaseModel):
 
 
 class Report(BaseModel):
+    """``report.json``: the search's settings, every candidate, what was skipped, the winner and notes."""
+
     model_config = ConfigDict(populate_by_name=True)
 
     schema_: str = Field(default=SCHEMA, alias="schema")
@@ -140,18 +151,22 @@ class Report(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
     def candidate(self, name: str) -> Candidate:
+        """The candidate called ``name``; KeyError when there is none."""
         for cand in self.candidates:
             if cand.name == name:
                 return cand
         raise KeyError(name)
 
     def winner_candidate(self) -> Candidate | None:
+        """The winning candidate, or None when no candidate met the constraints."""
         return None if self.winner is None else self.candidate(self.winner)
 
     def accepted(self) -> list[Candidate]:
+        """The candidates that passed the accuracy gate."""
         return [c for c in self.candidates if c.status == "accepted"]
 
     def write(self, out_dir: Path) -> Path:
+        """Write ``report.json`` into ``out_dir``; returns its path."""
         path = out_dir / REPORT_FILE
         path.write_text(self.model_dump_json(by_alias=True, indent=2) + "\n")
         return path

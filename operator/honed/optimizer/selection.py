@@ -35,6 +35,8 @@ NEAR_TIE = 1.02
 
 @dataclass(frozen=True)
 class Criteria:
+    """What a winner must meet and what it is ranked by."""
+
     objective: Objective = "latency"
     max_metric_drop: float | None = None  # None: the engine's own accept/reject stands
     latency_budget_ms: float | None = None
@@ -51,6 +53,8 @@ class Offer:
 
 @dataclass(frozen=True)
 class Judged:
+    """An offer's verdict under the criteria, with the usable throughput and cost it was judged on."""
+
     offer: Offer
     verdict: Judgement
     reason: str = ""
@@ -59,20 +63,24 @@ class Judged:
 
     @property
     def candidate(self) -> Candidate:
+        """The judged candidate."""
         return self.offer.candidate
 
     @property
     def p50(self) -> float | None:
+        """The candidate's p50 at batch 1 in ms (None when it was not timed)."""
         lat = self.offer.candidate.latency_ms
         return None if lat is None else lat.p50
 
     @property
     def p99(self) -> float | None:
+        """The candidate's p99 at batch 1 in ms (None when it was not timed)."""
         lat = self.offer.candidate.latency_ms
         return None if lat is None else lat.p99
 
     @property
     def drop(self) -> float | None:
+        """The candidate's metric drop (None when it has no metric)."""
         metric = self.offer.candidate.metric
         return None if metric is None else metric.drop
 

@@ -20,6 +20,8 @@ TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit"}
 
 @dataclass
 class SourceModel:
+    """The model as loaded: format, specs, its fp32 ONNX and PyTorch program where they exist, report notes."""
+
     format: str  # onnx | torchscript | pytorch
     location: str
     inputs: list[TensorSpec]
@@ -40,6 +42,10 @@ class SourceModel:
 
 
 def detect_format(model: str) -> str:
+    """``onnx``, ``torchscript`` or ``pytorch`` (``module:factory``), from the name or the file's first bytes.
+
+    InputError for a directory or a missing file.
+    """
     path = Path(model)
     if path.is_dir():
         raise InputError(f"MODEL {model!r} is a directory", hint=_directory_hint(path))
@@ -72,6 +78,10 @@ def _directory_hint(path: Path) -> str:
 
 
 def apply_overrides(specs: list[TensorSpec], overrides: list[TensorSpec], kind: str) -> list[TensorSpec]:
+    """``specs`` with the ``--input`` overrides applied by name; the overrides alone when there are no specs.
+
+    InputError for an override that names no input of the model.
+    """
     by_name = {spec.name: spec for spec in specs}
     for override in overrides:
         if specs and override.name not in by_name:

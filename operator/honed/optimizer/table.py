@@ -23,6 +23,7 @@ def _ms(cand: Candidate, key: str) -> str:
 
 
 def build_table(report: Report) -> Table:
+    """The candidate table: status, latency and throughput per batch size, metric drop, speedup, size."""
     batches = [str(b) for b in report.settings.batch_sizes]
     table = Table(
         title=f"honed: {report.model.source} on {report.device.cpu} ({report.device.threads} threads)",
@@ -63,6 +64,7 @@ def build_table(report: Report) -> Table:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
+    """Print the table and, under it, why each candidate lost, what was skipped and the notes."""
     if console is None:
         console = Console()
         if not console.is_terminal:

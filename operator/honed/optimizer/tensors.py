@@ -78,6 +78,7 @@ class TensorSpec(BaseModel):
         return list(self.shape) if axis is None else [d for i, d in enumerate(self.shape) if i != axis]
 
     def np_dtype(self) -> np.dtype:
+        """The numpy dtype of ``dtype``."""
         return np.dtype(self.dtype)
 
 
@@ -85,8 +86,11 @@ BATCH_NAME = "batch"
 
 
 def parse_input_option(text: str) -> TensorSpec:
-    """Parse ``--input name:dtype:shape``: shape is comma-separated sizes, ``batch`` for the batch
-    axis wherever it sits, and -1 or another name for any other axis that varies."""
+    """Parse ``--input name:dtype:shape``; InputError naming the fix when it is malformed.
+
+    The shape is comma-separated sizes, ``batch`` for the batch axis wherever it sits, and -1 or
+    another name for any other axis that varies.
+    """
     parts = text.split(":")
     if len(parts) != 3 or not parts[0]:
         raise InputError(
@@ -136,6 +140,7 @@ def infer_batch_axes(specs: list[TensorSpec], anchored: bool, open_axes: list[li
 
 
 def has_batch_axis(specs: list[TensorSpec]) -> bool:
+    """Whether any of ``specs`` has an axis that samples stack on."""
     return any(spec.sample_axis is not None for spec in specs)
 
 

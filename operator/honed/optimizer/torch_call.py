@@ -36,6 +36,7 @@ class OutputError(InputError):
     """An output that is not a tensor: ``path`` names where it sits, ``kind`` its type."""
 
     def __init__(self, message: str, *, hint: str, path: str = "", kind: str = "") -> None:
+        """Build the error; ``path`` and ``kind`` are kept for callers that reword it."""
         super().__init__(message, hint=hint)
         self.path = path
         self.kind = kind
@@ -65,20 +66,24 @@ class Convention:
 
     @classmethod
     def for_module(cls, module: Any, inputs: list[TensorSpec]) -> Convention:
+        """The convention for ``module``: by name when forward() names every input, else by position."""
         names = [spec.name for spec in inputs]
         params = forward_parameters(module)
         return cls(names, keywords=bool(params) and set(names) <= set(params))
 
     def __call__(self, module: Any, args: Sequence[Any]) -> Any:
+        """Call ``module`` with ``args`` (in input order) under this convention."""
         if self.keywords:
             return module(**dict(zip(self.input_names, args, strict=True)), **self.kwargs)
         return module(*args, **self.kwargs)
 
     def to_options(self) -> dict[str, Any]:
+        """The convention as JSON-ready artifact options."""
         return {"input_names": list(self.input_names), "keywords": self.keywords, "kwargs": dict(self.kwargs)}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Convention:
+        """The convention stored by ``to_options``."""
         return cls(list(options["input_names"]), bool(options.get("keywords")), dict(options.get("kwargs", {})))
 
 
@@ -94,18 +99,7 @@ def flatten(result: Any) -> list[tuple[str, Any]]:
             return
         if value is None:
             return
-        items: list[tuple[str, Any]]
-        if isinstance(value, Mapping):  # dicts, and ModelOutput (an OrderedDict of its non-None fields)
-            items = [(str(key), item) for key, item in value.items()]
-        elif isinstance(value, tuple) and hasattr(value, "_fields"):
-            items = list(zip(value._fields, value, strict=True))
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-        elif isinstance(value, (tuple, list)):
-            items = [(f"{OUTPUT}_{i}" if top else str(i), item) for i, item in enumerate(value)]
-        else:
-            raise _not_a_tensor(path, value, top)
-        for key, item in items:
+        for key, item in _children(value, path, top):
             walk(item, key if top else f"{path}.{key}", False)
 
     walk(result, OUTPUT, True)
@@ -124,6 +118,19 @@ def flatten(result: Any) -> list[tuple[str, Any]]:
             hint="rename the dict keys so nested entries (joined with '.') and top-level keys differ",
         )
     return found
+
+
+def _children(value: Any, path: str, top: bool) -> list[tuple[str, Any]]:
+    """The named items of a container output at ``path``; an OutputError for anything else."""
+    if isinstance(value, Mapping):  # dicts, and ModelOutput (an OrderedDict of its non-None fields)
+        return [(str(key), item) for key, item in value.items()]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return list(zip(value._fields, value, strict=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, (tuple, list)):
+        return [(f"{OUTPUT}_{i}" if top else str(i), item) for i, item in enumerate(value)]
+    raise _not_a_tensor(path, value, top)
 
 
 def _kind(value: Any) -> str:

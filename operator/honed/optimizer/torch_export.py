@@ -21,6 +21,7 @@ DEFAULT_OPEN_DIM = 16
 
 
 def load_torchscript(path: Path) -> Any:
+    """Load a TorchScript file on the CPU in eval mode; InputError when it is missing or not TorchScript."""
     import torch
 
     if not path.is_file():

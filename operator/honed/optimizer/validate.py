@@ -1,4 +1,7 @@
-"""Accuracy gate: compare a candidate's outputs with the original's on the validation data."""
+"""The accuracy gate's scores: a candidate's outputs against the original's on the validation data.
+
+``honed.optimizer.gate`` turns a score into the accept/reject verdict.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,14 @@ from honed.errors import InputError
 from honed.optimizer.report import MetricResult
 
 METRICS = ("top1", "accuracy", "cosine", "max_abs_diff", "rmse")
+
+
+class NonFiniteOutputError(ValueError):
+    """A candidate output holds NaN or inf where the original's is finite (an fp16 overflow, a broken kernel).
+
+    No metric scores such outputs honestly (cosine would read NaN as a perfect match), so the
+    gate rejects the candidate outright.
+    """
 
 
 def default_metric(first_output_shape: list[int], has_labels: bool, synthesized: bool) -> str:
@@ -20,6 +31,7 @@ def default_metric(first_output_shape: list[int], has_labels: bool, synthesized:
 
 
 def check_metric(metric: str, has_labels: bool) -> None:
+    """Raise ``InputError`` naming the fix when ``metric`` is unknown or needs labels the data lacks."""
     if metric not in METRICS:
         raise InputError(f"--metric {metric!r} is unknown", hint=f"use one of {', '.join(METRICS)}")
     if metric == "accuracy" and not has_labels:
@@ -43,23 +55,46 @@ def _label_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.sum(a * b, axis=1)
-    # Two all-zero rows are identical; one zero row against a non-zero one is orthogonal.
-    both_zero = denom == 0
-    sims = np.where(both_zero, np.where(np.all(a == b, axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, denom))
+    # Where the original's outputs hold inf, inf * 0 and inf / inf give NaN: the gate rejects that score.
+    with np.errstate(invalid="ignore"):
+        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        dots = np.sum(a * b, axis=1)
+        # Two all-zero rows are identical; one zero row against a non-zero one is orthogonal.
+        both_zero = denom == 0
+        sims = np.where(both_zero, np.where(np.all(a == b, axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, denom))
     return float(np.mean(sims))
+
+
+def _check_finite(reference: list[np.ndarray], candidate: list[np.ndarray]) -> None:
+    for index, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
+        if cand.dtype.kind not in "fc":  # integers, booleans and strings are always finite
+            continue
+        new = ~np.isfinite(cand) & np.isfinite(ref) if ref.dtype.kind in "fc" else ~np.isfinite(cand)
+        count = int(np.count_nonzero(new))
+        if count:
+            raise NonFiniteOutputError(
+                f"output {index} has {count} NaN or inf values of {cand.size} where the original's are finite"
+            )
 
 
 def compare(
     metric: str, reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None
 ) -> MetricResult:
-    """Score ``candidate`` against ``reference`` outputs; ``drop`` grows as the candidate gets worse."""
+    """Score ``candidate`` against ``reference`` outputs, matched by position.
+
+    ``drop`` grows as the candidate gets worse; ``labels`` (one per sample) make top1 and
+    accuracy score against the labels instead of the original's predictions.
+
+    Raises:
+        NonFiniteOutputError: a candidate output holds NaN or inf where the original's is finite.
+        ValueError: the output counts or shapes differ from the original's.
+    """
     if len(reference) != len(candidate):
         raise ValueError(f"candidate produced {len(candidate)} outputs, the original {len(reference)}")
     for ref, cand in zip(reference, candidate, strict=True):
         if ref.shape != cand.shape:
             raise ValueError(f"output shape {list(cand.shape)} differs from the original's {list(ref.shape)}")
+    _check_finite(reference, candidate)
     ref0, cand0 = reference[0], candidate[0]
     if metric in ("top1", "accuracy") and labels is not None:
         base = _label_accuracy(ref0, labels)
@@ -71,7 +106,8 @@ def compare(
     if metric == "cosine":
         sim = min(_cosine(r, c) for r, c in zip(reference, candidate, strict=True))
         return MetricResult(name="cosine", value=sim, drop=max(0.0, 1.0 - sim), reference=1.0)
-    diffs = [np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate, strict=True)]
+    with np.errstate(invalid="ignore"):  # inf - inf where both hold inf: NaN, rejected by the gate
+        diffs = [np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate, strict=True)]
     if metric == "max_abs_diff":
         value = float(max(d.max() if d.size else 0.0 for d in diffs))
     else:

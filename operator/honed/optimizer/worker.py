@@ -177,6 +177,7 @@ class Worker:
 
     @classmethod
     def start(cls, label: str, threads: int, log_path: Path | None = None) -> Worker:
+        """Spawn worker process ``honed-<label>``, its runtimes on ``threads`` threads, its output to ``log_path``."""
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(target=_serve, args=(child, threads, log_path), name=f"honed-{label}", daemon=True)
@@ -185,6 +186,12 @@ class Worker:
         return cls(process=process, conn=parent, label=label, log_path=log_path)
 
     def call(self, command: str, *args: Any, timeout: float) -> Any:
+        """Run ``command`` in the worker and return its result.
+
+        Raises:
+            WorkerFailure: the command raised, timed out (the worker is then killed), or the worker
+                died (the message ends with the last line it logged).
+        """
         try:
             self.conn.send((command, args))
             if not self.conn.poll(timeout):
@@ -208,11 +215,13 @@ class Worker:
         return f": {lines[-1][:300]}" if lines else ""
 
     def kill(self) -> None:
+        """Kill the worker process now, if it still runs."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join(timeout=5)
 
     def close(self) -> None:
+        """Ask the worker to exit, wait for it, and kill it if it has not."""
         if self.process.is_alive():
             with contextlib.suppress(WorkerFailure):
                 self.call("exit", timeout=10)

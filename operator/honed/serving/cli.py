@@ -43,6 +43,7 @@ LOG_FILE = "tritonserver.log"  # beside the models; Triton ignores files at the 
 
 
 def default_repository() -> Path:
+    """The repository without --repository: ``$HONED_MODEL_REPOSITORY``, else one in the XDG data directory."""
     if os.environ.get(REPOSITORY_ENV):
         return Path(os.environ[REPOSITORY_ENV])
     data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
@@ -50,6 +51,7 @@ def default_repository() -> Path:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add ``honed serve`` to the CLI's subcommands; returns its parser."""
     parser = sub.add_parser(
         "serve",
         help="serve an optimization report's winner on Triton",
@@ -94,6 +96,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def options_from(args: argparse.Namespace) -> ServingOptions:
+    """The serving options from the flags; InputError naming the flag for a port or count out of range."""
     for flag in ("http_port", "grpc_port", "metrics_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise InputError(
@@ -117,6 +120,14 @@ def options_from(args: argparse.Namespace) -> ServingOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``honed serve``: write the report's winner as a new version in the repository, and serve it.
+
+    When a ``honed serve`` already runs on the repository, the version is rolled out there and this
+    returns; otherwise a local Triton serves it until SIGINT or SIGTERM. ``--write-only`` only writes.
+
+    Returns:
+        The exit code: 1 when the first version failed to load or Triton exited on its own, else 0.
+    """
     repository = (args.repository or default_repository()).resolve()
     options = options_from(args)
     # The report is the user's input: check it first, so its problem is the one reported.

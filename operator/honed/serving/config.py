@@ -26,6 +26,7 @@ class TensorConfig:
 
     @classmethod
     def from_spec(cls, spec: TensorSpec, *, batched: bool) -> TensorConfig:
+        """The tensor as Triton sees it, without the batch axis when ``batched``; InputError for dtypes it lacks."""
         if spec.dtype not in TRITON_DTYPES:
             raise InputError(
                 f"tensor {spec.name!r} has dtype {spec.dtype!r}, which Triton cannot serve",
@@ -37,12 +38,16 @@ class TensorConfig:
 
 @dataclass(frozen=True)
 class DynamicBatching:
+    """Triton's dynamic batcher: how long a request may wait for others (µs), and the batch sizes it prefers."""
+
     max_queue_delay_us: int
     preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class InstanceGroup:
+    """How many instances of the model run, and on which kind of device."""
+
     kind: InstanceKind = "KIND_CPU"
     count: int = 1
 
@@ -58,6 +63,8 @@ class Warmup:
 
 @dataclass(frozen=True)
 class ModelConfigData:
+    """A model's config.pbtxt as typed data; ``render`` prints it after Triton's load-time checks."""
+
     name: str
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
@@ -164,6 +171,14 @@ def config_json(text: str) -> str:
 
 
 def _check(message: Any) -> None:
+    """Raise InputError naming the field for what Triton would refuse at load time."""
+    _check_model(message)
+    _check_tensors(message)
+    _check_batching(message)
+    _check_warmup(message)
+
+
+def _check_model(message: Any) -> None:
     if not message.name:
         raise InputError("config.pbtxt has no model name")
     if not (message.platform or message.backend):
@@ -176,6 +191,9 @@ def _check(message: Any) -> None:
         )
     if message.max_batch_size < 0:
         raise InputError(f"model {message.name}: max_batch_size must be >= 0")
+
+
+def _check_tensors(message: Any) -> None:
     for kind, tensors in (("input", message.input), ("output", message.output)):
         if not tensors:
             raise InputError(f"model {message.name} declares no {kind}")
@@ -188,15 +206,22 @@ def _check(message: Any) -> None:
                     f"model {message.name}: {kind} {tensor.name!r} has dims {list(tensor.dims)}",
                     hint="dimensions are positive or -1 (variable)",
                 )
-    if message.HasField("dynamic_batching"):
-        if message.max_batch_size == 0:
-            raise InputError(f"model {message.name}: dynamic batching needs max_batch_size > 0")
-        for size in message.dynamic_batching.preferred_batch_size:
-            if not 0 < size <= message.max_batch_size:
-                raise InputError(
-                    f"model {message.name}: preferred batch size {size} is outside "
-                    f"1..max_batch_size ({message.max_batch_size})"
-                )
+
+
+def _check_batching(message: Any) -> None:
+    if not message.HasField("dynamic_batching"):
+        return
+    if message.max_batch_size == 0:
+        raise InputError(f"model {message.name}: dynamic batching needs max_batch_size > 0")
+    for size in message.dynamic_batching.preferred_batch_size:
+        if not 0 < size <= message.max_batch_size:
+            raise InputError(
+                f"model {message.name}: preferred batch size {size} is outside "
+                f"1..max_batch_size ({message.max_batch_size})"
+            )
+
+
+def _check_warmup(message: Any) -> None:
     inputs = {t.name: t for t in message.input}
     for warmup in message.model_warmup:
         if message.max_batch_size and not 0 < warmup.batch_size <= message.max_batch_size:

@@ -28,6 +28,8 @@ _FIX = (
 
 @dataclass(frozen=True)
 class TritonInstall:
+    """Where a tritonserver install keeps its binary, backends, caches, shared libraries and python stubs."""
+
     binary: Path
     backends_dir: Path
     caches_dir: Path
@@ -36,6 +38,7 @@ class TritonInstall:
 
     @property
     def has_python_stub(self) -> bool:
+        """Whether the python backend's directory already holds its stub."""
         return (self.backends_dir / "python" / STUB).is_file()
 
 

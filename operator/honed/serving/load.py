@@ -56,6 +56,8 @@ def sample_feeds(specs: list[TensorSpec], count: int, *, seed: int = 0, variable
 
 @dataclass(frozen=True)
 class LoadResult:
+    """A load test's outcome: requests answered and failed, items/s, latency percentiles (ms), the first error."""
+
     concurrency: int
     seconds: float
     requests: int
@@ -128,6 +130,7 @@ class Exercise:
     cache_misses: float
 
     def describe(self) -> str:
+        """One line for a person: throughput, latency, errors, Triton's average batch, cache hits and misses."""
         return (
             f"{self.load.requests} requests at concurrency {self.load.concurrency}: "
             f"{self.load.items_per_s:.0f}/s, p50 {self.load.p50_ms:.2f} ms, p99 {self.load.p99_ms:.2f} ms, "

@@ -42,6 +42,8 @@ class VersionRejected(HonedError):
 
 @dataclass(frozen=True)
 class RollOut:
+    """A version now serving, the versions it took over from, and those pruned from the repository."""
+
     model: str
     version: int
     retired: tuple[int, ...]
@@ -74,6 +76,7 @@ def roll_out(control: TritonControl, written: WrittenVersion, *, keep_versions: 
 
 
 def ready_versions(control: TritonControl, model: str) -> list[int]:
+    """The versions of ``model`` that Triton reports READY, ascending."""
     return sorted(int(s.version) for s in control.model_states(model) if s.state == "READY" and s.version.isdigit())
 
 
@@ -102,6 +105,7 @@ def record_server(repository: Path, pid: int, endpoints: Endpoints) -> None:
 
 
 def forget_server(repository: Path, pid: int) -> None:
+    """Remove the repository's record of server ``pid``, if the record is still that server's."""
     path = repository / STATE_FILE
     try:
         if json.loads(path.read_text()).get("pid") == pid:

@@ -74,14 +74,17 @@ class WrittenVersion:
 
     @property
     def model_dir(self) -> Path:
+        """The model's directory in the repository."""
         return self.repository / self.model
 
     @property
     def path(self) -> Path:
+        """The version's directory."""
         return self.model_dir / str(self.version)
 
     @property
     def config_path(self) -> Path:
+        """The version's own config, which ``--model-config-name`` selects."""
         return version_config_path(self.model_dir, self.version)
 
 
@@ -91,6 +94,7 @@ def version_config_name(version: int) -> str:
 
 
 def version_config_path(model_dir: Path, version: int) -> Path:
+    """Where the config written for ``version`` is kept: ``MODEL/configs/version-N.pbtxt``."""
     return model_dir / CONFIGS_DIR / f"{version_config_name(version)}.pbtxt"
 
 
@@ -158,6 +162,7 @@ def versions(model_dir: Path) -> list[int]:
 
 
 def live_versions(model_dir: Path) -> list[int]:
+    """The version directories in ``model_dir``, ascending; empty when it does not exist."""
     return (
         sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
         if model_dir.is_dir()
@@ -175,6 +180,10 @@ def build_config(
     options: ServingOptions,
     version: int,
 ) -> ModelConfigData:
+    """The config serving ``candidate`` as ``version`` of ``model``, with notes saying why each value was chosen.
+
+    Batching and instances are derived from the benchmark in ``report`` unless ``options`` set them.
+    """
     batching = choose_batching(report, candidate, options)
     instances = choose_instances(report, candidate, options)
     batched = batching.max_batch_size > 0

@@ -58,6 +58,8 @@ class PortsTaken(EnvironmentProblem):
 
 @dataclass(frozen=True)
 class Endpoints:
+    """Where a Triton listens: a host and its HTTP, gRPC and metrics ports."""
+
     host: str
     http_port: int
     grpc_port: int
@@ -75,10 +77,12 @@ class Endpoints:
 
     @property
     def http_url(self) -> str:
+        """The HTTP API's base URL."""
         return f"http://{self.http}"
 
     @property
     def metrics_url(self) -> str:
+        """The URL of Triton's Prometheus metrics."""
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
 
@@ -96,19 +100,23 @@ class TritonControl:
     """Model control and health over Triton's HTTP API (``tritonclient.http``), for any running Triton."""
 
     def __init__(self, endpoints: Endpoints, *, load_timeout_s: float = 600.0) -> None:
+        """Control the Triton at ``endpoints``; a model load may take up to ``load_timeout_s`` seconds."""
         self._endpoints: Endpoints | None = endpoints
         self.load_timeout_s = load_timeout_s
 
     @property
     def endpoints(self) -> Endpoints:
+        """Where the server listens; RuntimeError for a TritonServer not started yet."""
         if self._endpoints is None:
             raise RuntimeError("the server has not been started")
         return self._endpoints
 
     def is_live(self) -> bool:
+        """Whether Triton says it is live; False when it does not answer."""
         return self._answers(lambda client: bool(client.is_server_live()))
 
     def is_ready(self) -> bool:
+        """Whether Triton says it is ready; False when it does not answer."""
         return self._answers(lambda client: bool(client.is_server_ready()))
 
     def load_model(self, name: str, config: str | None = None) -> None:
@@ -125,6 +133,7 @@ class TritonControl:
                 raise ModelLoadError(f"Triton could not load model {name!r}: {_reason(exc)}") from None
 
     def unload_model(self, name: str) -> None:
+        """Unload ``name``; ModelLoadError when Triton refuses."""
         from tritonclient.utils import InferenceServerException
 
         with self._client(self.load_timeout_s) as client:
@@ -134,6 +143,7 @@ class TritonControl:
                 raise ModelLoadError(f"Triton could not unload model {name!r}: {_reason(exc)}") from None
 
     def model_states(self, name: str | None = None) -> list[ModelState]:
+        """Triton's repository index, for ``name`` only when given; EnvironmentProblem when it fails."""
         from tritonclient.utils import InferenceServerException
 
         with self._client(30.0) as client:
@@ -148,10 +158,12 @@ class TritonControl:
         ]
 
     def is_model_ready(self, name: str, version: str | int | None = None) -> bool:
+        """Whether ``version`` of ``name`` is ready (None: the one Triton's policy picks); False without an answer."""
         version_text = "" if version is None else str(version)
         return self._answers(lambda client: bool(client.is_model_ready(name, version_text)))
 
     def metrics_text(self) -> str:
+        """Triton's Prometheus metrics text; OSError (URLError) when it does not answer."""
         with urllib.request.urlopen(self.endpoints.metrics_url, timeout=10) as response:
             return str(response.read().decode())
 
@@ -208,6 +220,7 @@ class TritonServer(TritonControl):
         stop_timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
     ) -> None:
+        """Configure the server; nothing runs before ``start``, and ports given as 0 are picked then."""
         self.repository = Path(repository).resolve()
         self.host = host
         self._ports = (http_port, grpc_port, metrics_port)
@@ -227,27 +240,42 @@ class TritonServer(TritonControl):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> TritonServer:
+        """Start the server (see ``start``)."""
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """Stop the server."""
         self.stop()
 
     @property
     def pid(self) -> int | None:
+        """The server process's id; None before ``start`` and after ``stop``."""
         return None if self._proc is None else self._proc.pid
 
     @property
     def log_path(self) -> Path:
+        """The server's log file; RuntimeError when none was given and the server has not started."""
         if self._log_path is None:
             raise RuntimeError("the server has not been started")
         return self._log_path
 
     def running(self) -> bool:
+        """Whether the server process is running."""
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> TritonServer:
+        """Start tritonserver and wait until it is ready; returns the server.
+
+        Ports given as 0 are picked free, and picked again (three tries) when another process takes one
+        before Triton binds it.
+
+        Raises:
+            EnvironmentProblem: no Triton is installed, or it exited or did not become ready in time
+                (``PortsTaken`` when its ports were in use).
+            RuntimeError: the server is already started.
+        """
         if self._proc is not None:
             raise RuntimeError("the server is already started")
         # Models are written into the repository later; an empty one is a fine start.
@@ -341,6 +369,7 @@ class TritonServer(TritonControl):
         )
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server's log, start-up tables left out; empty without a log."""
         if self._log_path is None or not self._log_path.exists():
             return ""
         text = self._log_path.read_text(errors="replace").splitlines()

@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 @dataclass(frozen=True)
 class Sample:
+    """One sample: the metric's name as Triton writes it, its labels and value."""
+
     name: str
     labels: dict[str, str]
     value: float
@@ -56,10 +58,12 @@ class ModelTraffic:
 
     @property
     def average_batch(self) -> float:
+        """Items per model execution: the dynamic batcher's average batch (0.0 before any)."""
         return self.inferences / self.executions if self.executions else 0.0
 
 
 def model_traffic(text: str, model: str) -> ModelTraffic:
+    """Triton's counters for ``model`` in metrics ``text``, summed over its versions."""
     return ModelTraffic(
         inferences=model_value(text, "nv_inference_count", model),
         requests=model_value(text, "nv_inference_request_success", model),

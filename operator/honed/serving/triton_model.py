@@ -48,6 +48,7 @@ _set_capsule_name.restype = ctypes.c_int
 
 
 def to_triton(name: str, array: np.ndarray) -> Any:
+    """``array`` as Triton output tensor ``name``, handed over through DLPack (copied only if not contiguous)."""
     capsule = np.ascontiguousarray(array).__dlpack__()
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)
     _set_capsule_name(capsule, _CONSUMED)
@@ -61,7 +62,13 @@ def _threads(config: dict[str, Any], params: dict[str, str]) -> int:
 
 
 class TritonPythonModel:
+    """The python backend's model: a honed artifact, run by its own runtime.
+
+    The requests of one ``execute`` call run as one runtime call where their shapes allow.
+    """
+
     def initialize(self, args: dict[str, str]) -> None:
+        """Load the version's artifact, its runtime on this instance's share of the container's CPUs."""
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         artifact = Path(args["model_repository"]) / args["model_version"] / params.get("artifact", "artifact")
@@ -75,6 +82,11 @@ class TritonPythonModel:
         self.outputs = [spec.name for spec in meta.outputs]
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        """One response per request, in order.
+
+        With batching on, requests whose samples have the same shape run as one runtime call; a call that
+        fails answers each of its requests with the error instead of failing the model.
+        """
         feeds = [self._feeds(request) for request in requests]
         responses: list[Any] = [None] * len(requests)
         for group in self._groups(feeds):
@@ -113,4 +125,5 @@ class TritonPythonModel:
         return [[piece[k] for piece in pieces] for k in range(len(feeds))]
 
     def finalize(self) -> None:
+        """Release the runtime."""
         del self.runner

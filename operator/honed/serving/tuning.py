@@ -35,6 +35,8 @@ class ServingOptions:
 
 @dataclass(frozen=True)
 class BatchingChoice:
+    """The max batch size and dynamic batching chosen, with notes saying why."""
+
     max_batch_size: int
     dynamic: DynamicBatching | None
     notes: tuple[str, ...]
@@ -42,12 +44,15 @@ class BatchingChoice:
 
 @dataclass(frozen=True)
 class InstanceChoice:
+    """The instance group and threads per instance chosen, with notes saying why."""
+
     group: InstanceGroup
     threads: int
     notes: tuple[str, ...]
 
 
 def batch_fixed(report: Report) -> bool:
+    """Whether Triton cannot batch requests: the model pins its batch size, or an input has no batch axis."""
     return report.model.batch == "fixed" or not all(spec.batched for spec in report.model.inputs)
 
 
@@ -70,6 +75,11 @@ def measured(candidate: Candidate) -> dict[int, tuple[Latency | None, float]]:
 
 
 def choose_batching(report: Report, candidate: Candidate, options: ServingOptions) -> BatchingChoice:
+    """Max batch size, preferred batch sizes and queue delay for ``candidate``, from its benchmark.
+
+    A value set in ``options`` wins. A preferred size is set only where the benchmark shows one that
+    beats filling up to the max: a throughput peak, or the largest batch within the latency budget.
+    """
     if batch_fixed(report):
         fixed = report.model.fixed_batch_size
         return BatchingChoice(
@@ -162,6 +172,11 @@ def _us(ms: float) -> int:
 
 
 def choose_instances(report: Report, candidate: Candidate, options: ServingOptions) -> InstanceChoice:
+    """The instance group and threads per instance for ``candidate``.
+
+    Unless ``options`` set them: one instance on all the benchmark's threads, which is what was
+    measured (on a GPU, one instance fed whole batches).
+    """
     threads_total = max(1, report.device.threads)
     if candidate.device.startswith(("cuda", "gpu")):
         count = options.instances or 1

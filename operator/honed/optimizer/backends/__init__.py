@@ -27,6 +27,7 @@ GPU_BACKEND_MODULES: dict[str, str] = {
 
 
 def backend_module(name: str, device: str = "cpu") -> Backend:
+    """The module of backend ``name`` for ``device``, imported now; KeyError when it has none there."""
     table = GPU_BACKEND_MODULES if device == "cuda" else BACKEND_MODULES
     return cast("Backend", importlib.import_module(table[name]))
 
@@ -37,4 +38,5 @@ def device_backends(device: str) -> list[str]:
 
 
 def known_backends() -> list[str]:
+    """Every backend name, on any device."""
     return sorted(set(BACKEND_MODULES) | set(GPU_BACKEND_MODULES))

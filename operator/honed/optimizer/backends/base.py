@@ -34,6 +34,11 @@ backend that plans the same name for its own candidate leaves that one to the ba
 
 @dataclass(frozen=True)
 class CandidatePlan:
+    """One candidate to build: a backend, a precision, the representation it consumes and a variant, on a device.
+
+    ``options`` carry backend-specific settings; they take no part in equality or hashing.
+    """
+
     backend: str
     precision: str  # fp32 | fp16 | bf16 | int8 | int8-dynamic | int8-mixed | int8-aa | fp8
     source: str = "onnx"  # the representation the runtime consumes: onnx | torch | torchscript

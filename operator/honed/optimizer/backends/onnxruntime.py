@@ -27,6 +27,7 @@ NAME = "onnxruntime"
 
 
 def availability() -> str | None:
+    """None when ONNX Runtime imports, else why not and the fix."""
     return missing_import("onnxruntime", "pip install 'honed[onnxruntime]'")
 
 
@@ -69,6 +70,7 @@ def max_ir_version() -> int | None:
 
 @device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """fp32; static int8 (not on attention graphs); dynamic int8 on attention or MatMul-heavy graphs; no fp16, bf16."""
     out: list[PlanOrSkip] = []
     if "fp32" in ctx.precisions:
         out.append(CandidatePlan(NAME, "fp32"))
@@ -91,6 +93,7 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
 
 
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    """Write the candidate's ONNX into ``out_dir``: the original, or int8 (static, dynamic or accuracy-aware)."""
     assert ctx.onnx_path is not None
     target = out_dir / "model.onnx"
     if plan.precision == "fp32":
@@ -219,11 +222,15 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
 
 
 class OrtRunner:
+    """An ONNX Runtime CPU session: all graph optimizations, ``threads`` intra-op threads, sequential execution."""
+
     def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
+        """Open the artifact's model; ``threads`` None means the CPUs this process may use."""
         self._open(directory / meta.model_file, [o.name for o in meta.outputs], threads)
 
     @classmethod
     def from_path(cls, path: Path, outputs: list[TensorSpec], threads: int | None) -> OrtRunner:
+        """A runner for a bare ONNX file, as accuracy-aware quantization runs its attempts."""
         runner = cls.__new__(cls)
         runner._open(path, [o.name for o in outputs], threads)
         return runner
@@ -241,9 +248,11 @@ class OrtRunner:
         self.output_names = output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order."""
         result: list[Any] = self.session.run(self.output_names, feeds)
         return [np.asarray(r) for r in result]
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> OrtRunner:
+    """Load an artifact this backend built."""
     return OrtRunner(meta, directory, threads)

@@ -37,6 +37,7 @@ def _providers() -> tuple[list[str], str]:
 
 
 def availability() -> str | None:
+    """None when onnxruntime imports with the CUDA provider, else why not (the CPU-only package installed)."""
     missing = missing_import("onnxruntime", "the GPU image needs onnxruntime-gpu", problem="does not import")
     if missing is not None:
         return missing
@@ -51,6 +52,7 @@ def availability() -> str | None:
 
 @device_plans(DEVICE, availability, skipped_as="onnx-*.onnxruntime (cuda)")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """fp32 and fp16 on the CUDA provider, and fp16 through the TensorRT provider where this onnxruntime has it."""
     providers, _ = _providers()
     out: list[PlanOrSkip] = [
         CandidatePlan(NAME, precision, variant="cuda", device=DEVICE)
@@ -66,6 +68,12 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
 
 
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    """Write the candidate's ONNX into ``out_dir`` and run it once.
+
+    fp16 on the CUDA provider converts the model, keeping fp32 inputs and outputs. The run proves it
+    loads and, for ``tensorrt-ep``, fills the artifact's engine cache. InputError when the source
+    has no ONNX export.
+    """
     import onnx
 
     from honed.optimizer.backends.onnxruntime import copy_onnx
@@ -97,7 +105,10 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
 
 
 class OrtCudaRunner:
+    """An ONNX Runtime session on the CUDA provider, behind the TensorRT provider for ``tensorrt-ep`` artifacts."""
+
     def __init__(self, meta: ArtifactMeta, directory: Path) -> None:
+        """Open the artifact's model; EnvironmentProblem when this machine has no CUDA provider."""
         import onnxruntime as ort
 
         reason = availability()
@@ -125,9 +136,11 @@ class OrtCudaRunner:
         self.output_names = [o.name for o in meta.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order."""
         result: list[Any] = self.session.run(self.output_names, feeds)
         return [np.asarray(r) for r in result]
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> OrtCudaRunner:
+    """Load an artifact this backend built (``threads`` is not used on the GPU)."""
     return OrtCudaRunner(meta, directory)

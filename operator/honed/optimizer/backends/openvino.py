@@ -25,11 +25,13 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def availability() -> str | None:
+    """None when OpenVINO imports, else why not and the fix."""
     return missing_import("openvino", "pip install 'honed[openvino]'")
 
 
 @device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """fp32; bf16 on CPUs with native bf16; int8 (NNCF), and on those CPUs int8 with its unquantized layers in bf16."""
     out: list[PlanOrSkip] = []
     bf16 = bool(BF16_FLAGS & ctx.cpu_flags)
     if "fp32" in ctx.precisions:
@@ -54,6 +56,7 @@ def _inference_precision(precision: str) -> str:
 
 
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    """Write the candidate as OpenVINO IR into ``out_dir``, quantized by NNCF for int8, weights kept in fp32."""
     import openvino as ov
 
     assert ctx.onnx_path is not None
@@ -127,6 +130,7 @@ class OpenVinoRunner:
     """Compiles one static-shape model per input-shape signature (static shapes run faster on CPU)."""
 
     def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
+        """Read the artifact's model; ``threads`` None means the CPUs this process may use."""
         import openvino as ov
 
         self.core = ov.Core()
@@ -156,10 +160,12 @@ class OpenVinoRunner:
         return self.compiled[key]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order; a new input shape is compiled first (the last 8 are kept)."""
         request = self._request(feeds)
         request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True)
         return [np.array(request.get_output_tensor(i).data) for i in range(self.n_outputs)]
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> OpenVinoRunner:
+    """Load an artifact this backend built."""
     return OpenVinoRunner(meta, directory, threads)

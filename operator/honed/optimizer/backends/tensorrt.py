@@ -39,6 +39,7 @@ CALIBRATION_BATCH = 8
 
 
 def availability() -> str | None:
+    """None when TensorRT imports and a CUDA device is usable, else why not."""
     missing = missing_import("tensorrt", "it ships in the GPU optimizer image only", problem="does not import")
     return missing if missing is not None else cuda_unavailable_reason()  # buffers are torch CUDA tensors
 
@@ -84,6 +85,7 @@ def _capability(facts: dict[str, Any]) -> tuple[int, ...]:
 
 @device_plans(DEVICE, availability, skipped_as="onnx-*.tensorrt")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """fp32, and fp16, bf16 and int8 where TensorRT and the GPU have them, for the search's batch sizes; no fp8."""
     import tensorrt as trt
 
     batches = sorted(set(getattr(ctx, "batch_sizes", None) or DEFAULT_BATCH_SIZES))
@@ -118,6 +120,15 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
 
 
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    """Build a TensorRT engine from the ONNX into ``out_dir``, with one optimization profile over the batch sizes.
+
+    The engine is only valid on the GPU model, compute capability and TensorRT version it was
+    built with (``engine_key``); a timing cache per such key is shared across builds.
+
+    Raises:
+        EnvironmentProblem: no TensorRT or CUDA here, or TensorRT failed to build the engine.
+        InputError: the source has no ONNX export, or TensorRT cannot parse it.
+    """
     reason = availability()
     if reason is not None:
         raise EnvironmentProblem(f"cannot build {plan.name}: {reason}", hint="run TensorRT candidates on a GPU pool")
@@ -252,6 +263,7 @@ class TensorRTRunner:
     """A deserialized engine with one execution context; buffers are torch CUDA tensors."""
 
     def __init__(self, meta: ArtifactMeta, directory: Path) -> None:
+        """Deserialize the artifact's engine; EnvironmentProblem when built for another GPU, capability or TensorRT."""
         import tensorrt as trt
         import torch
 
@@ -294,6 +306,7 @@ class TensorRTRunner:
         return outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order and dtypes; EnvironmentProblem when the engine fails to run."""
         torch = self._torch
         outputs = self._bind(feeds)
         stream = torch.cuda.current_stream()
@@ -305,6 +318,7 @@ class TensorRTRunner:
         ]
 
     def time_batch(self, feeds: dict[str, np.ndarray], iters: int) -> list[float]:
+        """CUDA-event milliseconds of ``iters`` engine runs on ``feeds``, copied to the GPU once beforehand."""
         torch = self._torch
         self._bind(feeds)
         stream = torch.cuda.current_stream()
@@ -337,6 +351,7 @@ def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> TensorRTRunner:
+    """Load an artifact this backend built; EnvironmentProblem without TensorRT or CUDA here."""
     reason = availability()
     if reason is not None:
         raise EnvironmentProblem(

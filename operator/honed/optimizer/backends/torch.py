@@ -31,15 +31,17 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def availability() -> str | None:
+    """None when torch imports, else why not and the fix."""
     return missing_import("torch", "pip install 'honed[torch]'")
-
-
-def baseline_plan(source_format: str) -> CandidatePlan:
-    return CandidatePlan(NAME, "fp32", source="torch" if source_format == "pytorch" else "torchscript", variant="eager")
 
 
 @device_plans("cpu")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """PyTorch and TorchScript sources only: bf16 eager, torch.compile or a frozen TorchScript.
+
+    bf16 needs a CPU with native bf16; torch.compile (fp32, bf16) runs the exported program of a
+    PyTorch source. int8 is skipped: OpenVINO and ONNX Runtime serve it better on CPUs.
+    """
     if ctx.source_format == "onnx":
         return []
     out: list[PlanOrSkip] = []
@@ -66,6 +68,10 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
 
 
 def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta:
+    """Write the artifact into ``out_dir`` and run it once, so compiling counts in the build time and fails here.
+
+    The artifact holds the program file, or for the user's own module the factory that makes it.
+    """
     options: dict[str, Any] = {"autocast": "bf16" if plan.precision == "bf16" else None}
     if plan.variant == "eager" and plan.source == "torch":
         # The user's module itself: re-created from its factory wherever this artifact is loaded.
@@ -97,7 +103,13 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
 
 
 class TorchRunner:
+    """A PyTorch model on the CPU, eager or compiled, with bf16 autocast where planned.
+
+    It runs the user's module, a TorchScript file or the exported program.
+    """
+
     def __init__(self, meta: ArtifactMeta, directory: Path, threads: int | None) -> None:
+        """Load the model; ``threads`` (None: the CPUs this process may use) applies to the whole process."""
         import torch
 
         # torch's default is one thread per host core, blind to the container's CPU quota.
@@ -157,6 +169,10 @@ class TorchRunner:
         return nullcontext()
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order (bf16 ones as float32).
+
+        ValueError or InputError when the model's outputs no longer match the artifact's.
+        """
         from honed.optimizer.torch_call import flatten
 
         args = [self.torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in self.input_names]
@@ -182,4 +198,5 @@ class TorchRunner:
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> TorchRunner:
+    """Load an artifact this backend built."""
     return TorchRunner(meta, directory, threads)

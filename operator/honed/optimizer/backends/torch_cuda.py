@@ -60,6 +60,7 @@ INDUCTOR_OPTIONS: dict[str, Any] = {
 
 
 def availability() -> str | None:
+    """None when torch has a usable CUDA device, else why not."""
     return cuda_unavailable_reason()
 
 
@@ -71,6 +72,12 @@ def _capability() -> tuple[int, int]:
 
 @device_plans(DEVICE, availability, skipped_as="torch.cuda")
 def plans(ctx: SearchContext) -> list[PlanOrSkip]:
+    """Sources with a PyTorch program only: eager, eager with CUDA graphs, and torch.compile.
+
+    Each precision runs eager with and without CUDA graphs; half precisions also compile, and fp8
+    where the GPU has it. Skipped, with why: bf16 before compute capability 8.0, torch.compile of
+    TorchScript, int8.
+    """
     if not ctx.has_torch_program:
         return [
             Skipped(

@@ -139,6 +139,7 @@ class BaselineRunner:
     """The user's module on the GPU; every call runs under ``strict_fp32``."""
 
     def __init__(self, meta: ArtifactMeta, directory: Path) -> None:
+        """Load the user's module (its factory or the TorchScript file) onto the GPU."""
         import torch
 
         self.torch = torch
@@ -166,6 +167,7 @@ class BaselineRunner:
         return module
 
     def settings(self) -> dict[str, Any]:
+        """The settings every GPU speedup is measured against (strict fp32), for the report."""
         return dict(self.meta.options.get("settings") or baseline_settings(self.meta))
 
     def _device_args(self, feeds: dict[str, np.ndarray]) -> list[Any]:
@@ -173,6 +175,7 @@ class BaselineRunner:
         return [self.torch.from_numpy(a).to(self.device) for a in arrays]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the artifact's output order, computed under strict fp32."""
         from honed.optimizer.torch_call import flatten
 
         args = self._device_args(feeds)
@@ -199,8 +202,10 @@ class BaselineRunner:
         return times
 
     def peak_gpu_bytes(self) -> int:
+        """The most GPU memory torch allocated while timing, in bytes."""
         return self._peak
 
 
 def load(meta: ArtifactMeta, directory: Path) -> BaselineRunner:
+    """Load the baseline artifact."""
     return BaselineRunner(meta, directory)

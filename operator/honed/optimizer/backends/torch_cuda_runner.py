@@ -45,6 +45,11 @@ class TorchCudaRunner:
     """One loaded candidate. ``run`` takes host arrays; ``time_batch`` times device-resident work."""
 
     def __init__(self, meta: ArtifactMeta, directory: Path) -> None:
+        """Load the exported program onto the GPU at the artifact's precision.
+
+        Compiled artifacts restore their saved compiler cache first; with batch buckets and a saved
+        warm-up sample, every bucket is compiled and captured now, before any request.
+        """
         started = time.perf_counter()
         opts = meta.options
         self.meta = meta
@@ -152,6 +157,10 @@ class TorchCudaRunner:
         return next((b for b in self.buckets if b >= n), None)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs for host arrays, in the artifact's output order.
+
+        With batch buckets, a batch is padded up to its bucket, and one above the largest is split.
+        """
         arrays = [np.ascontiguousarray(feeds[spec.name], dtype=spec.np_dtype()) for spec in self.inputs]
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         if not self.buckets or not all(s.batched for s in self.inputs):
