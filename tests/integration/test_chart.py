@@ -265,6 +265,11 @@ def test_operator_pod_is_locked_down() -> None:
     assert "add" not in security["capabilities"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # A busy operator on a starved node answers late: a slow start and 2 min of silence are tolerated.
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    assert startup["httpGet"] == liveness["httpGet"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 120 and liveness["timeoutSeconds"] >= 10
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}

@@ -348,3 +348,57 @@ def test_data_with_a_wrong_dtype(tmp_path: Path) -> None:
     np.savez(data, input_ids=np.zeros((4, 12), np.float32), attention_mask=np.ones((4, 12), np.int64))
     message = cli_error(honed("optimize", model, "--data", data, "--out", tmp_path / "o"))
     assert "'input_ids' is float32" in message and "int64" in message
+
+
+def test_sigterm_mid_search_stops_at_once_without_a_report(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    """What a Job's deadline (or a deleted pod) does: the kubelet sends SIGTERM. The search stops at once
+    with 143 and one line, writes no report (a partial one would read as a finished search) and leaves
+    no worker process behind; the termination message says why."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model, data = digits
+    out, message = tmp_path / "out", tmp_path / "termination-log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HONED_TERMINATION_LOG": str(message)}
+    args = ["optimize", model, "--data", data, "--backends", "onnxruntime,openvino", "--precisions", "fp32,bf16,int8"]
+    args += ["--out", out, "--measure-seconds", "1", "--time-budget", "5m", "--no-plot"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "honed", *map(str, args)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    for line in proc.stderr:  # progress goes to stderr; the first candidate's line: mid-search
+        lines.append(line)
+        if "[1/" in line:
+            break
+    assert proc.poll() is None, "".join(lines)
+    children = _children(proc.pid)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    code = proc.wait(60)
+    assert code == 143, "".join(lines) + rest
+    assert time.monotonic() - sent < 30, "it ran on after SIGTERM"
+    assert "honed: stopped by SIGTERM" in rest and "Traceback" not in rest, rest
+    assert not (out / "report.json").exists()
+    assert "stopped by SIGTERM" in message.read_text()
+    deadline = time.monotonic() + 15  # the runtimes' worker processes and multiprocessing's tracker
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.2)
+    left = {pid: cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()}
+    assert not left, f"processes left behind: {left}"
+
+
+def _children(pid: int) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found[int(path.parent.name)] = (path.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+    return found

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -129,6 +136,69 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
         raise InputError(f"{field}: {first['msg']}{got}", hint="see honed optimize --help") from None
 
 
+# `honed optimize` stopped by SIGTERM (128 + 15, what a shell reports for it).
+TERMINATED_EXIT_CODE = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the Job's activeDeadlineSeconds passed, or its pod was deleted or evicted.
+
+    A BaseException, so that no ``except Exception`` of a candidate's step swallows it: the search
+    stops where it is, no report is written (a partial one would read as a finished search).
+    """
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while the search runs.
+
+    In a Job's pod ``honed`` is PID 1, which the kernel shields from signals it does not handle:
+    without a handler it would ignore the kubelet's SIGTERM and run on to the grace period's SIGKILL.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_children(wait_s: float = 5.0) -> None:
+    """SIGTERM to this process's children, waiting a little for them to go.
+
+    The children are the candidates' workers, one perhaps still starting, which would print a
+    traceback once its parent's pipe closes. The multiprocessing resource tracker ignores SIGTERM
+    and ends by itself once this process exits.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    me = os.getpid()
+
+    def children() -> list[int]:
+        found = []
+        for stat in proc.glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+                tracker = b"resource_tracker" in (stat.parent / "cmdline").read_bytes()
+                if int(ppid) == me and state != "Z" and not tracker:
+                    found.append(int(stat.parent.name))
+        return found
+
+    for pid in children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    until = time.monotonic() + wait_s
+    while time.monotonic() < until and children():
+        time.sleep(0.05)
+
+
 def run_optimize(args: argparse.Namespace) -> int:
     """``honed optimize``: fetch remote inputs, run the search, print the table, publish the results.
 
@@ -141,10 +211,17 @@ def run_optimize(args: argparse.Namespace) -> int:
     # Before any runtime is imported: they pick their cache and settings directories on import.
     use_writable_home()
     try:
-        return _optimize(args)
+        with _stop_on_sigterm():
+            return _optimize(args)
     except InputError as exc:
         remote.write_termination_message(f"error: {exc}")
         raise
+    except Terminated:
+        why = "stopped by SIGTERM (the Job's deadline passed, or its pod was deleted) before the report was written"
+        remote.write_termination_message(why)
+        _stop_children()
+        print(f"honed: {why}", file=sys.stderr)
+        return TERMINATED_EXIT_CODE
 
 
 def _optimize(args: argparse.Namespace) -> int:

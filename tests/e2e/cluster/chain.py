@@ -215,6 +215,18 @@ def outer(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def own_ancestry() -> set[int]:
+    """This process and its parents, up to init."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def find_leftovers(run_dir: Path, host_addresses_before: str) -> list[str]:
     """Pods' processes, network namespaces, mounts and host addresses the run left behind."""
     leftovers = []
@@ -224,12 +236,13 @@ def find_leftovers(run_dir: Path, host_addresses_before: str) -> list[str]:
     for line in Path("/proc/self/mounts").read_text().splitlines():
         if str(run_dir) in line.split()[1]:
             leftovers.append(f"mount {line.split()[1]}")
+    drivers = own_ancestry()  # this driver (and make above it) names RUN_DIR on its command line
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) in drivers:
             continue
         with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if str(run_dir) in cmdline and "tests.e2e.cluster.chain" not in cmdline:
+            if str(run_dir) in cmdline:
                 leftovers.append(f"process {proc.name}: {cmdline[:120]}")
     if sh("ip", "-o", "addr") != host_addresses_before:
         leftovers.append("the host's interfaces changed")
