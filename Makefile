@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.honed-installed
 OUT ?= out
 
-.PHONY: help setup system-packages demo generate check lint unit test bench bench-cpu bench-serving bench-operator tools clean images e2e e2e-faults
+.PHONY: help setup system-packages demo generate check lint unit test bench bench-cpu bench-engine bench-serving bench-operator tools clean images e2e e2e-chain e2e-faults
 
 setup: $(STAMP) ## create .venv with honed and its dev tools (reinstalls when pyproject.toml changes)
 
@@ -96,14 +96,18 @@ images: ## build the CPU images with the k8s kit and import them into its node
 # Kubernetes binaries in $$HONED_K8S_BIN, /opt/k8s/bin or $$KUBEBUILDER_ASSETS): images, helm
 # install, an OptimizedModel to Serving, feedback, GitOps, RBAC, deletion, teardown.
 # Writes $(OUT)/e2e/result.json. Needs root (the kit's network namespace and mounts).
-e2e: setup system-packages tools ## the whole chain on a real single-node cluster (root); writes OUT/e2e/result.json
+e2e: ## the chain, then the faults and load, each on its own real single-node cluster (root; what CI runs)
+	$(MAKE) e2e-chain
+	$(MAKE) e2e-faults
+
+e2e-chain: setup system-packages tools ## the whole chain on a real single-node cluster (root); writes OUT/e2e/result.json
 	$(BIN)/python -m tests.e2e.cluster.chain --out $(OUT)/e2e
 
-# Faults injected for real on the same kind of cluster (not part of `make test` or CI: it is long):
+# Faults injected for real on the same kind of cluster (part of `make e2e`, about 18 minutes):
 # a missing model, bad data, an OOM-killed optimizer, a Job past its deadline, no node for a pool,
 # Triton refusing a new version, the operator deleted mid-work, the API server restarted,
 # Prometheus stopped; then load (LOAD_MODELS OptimizedModels at once, 64 clients across version
-# swaps). Own image tags and RUN_DIR, so it can run beside `make e2e`. Writes $(OUT)/e2e-faults/result.json.
+# swaps). Own image tags and RUN_DIR, so it can run beside `make e2e-chain`. Writes $(OUT)/e2e-faults/result.json.
 LOAD_MODELS ?= 50
-e2e-faults: setup system-packages tools ## faults injected on the kit's cluster, then load (long; not in CI)
+e2e-faults: setup system-packages tools ## faults injected on the kit's cluster, then load (about 18 min); writes OUT/e2e-faults/result.json
 	$(BIN)/python -m tests.e2e.cluster.faults --out $(OUT)/e2e-faults --run-dir /tmp/honed-faults --load-models $(LOAD_MODELS)
