@@ -5,7 +5,14 @@ import pytest
 
 from honed.errors import InputError
 from honed.optimizer.gate import verdict
-from honed.optimizer.validate import NonFiniteOutputError, check_metric, compare, compare_named, default_metric
+from honed.optimizer.validate import (
+    NonFiniteOutputError,
+    check_metric,
+    compare,
+    compare_named,
+    default_metric,
+    padding_mask,
+)
 
 
 def test_top1_with_labels_reports_lost_accuracy() -> None:
@@ -124,3 +131,60 @@ def test_verdict_matches_outputs_by_name_or_position_not_both() -> None:
 def test_distance_to_an_original_holding_inf_is_not_a_number() -> None:
     ref = [np.array([[np.inf, 1.0]])]
     assert not verdict("max_abs_diff", ref, [ref[0].copy()], None, max_drop=1.0).accepted
+
+
+def _padded_batch() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Three token sequences of 6 positions, 4, 2 and 6 of them real; hidden states [3, 6, 8]."""
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": np.arange(18, dtype=np.int64).reshape(3, 6), "attention_mask": mask}
+    hidden = np.random.default_rng(0).standard_normal((3, 6, 8)).astype(np.float32)
+    return feeds, hidden
+
+
+def test_padding_mask_is_found_by_name_values_and_shape() -> None:
+    feeds, _ = _padded_batch()
+    mask = padding_mask(feeds)
+    assert mask is not None and mask.input == "attention_mask" and mask.keep.sum() == 12
+    # No padding in the data, values other than 0/1, or a sample with no real position: no mask.
+    assert padding_mask({**feeds, "attention_mask": np.ones((3, 6), np.int64)}) is None
+    assert padding_mask({**feeds, "attention_mask": feeds["attention_mask"] * 2}) is None
+    assert padding_mask({**feeds, "attention_mask": np.zeros((3, 6), np.int64)}) is None
+    assert padding_mask({"input_ids": feeds["input_ids"]}) is None
+
+
+def test_the_gate_leaves_padded_positions_out_of_per_position_outputs() -> None:
+    # Seen on a real MiniLM: int8 kept real tokens within 0.003 cosine while the hidden states at
+    # padded positions moved by 0.39, and the whole-tensor gate rejected it for that.
+    feeds, hidden = _padded_batch()
+    mask = padding_mask(feeds)
+    pooled = hidden.mean(axis=1)
+    noisy = hidden.copy()
+    noisy[~feeds["attention_mask"].astype(bool)] = 100.0  # garbage only where nothing reads it
+    ref, cand = {"last_hidden_state": hidden, "pooled": pooled}, {"last_hidden_state": noisy, "pooled": pooled}
+    assert not verdict("cosine", ref, cand, None, 0.01).accepted
+    kept = verdict("cosine", ref, cand, None, 0.01, mask)
+    assert kept.accepted and kept.metric is not None and kept.metric.masked_by == "attention_mask"
+    assert kept.metric.drop == pytest.approx(0.0, abs=1e-6)
+    # A real position that moves still counts, under every metric.
+    noisy[0, 0] += 5.0
+    assert not verdict("cosine", ref, cand, None, 0.01, mask).accepted
+    assert not verdict("max_abs_diff", ref, cand, None, 1.0, mask).accepted
+
+
+def test_masked_rmse_averages_over_real_positions_only() -> None:
+    feeds, hidden = _padded_batch()
+    mask = padding_mask(feeds)
+    shifted = hidden + 1.0  # every value off by 1: the RMSE is 1 whichever positions count
+    result = compare("rmse", [hidden], [shifted], None, mask)
+    assert result.value == pytest.approx(1.0) and result.masked_by == "attention_mask"
+
+
+def test_outputs_that_are_not_per_position_are_compared_whole() -> None:
+    feeds, hidden = _padded_batch()
+    mask = padding_mask(feeds)
+    logits = hidden[:, :, 0]  # [3, 6]: per position, masked
+    other = hidden[:, :2, :].reshape(3, 16)  # [3, 16]: not per position
+    noisy = other.copy()
+    noisy[1, 15] = 50.0
+    result = compare("max_abs_diff", [other, logits], [noisy, logits], None, mask)
+    assert result.value > 40  # nothing of `other` was left out

@@ -18,7 +18,7 @@ from honed.optimizer.backends.base import BuildContext
 from honed.optimizer.data import batches, fixed_batch_of, samples_first
 from honed.optimizer.report import MetricResult
 from honed.optimizer.tensors import TensorSpec
-from honed.optimizer.validate import NonFiniteOutputError, compare, compare_named
+from honed.optimizer.validate import NonFiniteOutputError, PaddingMask, compare, compare_named, padding_mask
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,13 @@ def verdict(
     candidate: Mapping[str, np.ndarray] | Sequence[np.ndarray],
     labels: np.ndarray | None,
     max_drop: float,
+    mask: PaddingMask | None = None,
 ) -> Verdict:
     """Accept a candidate whose ``metric`` drop against ``reference`` is at most ``max_drop``.
 
     Outputs are matched by name when both are mappings, by position when both are sequences.
+    With ``mask`` (``validate.padding_mask`` of the inputs), per-position outputs are compared
+    at real positions only.
 
     Raises:
         ValueError: the outputs cannot be compared (names, counts or shapes differ): the
@@ -55,9 +58,9 @@ def verdict(
     """
     try:
         if isinstance(reference, Mapping) and isinstance(candidate, Mapping):
-            result = compare_named(metric, dict(reference), dict(candidate), labels)
+            result = compare_named(metric, dict(reference), dict(candidate), labels, mask)
         elif not isinstance(reference, Mapping) and not isinstance(candidate, Mapping):
-            result = compare(metric, list(reference), list(candidate), labels)
+            result = compare(metric, list(reference), list(candidate), labels, mask)
         else:
             raise TypeError("reference and candidate outputs must both be named or both be positional")
     except NonFiniteOutputError as exc:
@@ -82,6 +85,11 @@ class GateData:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
+    @property
+    def mask(self) -> PaddingMask | None:
+        """The padding mask the engine's gate applies, read from the same feeds."""
+        return padding_mask(self.feeds)
+
     @classmethod
     def load(cls, options: dict[str, Any], ctx: BuildContext) -> GateData:
         """``options`` carries what the engine put in an accuracy-aware plan: reference path, metric, max drop."""
@@ -104,6 +112,6 @@ class GateData:
         chunks = [samples_first(outputs, self.outputs) for outputs in per_call]
         stacked = {spec.name: np.concatenate([chunk[i] for chunk in chunks]) for i, spec in enumerate(self.outputs)}
         try:
-            return compare_named(self.metric, self.reference, stacked, self.labels).drop
+            return compare_named(self.metric, self.reference, stacked, self.labels, self.mask).drop
         except NonFiniteOutputError:
             return math.inf

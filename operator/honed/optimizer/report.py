@@ -40,6 +40,8 @@ class MetricResult(BaseModel):
     value: float
     drop: float
     reference: float | None = None
+    # The input whose zeros marked padded positions the comparison left out (per-position outputs only).
+    masked_by: str | None = None
 
 
 class Candidate(BaseModel):
