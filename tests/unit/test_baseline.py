@@ -19,8 +19,8 @@ from honed.optimizer.backends.base import AS_GIVEN
 from honed.optimizer.backends.torch import TorchRunner
 from honed.optimizer.backends.torch_cuda_baseline import strict_fp32
 from honed.optimizer.data import Dataset
-from honed.optimizer.engine import Prepared, plan_candidates
 from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.planning import Prepared, plan_candidates
 from honed.optimizer.report import Candidate, DataInfo, DeviceInfo, ModelInfo, Report, SearchSettings, load_report
 from honed.optimizer.sources import SourceModel
 from honed.optimizer.table import print_report
@@ -70,7 +70,7 @@ def test_cuda_baseline_is_the_module_as_given_not_the_exported_program(
     # Plan as on an H200: the backend plans its own fp32 eager candidate from the exported program.
     monkeypatch.setattr(torch_cuda, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr(torch_cuda, "_capability", lambda: (9, 0))
-    monkeypatch.setattr("honed.optimizer.engine.backend_module", _only_torch_cuda)
+    monkeypatch.setattr("honed.optimizer.planning.backend_module", _only_torch_cuda)
     baseline, plans, _ = plan_candidates(_options(tmp_path, "cuda"), _prepared(tmp_path))
     assert (baseline.name, baseline.device) == ("torch-fp32.eager", "cuda")
     assert baseline.options[AS_GIVEN] is True and baseline.options["factory"] == FACTORY
@@ -83,7 +83,7 @@ def test_cuda_baseline_is_the_module_as_given_not_the_exported_program(
 def test_cuda_baseline_of_a_torchscript_file_is_that_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch_cuda, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr(torch_cuda, "_capability", lambda: (9, 0))
-    monkeypatch.setattr("honed.optimizer.engine.backend_module", _only_torch_cuda)
+    monkeypatch.setattr("honed.optimizer.planning.backend_module", _only_torch_cuda)
     baseline, _, _ = plan_candidates(_options(tmp_path, "cuda"), _prepared(tmp_path, "torchscript"))
     assert baseline.name == "torchscript-fp32.eager"
     assert baseline.options == {AS_GIVEN: True}

@@ -82,6 +82,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=float,
         help=f"timed seconds per candidate and batch size; default {_default('measure_seconds')}",
     )
+    p.add_argument(
+        "--exhaustive",
+        action="store_true",
+        default=None,
+        help="build every candidate, also those the figures measured so far say cannot win (by default "
+        "they are skipped, and the report lists each with the figures)",
+    )
     p.add_argument("--out", default=_default("out"), help="output directory, or a store URI (file://, s3://, pvc://)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -116,13 +123,14 @@ def options_from_args(args: argparse.Namespace) -> OptimizeOptions:
         "device": args.device,
         "measure_seconds": args.measure_seconds,
         "threads": args.threads,
+        "exhaustive": args.exhaustive,
     }
     given = {key: value for key, value in given.items() if value is not None}
     try:
         if args.request is not None:
             from honed.api.request import load_request
 
-            local = {key: given[key] for key in ("out", "measure_seconds", "threads") if key in given}
+            local = {key: given[key] for key in ("out", "measure_seconds", "threads", "exhaustive") if key in given}
             return OptimizeOptions.from_request(load_request(args.request), **local)
         if not given.get("model"):
             raise InputError(

@@ -1,4 +1,4 @@
-"""The search: source -> data -> candidates built and validated in workers -> interleaved timing -> report."""
+"""The search: each planned candidate built and validated in workers, bounded by what is measured, timed interleaved."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from honed.errors import InputError
-from honed.optimizer import data as datamod
-from honed.optimizer.backends import BACKEND_MODULES, GPU_BACKEND_MODULES, backend_module
-from honed.optimizer.backends.base import AS_GIVEN, Backend, BuildContext, CandidatePlan, SearchContext
+from honed.optimizer.backends.base import BuildContext, CandidatePlan
+from honed.optimizer.bounds import follow_up_skip, torch_cpu_skip
 from honed.optimizer.gate import verdict
-from honed.optimizer.machine import cpu_flags
 from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.planning import Prepared
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import MetricResult, Skipped
-from honed.optimizer.sources import SourceModel, load_source
-from honed.optimizer.validate import check_metric, default_metric
 from honed.optimizer.worker import Worker, WorkerFailure
 
 
@@ -37,6 +33,7 @@ class Trial:
     samples: dict[int, list[float]] = field(default_factory=dict)
     stats: dict[str, int | None] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    quick_p50: float | None = None  # ms at the smallest batch, from a short timing taken to bound a follow-up
 
     @property
     def name(self) -> str:
@@ -44,165 +41,16 @@ class Trial:
         return self.plan.name
 
 
-@dataclass
-class Prepared:
-    """The model and data checked against each other, and what the search takes from them: metric, batch sizes."""
-
-    source: SourceModel
-    dataset: datamod.Dataset
-    data_path: Path
-    metric: str
-    batch_sizes: list[int]
-    attention: bool
-    notes: list[str]
-    matmul_heavy: bool = False
-
-
-def prepare(options: OptimizeOptions, work: Path, progress: Progress) -> Prepared:
-    """Load the model and the data and check they fit each other; every problem is an InputError."""
-    data = Path(options.data) if options.data else None
-    arrays = datamod.read_npz(data) if data else None
-    progress.step(f"loading model {options.model}")
-    source = load_source(options.model, work, options.inputs, datamod.npz_shapes(arrays) if arrays else None)
-    notes = list(source.notes)
-    for note in source.notes:
-        progress.warn(note)
-    fixed = source.fixed_batch
-    if arrays is not None and data is not None:
-        dataset = datamod.check_arrays(arrays, source.inputs, data, fixed)
-    else:
-        from honed.optimizer.onnx_graph import integer_input_bounds
-
-        bounds = integer_input_bounds(source.onnx_path) if source.onnx_path else {}
-        dataset = datamod.synthesize(source.inputs, options.synthetic_samples, bounds)
-        notes.append(
-            "no --data given: inputs were synthesized from the input spec, so the accuracy gate "
-            "compares outputs with the original's, not task accuracy; pass --data for that"
-        )
-    step = fixed or 1
-    keep = min(dataset.samples, options.max_samples)
-    keep -= keep % step
-    if keep == 0:
-        raise InputError(
-            f"the model's batch axis is fixed at {fixed} but the data has {dataset.samples} samples",
-            hint=f"give at least {fixed} samples",
-        )
-    dataset.feeds = {k: v[:keep] for k, v in dataset.feeds.items()}
-    dataset.labels = None if dataset.labels is None else dataset.labels[:keep]
-    metric = options.metric or default_metric(source.outputs[0].shape, dataset.labels is not None, dataset.synthesized)
-    check_metric(metric, dataset.labels is not None)
-    batch_sizes = options.batch_sizes
-    if fixed is not None:
-        batch_sizes = [fixed]
-        notes.append(f"the model pins its batch axis at {fixed}; measured at that batch size only")
-    attention = dense = False
-    if source.onnx_path is not None:
-        from honed.optimizer.onnx_graph import has_attention, matmul_heavy
-
-        attention, dense = has_attention(source.onnx_path), matmul_heavy(source.onnx_path)
-    data_path = dataset.save(work / "data.npz")
-    return Prepared(source, dataset, data_path, metric, batch_sizes, attention, notes, matmul_heavy=dense)
-
-
-def _default_baseline(src: SourceModel, device: str, factory_opts: dict[str, Any]) -> CandidatePlan:
-    """What every speedup is against: the original run the plain way an expert would time it.
-
-    PyTorch and TorchScript sources: the user's model as given (the factory's module or the
-    TorchScript file, never a module rebuilt from the exported program), eager, fp32; on CPU
-    with the search's thread count, on CUDA with TF32 off and ``cudnn.benchmark`` on (see
-    ``backends.torch_cuda_baseline``). ONNX sources: ONNX Runtime on CPU, TensorRT fp32 on GPUs.
-    """
-    if src.format == "onnx":
-        return (
-            CandidatePlan("onnxruntime", "fp32")
-            if device == "cpu"
-            else CandidatePlan("tensorrt", "fp32", device=device)
-        )
-    source = "torch" if src.format == "pytorch" else "torchscript"
-    return CandidatePlan("torch", "fp32", source, "eager", device, {**factory_opts, AS_GIVEN: True})
-
-
-def plan_candidates(
-    options: OptimizeOptions, prep: Prepared
-) -> tuple[CandidatePlan, list[CandidatePlan], list[Skipped]]:
-    """The baseline plan, the candidate plans (cheap builds first) and what was skipped, with why.
-
-    Raises:
-        InputError: ``--backends`` names a backend unknown on the device, or the baseline's
-            backend cannot run here.
-    """
-    src = prep.source
-    known = sorted(GPU_BACKEND_MODULES if options.device == "cuda" else BACKEND_MODULES)
-    unknown = [b for b in options.backends if b not in known]
-    if unknown:
-        raise InputError(
-            f"--backends {','.join(unknown)} unknown on {options.device}", hint=f"choose among {', '.join(known)}"
-        )
-    factory_opts = {"factory": src.factory, "sys_path": [str(Path.cwd())]} if src.factory else {}
-    baseline = _default_baseline(src, options.device, factory_opts)
-    ctx = _search_context(options, prep)
-    plans: list[CandidatePlan] = []
-    skipped: list[Skipped] = []
-    for name in known:
-        module = _runnable_backend(name, options.device, baseline, skipped)
-        if module is None or (options.backends and name not in options.backends and name != baseline.backend):
-            continue
-        for item in module.plans(ctx):
-            if isinstance(item, Skipped):
-                skipped.append(item)
-                continue
-            plan = CandidatePlan(
-                item.backend, item.precision, item.source, item.variant, item.device, {**factory_opts, **item.options}
-            )
-            if plan.name == baseline.name:
-                if not baseline.options.get(AS_GIVEN):
-                    baseline = plan  # the backend's own options (e.g. ONNX Runtime's) for the baseline
-                # else: the same precision and mode rebuilt from the exported program, which the
-                # model as given already measures.
-            elif not options.backends or name in options.backends:
-                plans.append(plan)
-    # Cheap builds first: when the time budget runs out, what is left is the slow tail (compiles).
-    plans.sort(key=_build_cost)
-    return baseline, plans, skipped
-
-
-def _search_context(options: OptimizeOptions, prep: Prepared) -> SearchContext:
-    src = prep.source
-    return SearchContext(
-        inputs=src.inputs,
-        outputs=src.outputs,
-        source_format=src.format,
-        precisions=list[str](options.precisions),
-        cpu_flags=cpu_flags(),
-        device=options.device,
-        attention=prep.attention,
-        matmul_heavy=prep.matmul_heavy,
-        has_torch_program=src.torch_path is not None or src.format == "torchscript",
-        batch_sizes=prep.batch_sizes,
-    )
-
-
-def _runnable_backend(name: str, device: str, baseline: CandidatePlan, skipped: list[Skipped]) -> Backend | None:
-    """Backend ``name``'s module when its runtime is here; else None, with why appended to ``skipped``.
-
-    Raises:
-        InputError: the baseline's backend cannot run here.
-    """
-    try:
-        module = backend_module(name, device)
-    except ImportError as exc:
-        skipped.append(Skipped(name=name, reason=f"backend module missing: {exc}"))
-        return None
-    reason = module.availability()
-    if not reason:
-        return module
-    if name == baseline.backend:
-        raise InputError(
-            f"the baseline backend {name} cannot run here: {reason}",
-            hint="install it, or run on a device that has it (--device)",
-        )
-    skipped.append(Skipped(name=name, reason=reason))
-    return None
+# The share of the time budget one expensive build (accuracy-aware quantization, a compile) may
+# take, so that it cannot starve everything after it.
+EXPENSIVE_BUILD_SHARE = 0.4
+QUICK_TIMING_S = 0.3
+# Candidates whose first p50 is within this ratio of the fastest at a batch size are timed for
+# CONFIRM_ROUNDS more interleaved rounds: 3 rounds of 0.5 s put two candidates 5-15% apart in the
+# wrong order on a loaded machine (benchmarks/engine: int8-bf16 picked over int8, 0.85x of the
+# paired measurement), and the extra time goes only where the pick is still open.
+CONTENDER_WITHIN = 1.15
+CONFIRM_ROUNDS = 4
 
 
 class Search:
@@ -220,6 +68,7 @@ class Search:
         self.artifacts = options.out / "artifacts"
         self.deadline = time.monotonic() + options.time_budget_s
         self.timing_load: list[float] = []
+        self.skipped: list[Skipped] = []  # follow-ups not built, with why
         self.reference: dict[str, np.ndarray] | None = None
         self.reference_path = work / "reference.npz"
         src = prep.source
@@ -252,13 +101,21 @@ class Search:
         if budget < 10:
             trial.status, trial.reason = "failed", "time budget exhausted before this candidate was built"
             return
+        cap = self.build_cap(trial.plan)
         out_dir = self.artifacts / trial.name
         shutil.rmtree(out_dir, ignore_errors=True)
         builder = Worker.start(f"build-{trial.name}", self.options.threads, self.work / f"{trial.name}.build.log")
+        started = time.monotonic()
         try:
-            trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=budget)
+            trial.build_seconds = builder.call("build", trial.plan, self.build_ctx, out_dir, timeout=min(budget, cap))
         except WorkerFailure as exc:
             trial.status, trial.reason = "failed", f"build: {exc}"
+            if cap < budget and time.monotonic() - started >= cap:
+                trial.reason = (
+                    f"build stopped at its cap of {cap:.0f}s ({EXPENSIVE_BUILD_SHARE:.0%} of the time budget for "
+                    "one expensive build), so the candidates after it keep their time; a larger --time-budget "
+                    "lets it run longer"
+                )
             return
         finally:
             builder.close()
@@ -279,7 +136,12 @@ class Search:
             shutil.copyfile(out, self.reference_path)
         try:
             gate = verdict(
-                self.prep.metric, self.reference, outputs, self.prep.dataset.labels, self.options.max_metric_drop
+                self.prep.metric,
+                self.reference,
+                outputs,
+                self.prep.dataset.labels,
+                self.options.max_metric_drop,
+                self.prep.mask,
             )
         except ValueError as exc:
             trial.status, trial.reason = "failed", f"outputs differ from the original's: {exc}"
@@ -290,13 +152,57 @@ class Search:
         else:
             trial.status, trial.reason = "rejected", gate.reason
 
-    def follow_up(self, trial: Trial) -> CandidatePlan | None:
-        """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision."""
+    def build_cap(self, plan: CandidatePlan) -> float:
+        """The longest one build of ``plan`` may take: a share of the budget for the expensive ones."""
+        if plan.variant in ("accuracy-aware", "compile"):
+            return max(60.0, self.options.time_budget_s * EXPENSIVE_BUILD_SHARE)
+        return float("inf")
+
+    def quick_p50(self, trial: Trial) -> float | None:
+        """A short timing of ``trial`` at the smallest batch (ms), taken once; None when it cannot be timed."""
+        if trial.quick_p50 is None and trial.worker is not None:
+            try:
+                batch = self.prep.source.fixed_batch or min(self.prep.batch_sizes)
+                samples = trial.worker.call("time", batch, QUICK_TIMING_S, 5, 500, timeout=60)
+                trial.quick_p50 = float(np.median(samples)) if samples else None
+            except WorkerFailure:
+                return None
+        return trial.quick_p50
+
+    def not_worth_building(self, plan: CandidatePlan, done: list[Trial]) -> Skipped | None:
+        """Why a PyTorch CPU candidate cannot win, from what is already measured; None to build it.
+
+        Never the baseline (always the first trial, so ``done`` is empty for it).
+        """
+        if plan.backend != "torch" or plan.device != "cpu" or not done or self.options.exhaustive:
+            return None
+        return torch_cpu_skip(plan, self._timed(done))
+
+    def follow_up(self, trial: Trial, done: list[Trial]) -> CandidatePlan | None:
+        """When plain int8 fails the gate, try int8 keeping the most sensitive layers in higher precision.
+
+        Not when the plain int8 (the fastest the follow-up can be) is too slow to win: the skip
+        and its figures go to ``skipped``.
+        """
         plan = trial.plan
         if trial.status != "rejected" or plan.precision != "int8" or plan.variant:
             return None
         if plan.backend not in ("openvino", "onnxruntime"):
             return None
+        follow = self._accuracy_aware(plan)
+        ceiling = None if self.options.exhaustive else self.quick_p50(trial)
+        skip = None if ceiling is None else follow_up_skip(follow, trial, ceiling, self._timed(done))
+        if skip is not None:
+            self.skipped.append(skip)
+            self.progress.step(f"skipping {follow.name}: {plan.name} is not faster than the best accepted")
+            return None
+        return follow
+
+    def _timed(self, done: list[Trial]) -> list[tuple[Trial, float]]:
+        timed = [(t, self.quick_p50(t)) for t in done if t.status == "accepted"]
+        return [(t, p) for t, p in timed if p is not None]
+
+    def _accuracy_aware(self, plan: CandidatePlan) -> CandidatePlan:
         return CandidatePlan(
             plan.backend,
             "int8",
@@ -334,6 +240,17 @@ class Search:
             f"timing {len(live)} candidates x batch {self.prep.batch_sizes} in {rounds} "
             f"interleaved rounds ({per_slot:.2f}s or 5 calls per slot)"
         )
+        self._run_schedule(live, schedule, per_slot)
+        self._confirm(live, per_slot)
+        for trial in live.values():
+            if trial.worker is not None and trial.status == "accepted":
+                try:
+                    trial.stats = trial.worker.call("stats", timeout=30)
+                    trial.settings = trial.worker.call("settings", timeout=30)
+                except WorkerFailure as exc:
+                    trial.status, trial.reason = "failed", str(exc)
+
+    def _run_schedule(self, live: dict[str, Trial], schedule: list[tuple[str, int]], per_slot: float) -> None:
         for name, batch in schedule:
             trial = live.get(name)
             if trial is None or trial.status != "accepted" or trial.worker is None:
@@ -343,13 +260,25 @@ class Search:
                 trial.samples.setdefault(batch, []).extend(samples)
             except WorkerFailure as exc:
                 trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"
-        for trial in live.values():
-            if trial.worker is not None and trial.status == "accepted":
-                try:
-                    trial.stats = trial.worker.call("stats", timeout=30)
-                    trial.settings = trial.worker.call("settings", timeout=30)
-                except WorkerFailure as exc:
-                    trial.status, trial.reason = "failed", str(exc)
+
+    def _confirm(self, live: dict[str, Trial], per_slot: float) -> None:
+        """More interleaved rounds for the candidates still close to the fastest, batch size by batch size."""
+        from honed.optimizer.measure import contenders, rounds_schedule
+
+        for batch in self.prep.batch_sizes:
+            p50 = {
+                name: float(np.median(t.samples[batch]))
+                for name, t in live.items()
+                if t.status == "accepted" and t.samples.get(batch)
+            }
+            close = contenders(p50, CONTENDER_WITHIN)
+            if len(close) < 2 or self.remaining() < len(close) * CONFIRM_ROUNDS * per_slot * 2 + 5:
+                continue
+            self.progress.step(
+                f"timing {', '.join(close)} at batch {batch} for {CONFIRM_ROUNDS} more rounds "
+                f"(within {CONTENDER_WITHIN}x of the fastest)"
+            )
+            self._run_schedule(live, rounds_schedule(close, [batch], CONFIRM_ROUNDS), per_slot)
 
     def close(self, trials: list[Trial]) -> None:
         """Stop the trials' worker processes."""
@@ -357,30 +286,3 @@ class Search:
             if trial.worker is not None:
                 trial.worker.close()
                 trial.worker = None
-
-
-def repro_command(options: OptimizeOptions, plan: CandidatePlan) -> str:
-    """The ``honed optimize`` command line that searches only this plan's backend and precision."""
-    parts = ["honed", "optimize", options.model]
-    if options.data:
-        parts += ["--data", str(options.data)]
-    parts += [
-        "--backends",
-        plan.backend,
-        "--precisions",
-        plan.precision.split("-")[0],
-        "--batch-sizes",
-        ",".join(map(str, options.batch_sizes)),
-        "--max-metric-drop",
-        str(options.max_metric_drop),
-    ]
-    parts += [f"--input {s.name}:{s.dtype}:{','.join(map(str, s.shape))}" for s in options.inputs]
-    return " ".join(parts)
-
-
-def _build_cost(plan: CandidatePlan) -> int:
-    if plan.variant == "compile":
-        return 3
-    if plan.precision.startswith("int8"):
-        return 2 if plan.precision != "int8-dynamic" else 1
-    return 0

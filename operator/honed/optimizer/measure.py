@@ -35,3 +35,16 @@ def rounds_schedule(names: Sequence[str], batch_sizes: Sequence[int], rounds: in
         rotated = order[shift:] + order[:shift]
         schedule.extend((name, batch) for name in rotated for batch in batch_sizes)
     return schedule
+
+
+def contenders(p50_by_name: dict[str, float], within: float) -> list[str]:
+    """The names whose p50 is within ``within`` (a ratio, e.g. 1.15) of the fastest, fastest first.
+
+    Only these can still change places with the fastest once measured longer; fewer than two
+    means the ranking is already clear.
+    """
+    if not p50_by_name:
+        return []
+    best = min(p50_by_name.values())
+    close = [name for name, p50 in p50_by_name.items() if p50 <= best * within]
+    return sorted(close, key=lambda name: p50_by_name[name])

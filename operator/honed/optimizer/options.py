@@ -37,6 +37,7 @@ class OptimizeOptions(SearchOptions):
     synthetic_samples: int = Field(default=64, ge=1)
     rounds: int = Field(default=3, ge=1)
     measure_seconds: float = Field(default=1.5, gt=0, description="timed seconds per candidate and batch size")
+    exhaustive: bool = Field(default=False, description="build every candidate, even those measured figures rule out")
 
     @field_validator("objective", mode="before")
     @classmethod

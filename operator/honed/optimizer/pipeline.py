@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from honed import __version__
-from honed.optimizer.engine import Prepared, Search, Trial, plan_candidates, prepare, repro_command
+from honed.optimizer.engine import Search, Trial
 from honed.optimizer.machine import device_info, loaded_note
 from honed.optimizer.measure import latency_stats, throughput
 from honed.optimizer.options import OptimizeOptions
+from honed.optimizer.planning import Prepared, plan_candidates, prepare, repro_command
 from honed.optimizer.progress import Progress
 from honed.optimizer.report import (
     Candidate,
@@ -54,6 +55,7 @@ def optimize(options: OptimizeOptions, progress: Progress | None = None) -> Repo
         finally:
             search.close(trials)
         candidates = [_candidate(t, options, prep) for t in trials]
+        skipped += search.skipped
         report = _assemble(options, prep, candidates, skipped, time.monotonic() - started, search.timing_load)
         _prune_artifacts(options.out, report)
         report.write(options.out)
@@ -71,6 +73,11 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
     index = 0
     while queue:
         trial = queue.pop(0)
+        skip = search.not_worth_building(trial.plan, done)
+        if skip is not None:
+            search.skipped.append(skip)
+            search.progress.step(f"skipping {trial.name}: {skip.reason}")
+            continue
         index += 1
         total = index + len(queue)
         live = sum(1 for t in done if t.status == "accepted")
@@ -82,9 +89,6 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
             # memory 3 (the machine), time 4 (the budget).
             error = {"input": InputError, "memory": EnvironmentProblem, "time": BudgetExhausted}[why.kind]
             raise error(f"the original model does not run ({trial.plan.name}): {why.cause}", hint=why.hint)
-        if trial.status != "accepted" and trial.worker is not None:
-            trial.worker.close()
-            trial.worker = None
         drop = f"drop {trial.metric.drop:.4f}" if trial.metric else ""
         built = f"built {trial.build_seconds:.1f}s" if trial.build_seconds is not None else ""
         search.progress.candidate(
@@ -94,8 +98,12 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
             trial.status,
             " ".join(x for x in (built, drop, trial.reason if trial.status != "accepted" else "") if x),
         )
+        # A rejected trial's worker lives until the follow-up is decided: its speed bounds it.
+        follow = search.follow_up(trial, done)
+        if trial.status != "accepted" and trial.worker is not None:
+            trial.worker.close()
+            trial.worker = None
         done.append(trial)
-        follow = search.follow_up(trial)
         if follow is not None:
             queue.insert(0, Trial(follow))
     return done
@@ -148,6 +156,12 @@ def _assemble(
             cand.speedup = round(base_p50 / cand.latency_ms.p50, 3)
     winner = pick(candidates, Criteria(options.objective, options.max_metric_drop, options.latency_budget_ms))
     notes = list(prep.notes)
+    if prep.mask is not None and any(c.metric is not None and c.metric.masked_by for c in candidates):
+        notes.append(
+            f"the gate compares per-position outputs where {prep.mask.input} is 1 and leaves padded positions "
+            f"out ({int((~prep.mask.keep).sum())} of {prep.mask.keep.size} positions in the data), as any "
+            "consumer of those outputs does"
+        )
     if winner is None:
         drops = [c.metric.drop for c in candidates if c.metric is not None and c is not baseline]
         best = f"; the best metric drop seen was {min(drops):.4f}" if drops else ""

@@ -121,15 +121,20 @@ def _predict(state: dict[str, Any], threads: int, batch: int, out_path: Path) ->
 def _time(
     state: dict[str, Any], threads: int, batch: int, seconds: float, min_iters: int, max_iters: int
 ) -> list[float]:
-    """Latencies in ms of single calls at ``batch``; a first call per batch size warms up untimed."""
+    """Latencies in ms of single calls at ``batch``; warm-up calls run untimed.
+
+    Three the first time a batch size runs (compiles, allocations), one at the start of every
+    later slot: it is the first call after another candidate's process had the CPU, paying for
+    cold caches and sleeping threads, and in short interleaved slots that cost reads as the
+    candidate's own.
+    """
     from honed.optimizer.data import tile_to
 
     runner = state["runner"]
     feeds = tile_to(state["feeds"], state["inputs"], batch)
-    if batch not in state["warm"]:
-        for _ in range(3):
-            runner.run(feeds)
-        state["warm"].add(batch)
+    for _ in range(1 if batch in state["warm"] else 3):
+        runner.run(feeds)
+    state["warm"].add(batch)
     if hasattr(runner, "time_batch"):
         return list(runner.time_batch(feeds, max(min_iters, min(max_iters, 50))))
     samples: list[float] = []
