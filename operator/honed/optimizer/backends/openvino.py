@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from honed.optimizer.report import Skipped
 
 NAME = "openvino"
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+RANKING_SAMPLES = 100
 
 
 def availability() -> str | None:
@@ -60,13 +62,33 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
     import openvino as ov
 
     assert ctx.onnx_path is not None
-    model = ov.Core().read_model(str(ctx.onnx_path))
-    if plan.precision.startswith("int8"):
-        model = _quantize(model, plan, ctx)
     target = out_dir / "model.xml"
-    # Keep fp32 weights: compress_to_fp16 would change numerics behind the accuracy gate's back.
-    ov.save_model(model, str(target), compress_to_fp16=False)
-    options = {"inference_precision": _inference_precision(plan.precision), "num_streams": 1}
+    shared = _shared_int8(plan, ctx)
+    if shared is not None and (shared / "model.xml").is_file():
+        # int8 and int8-bf16 differ only in the precision the unquantized layers run in: one
+        # calibration serves both.
+        for name in ("model.xml", "model.bin"):
+            shutil.copyfile(shared / name, out_dir / name)
+    else:
+        model = ov.Core().read_model(str(ctx.onnx_path))
+        if plan.precision.startswith("int8"):
+            model = _quantize(model, plan, ctx)
+        # Keep fp32 weights: compress_to_fp16 would change numerics behind the accuracy gate's back.
+        ov.save_model(model, str(target), compress_to_fp16=False)
+        if shared is not None and not shared.exists():
+            # Whole or not at all: a build killed mid-copy must not leave half an IR to reuse.
+            partial = shared.with_name(f"{shared.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            for name in ("model.xml", "model.bin"):
+                shutil.copyfile(out_dir / name, partial / name)
+            partial.rename(shared)
+    precision = _inference_precision(plan.precision)
+    if plan.variant == "accuracy-aware":
+        # NNCF validated each attempt compiled with the CPU plugin's default precision (bf16 where
+        # the CPU has it natively): the layers it kept out of int8 run in the precision it checked.
+        precision = _default_precision(ov.Core())
+    options = {"inference_precision": precision, "num_streams": 1}
     return ArtifactMeta(
         backend=NAME,
         precision=plan.precision,
@@ -76,6 +98,19 @@ def build(plan: CandidatePlan, ctx: BuildContext, out_dir: Path) -> ArtifactMeta
         inputs=ctx.inputs,
         outputs=ctx.outputs,
     )
+
+
+def _default_precision(core: Any) -> str:
+    """The CPU plugin's own inference precision here: "bf16" on CPUs with native bf16, else "f32"."""
+    hint = str(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return "bf16" if "bf" in hint.lower() else "f32"
+
+
+def _shared_int8(plan: CandidatePlan, ctx: BuildContext) -> Path | None:
+    """Where this search keeps the NNCF int8 IR that plain int8 and int8-bf16 share; None for other plans."""
+    if plan.precision not in ("int8", "int8-bf16") or plan.variant:
+        return None
+    return ctx.work_dir / "openvino-int8"
 
 
 def _quantize(model: Any, plan: CandidatePlan, ctx: BuildContext) -> Any:
@@ -115,6 +150,11 @@ def _quantize_with_accuracy_control(
         # NNCF maximises the score; with an absolute max_drop its drop then equals ours.
         return 1.0 - gate.drop(per_call), None
 
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    # Ranking every quantized layer on the whole validation set dominates the build (one compile and
+    # one pass over the set per layer); the gate's final check still runs on the whole set.
+    restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_SAMPLES, len(validation)))
     return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(items),
@@ -122,6 +162,7 @@ def _quantize_with_accuracy_control(
         validate,
         max_drop=gate.max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
+        advanced_accuracy_restorer_parameters=restorer,
         **kwargs,
     )
 
@@ -146,6 +187,10 @@ class OpenVinoRunner:
         }
         self.input_names = [spec.name for spec in meta.inputs]
         self.n_outputs = len(meta.outputs)
+        self.input_axes = {spec.name: spec.sample_axis for spec in meta.inputs}
+        # Padding needs every output's batch axis to cut it back; without one, batches run as they come.
+        axes = [spec.sample_axis for spec in meta.outputs]
+        self.output_axes: list[int] = [a for a in axes if a is not None] if None not in axes else []
         self.compiled: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()
 
     def _request(self, feeds: dict[str, np.ndarray]) -> Any:
@@ -160,10 +205,38 @@ class OpenVinoRunner:
         return self.compiled[key]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs in the artifact's output order; a new input shape is compiled first (the last 8 are kept)."""
+        """Outputs in the artifact's output order; a new input shape is compiled first (the last 8 are kept).
+
+        A batch whose size is not a power of two runs padded to the next one (the last sample
+        repeated) and its outputs are cut back: a Triton dynamic batcher forms every size from 1
+        to max_batch_size, and one static compile per size would recompile on most batches.
+        """
+        size = self._batch_size(feeds)
+        bucket = 1 << (size - 1).bit_length() if size else 0
+        if bucket == size or not self.output_axes:
+            return self._infer(feeds)
+        padded = {
+            name: _pad(feeds[name], axis, bucket) if axis is not None else feeds[name]
+            for name, axis in self.input_axes.items()
+        }
+        outputs = self._infer(padded)
+        return [np.take(out, range(size), axis=axis) for out, axis in zip(outputs, self.output_axes, strict=True)]
+
+    def _batch_size(self, feeds: dict[str, np.ndarray]) -> int:
+        """The batch every batched input agrees on; 0 when there is none to pad (no batch axis, or they differ)."""
+        sizes = {feeds[name].shape[axis] for name, axis in self.input_axes.items() if axis is not None}
+        return sizes.pop() if len(sizes) == 1 else 0
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         request = self._request(feeds)
         request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True)
         return [np.array(request.get_output_tensor(i).data) for i in range(self.n_outputs)]
+
+
+def _pad(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``array`` grown to ``size`` along ``axis`` by repeating its last entry."""
+    index = np.minimum(np.arange(size), array.shape[axis] - 1)
+    return np.ascontiguousarray(np.take(array, index, axis=axis))
 
 
 def load(meta: ArtifactMeta, directory: Path, threads: int | None) -> OpenVinoRunner:
