@@ -35,7 +35,6 @@ import tempfile
 import time
 import traceback
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,14 @@ for entry in (str(HERE), str(ROOT)):
 
 from benchmarks.serving.run import load_point, median_point, time_runtime  # noqa: E402
 from models import export, make  # noqa: E402
+from serve_split import (  # noqa: E402
+    drive_raw,
+    drive_shm,
+    echo_config,
+    model_stats,
+    runtime_parts,
+    stats_per_request,
+)
 
 from honed import __version__  # noqa: E402
 from honed.optimizer.artifact import META_FILE, ArtifactMeta, read_meta  # noqa: E402
@@ -68,7 +75,6 @@ from honed.optimizer.report import (  # noqa: E402
     load_report,
 )
 from honed.serving.load import drive, sample_feeds  # noqa: E402
-from honed.serving.local_rollout import roll_out  # noqa: E402
 from honed.serving.repository import write_version  # noqa: E402
 from honed.serving.server import TritonServer  # noqa: E402
 from honed.serving.tuning import ServingOptions  # noqa: E402
@@ -180,6 +186,82 @@ def write_report(name: str, work: Path, runner: Any, meta: ArtifactMeta, batches
     return work / "report"
 
 
+# The versions measured at every concurrency, and the echo models (no compute) of the split.
+LOADED = ("batched", "unbatched", "before")
+ECHOES = ("echo", "echo-small")
+TIMING_FILE = "model-py-timing.json"
+
+
+def write_repository(
+    name: str, report_dir: Path, repository: Path, work: Path, split: bool, before_delay_us: int
+) -> dict[str, Any]:
+    """The versions served, written by honed's serving code, config.pbtxt pointing at each.
+
+    ``batched`` and ``unbatched`` are what ``honed serve`` writes (response cache off); with ``split``
+    also: ``before`` (dynamic batching as honed configured it before GPU batching stopped waiting: a
+    queue delay of 10% of a batch-1 inference), ``gpuout`` (unbatched, the outputs handed to Triton
+    as GPU tensors: gpuout_model.py), ``timed`` (unbatched, model.py with clocks: timed_model.py) and
+    the echo models (echo_model.py: the same inputs, the real or tiny outputs, no compute).
+    """
+    plain = ServingOptions(response_cache=False, dynamic_batching=False)
+    options = {"batched": ServingOptions(response_cache=False), "unbatched": plain}
+    if split:
+        options |= {
+            "before": ServingOptions(response_cache=False, max_queue_delay_us=before_delay_us),
+            "gpuout": plain,
+            "timed": plain,
+        }
+    written = {
+        key: write_version(report_dir, repository, model=f"{name}-{key}", options=opts) for key, opts in options.items()
+    }
+    for key, version in written.items():
+        text = version.config_text
+        if key == "timed":
+            shutil.copyfile(HERE / "timed_model.py", version.path / "model.py")
+            text += f'parameters {{ key: "timing_path" value {{ string_value: "{work / TIMING_FILE}" }} }}\n'
+        if key == "gpuout":
+            shutil.copyfile(HERE / "gpuout_model.py", version.path / "model.py")
+        (version.model_dir / "config.pbtxt").write_text(text)
+    if split:
+        meta = read_meta(written["batched"].path / "artifact")
+        for key in ECHOES:
+            model_dir = repository / f"{name}-{key}"
+            (model_dir / "1").mkdir(parents=True)
+            shutil.copyfile(HERE / "echo_model.py", model_dir / "1" / "model.py")
+            config = echo_config(
+                f"{name}-{key}", meta.inputs, meta.outputs, max_batch_size=32, small=key == "echo-small"
+            )
+            (model_dir / "config.pbtxt").write_text(config)
+    return written
+
+
+def check_outputs(grpc_url: str, models: dict[str, str], runner: Any, feed: dict[str, np.ndarray]) -> dict[str, float]:
+    """Largest absolute difference between each served model's answer and the runtime's ``run`` in this process."""
+    import tritonclient.grpc as grpcclient
+
+    from honed.serving.load import grpc_inputs
+
+    expected = runner.run(feed)
+    diffs: dict[str, float] = {}
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        for key, model in models.items():
+            if key in ECHOES:
+                continue
+            result = client.infer(model, grpc_inputs(feed))
+            got = [result.as_numpy(spec.name) for spec in runner.outputs]
+            diffs[key] = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected, strict=True))
+    finally:
+        client.close()
+    return diffs
+
+
+def median_server(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Median over rounds of Triton's per-request stage times."""
+    keys = rounds[0]["server"].keys()
+    return {key: statistics.median(r["server"][key] for r in rounds) for key in keys}
+
+
 def serve_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"model": name, "candidate": CANDIDATE}
     started = time.perf_counter()
@@ -198,21 +280,18 @@ def serve_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     time_runtime(runner, feeds, 1.0)
     repository = work / "repository"
     shutil.rmtree(repository, ignore_errors=True)
-    written = {
-        "batched": write_version(
-            report_dir, repository, model=f"{name}-batched", options=ServingOptions(response_cache=False)
-        ),
-        "unbatched": write_version(
-            report_dir,
-            repository,
-            model=f"{name}-unbatched",
-            options=ServingOptions(response_cache=False, dynamic_batching=False),
-        ),
-    }
+    # The queue delay honed chose before it made GPU requests wait for nothing: 10% of a batch-1 inference.
+    before_delay_us = round(report.candidates[0].latency_by_batch_ms["1"].p50 * 100)
+    written = write_repository(name, report_dir, repository, work, args.split, before_delay_us)
     out["config_notes"] = list(written["batched"].notes)
     out["config_batched"] = written["batched"].config_text
+    models = {key: version.model for key, version in written.items()}
+    models.update({key: f"{name}-{key}" for key in ECHOES if args.split})
     points: dict[tuple[str, int], list[dict[str, Any]]] = {}
     runtime_p50: list[float] = []
+    load_started = time.perf_counter()
+    parts: list[dict[str, float]] = []
+    timing: list[dict[str, Any]] = []
     with TritonServer(
         repository,
         http_port=0,
@@ -220,32 +299,80 @@ def serve_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         metrics_port=0,
         cache_bytes=0,
         log_path=work / "tritonserver.log",
-        extra_args=args.server_args,
+        # Every model loads at startup, in parallel (explicit loads one by one took 40 s each).
+        startup_timeout_s=args.load_timeout,
+        extra_args=[*args.server_args, "--exit-on-error=false", *[f"--load-model={m}" for m in models.values()]],
     ) as server:
-        with urllib.request.urlopen(server.endpoints.http_url + "/v2", timeout=5) as response:
+        http = server.endpoints.http_url
+        with urllib.request.urlopen(http + "/v2", timeout=5) as response:
             out["triton"] = json.loads(response.read())["version"]
-        load_started = time.perf_counter()
-        # Both versions load at once: each stub process compiles from the artifact's cache on its own.
-        with ThreadPoolExecutor(len(written)) as pool:
-            list(pool.map(lambda version: roll_out(server, version), written.values()))
         out["triton_load_seconds"] = round(time.perf_counter() - load_started, 1)
-        log(f"{name}: both versions loaded on Triton in {out['triton_load_seconds']} s")
-        models = {key: version.model for key, version in written.items()}
-        for model in models.values():  # warm both before anything counts
-            drive(server.endpoints.grpc, model, feeds, concurrency=max(args.concurrency), seconds=1.0)
+        failed = {key: model for key, model in models.items() if not server.is_model_ready(model)}
+        if "batched" in failed or "unbatched" in failed:
+            raise RuntimeError(f"Triton did not load {sorted(failed.values())}: {server.log_tail(20)}")
+        out["variants_failed"] = {key: server.log_tail(5) for key in failed}
+        models = {key: model for key, model in models.items() if key not in failed}
+        log(f"{name}: {sorted(models)} loaded on Triton (failed: {sorted(failed)})")
+        for key, model in models.items():  # warm every model before anything counts
+            top = max(args.concurrency) if key in LOADED else 1
+            drive(server.endpoints.grpc, model, feeds, concurrency=top, seconds=1.0)
+        try:
+            out["output_max_abs_diff"] = check_outputs(server.endpoints.grpc, models, runner, feeds[0])
+        except Exception as exc:  # recorded; the measurements still run
+            out["output_max_abs_diff"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"{name}: served outputs vs the runtime, max abs diff {out['output_max_abs_diff']}")
+
+        def point(key: str, concurrency: int, client: str = "tritonclient") -> None:
+            model = models[key]
+            before = model_stats(http, model)
+            if client == "tritonclient":
+                result = load_point(server, model, feeds, concurrency, args.seconds)
+            elif client == "raw-grpc":
+                result = drive_raw(server.endpoints.grpc, model, feeds, seconds=args.seconds, warmup_s=0.5)
+            else:
+                outputs = report.model.outputs
+                result = drive_shm(server.endpoints.grpc, model, feeds, outputs, seconds=args.seconds, warmup_s=0.5)
+            result["server"] = stats_per_request(before, model_stats(http, model))
+            result.setdefault("average_batch", result["server"]["requests"] / max(result["server"]["executions"], 1))
+            result.setdefault("load_average", os.getloadavg()[0])
+            result["concurrency"] = concurrency
+            points.setdefault((f"{key}/{client}" if client != "tritonclient" else key, concurrency), []).append(result)
+            log(
+                f"  {name} {key} {client} c={concurrency}: {result['items_per_s']:.1f}/s p50 {result['p50_ms']:.3f} ms "
+                f"batch {result['average_batch']:.1f} server {result['server']} errors {result['errors']}"
+                + (f" ({result['first_error'][:200]})" if result["errors"] else "")
+            )
+
         for round_ in range(args.rounds):
             runtime_p50.append(float(np.percentile(time_runtime(runner, feeds, args.runtime_seconds), 50)))
+            if args.split:
+                parts.append(runtime_parts(runner, feeds[0], args.runtime_seconds))
+                log(f"  {name} runtime parts {parts[-1]}")
             for concurrency in args.concurrency:
-                order = ("batched", "unbatched") if round_ % 2 == 0 else ("unbatched", "batched")
-                for key in order:
-                    point = load_point(server, models[key], feeds, concurrency, args.seconds)
-                    points.setdefault((key, concurrency), []).append(point)
-                    log(
-                        f"  {name} round {round_ + 1} {key} c={concurrency}: {point['items_per_s']:.1f}/s "
-                        f"p50 {point['p50_ms']:.2f} ms batch {point['average_batch']:.1f} errors {point['errors']}"
-                        + (f" ({point['first_error'][:200]})" if point["errors"] else "")
-                    )
+                order = [key for key in LOADED if key in models]
+                for key in order if round_ % 2 == 0 else reversed(order):
+                    point(key, concurrency)
+                if concurrency != 1 or not args.split:
+                    continue
+                for key in ("timed", "gpuout", "echo", "echo-small"):
+                    if key in models:
+                        point(key, 1)
+                        if key == "timed" and (work / TIMING_FILE).is_file():
+                            timing.append(json.loads((work / TIMING_FILE).read_text()))
+                            log(f"  {name} model.py parts {timing[-1]}")
+                for key in ("echo-small",):
+                    if key in models:
+                        point(key, 1, "raw-grpc")
+                for key in ("unbatched", "echo"):
+                    if key in models:
+                        point(key, 1, "shm")
         out["server_log_tail"] = server.log_tail(15)
+    out["points"] = {
+        f"{key}@{concurrency}": median_point(rounds) | {"server": median_server(rounds)}
+        for (key, concurrency), rounds in points.items()
+    }
+    out["runtime_parts_ms"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]} if parts else {}
+    out["model_py_parts_us"] = timing[-1] if timing else {}
     for key in ("batched", "unbatched"):
         out[key] = [median_point(points[(key, c)]) for c in args.concurrency]
     for batched, plain in zip(out["batched"], out["unbatched"], strict=True):
@@ -262,8 +389,67 @@ def serve_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         "ratio": statistics.median(t / r for t, r in zip(triton_rounds, runtime_p50, strict=True)),
         "ratio_unbatched": statistics.median(t / r for t, r in zip(plain_rounds, runtime_p50, strict=True)),
         "runtime_rounds_ms": runtime_p50,
+        # Triton's own count: the mean time a request spent inside the server (statistics extension).
+        "server_mean_ms": out["points"][f"batched@{first}"]["server"]["success_us"] / 1000,
+        "server_unbatched_mean_ms": out["points"][f"unbatched@{first}"]["server"]["success_us"] / 1000,
     }
     return out
+
+
+SPLIT_ROWS = (
+    ("unbatched", "tritonclient", "honed's model.py, no batching"),
+    ("batched", "tritonclient", "honed's model.py, dynamic batching (served config)"),
+    ("before", "tritonclient", "dynamic batching as configured before: queue delay 10% of batch 1"),
+    ("gpuout", "tritonclient", "no batching, outputs handed to Triton on the GPU"),
+    ("timed", "tritonclient", "no batching, model.py with clocks"),
+    ("unbatched", "shm", "no batching, outputs in system shared memory"),
+    ("echo", "tritonclient", "echo: same tensors, no compute"),
+    ("echo", "shm", "echo, outputs in system shared memory"),
+    ("echo-small", "tritonclient", "echo, 4-byte outputs"),
+    ("echo-small", "raw-grpc", "echo, 4-byte outputs, gRPC stub"),
+)
+
+
+def split_lines(res: dict[str, Any]) -> list[str]:
+    """The split of a batch-1 request at concurrency 1: clients, server stages, model.py, the runtime."""
+    points = res.get("points", {})
+    lines = [
+        "### Where a batch-1 request goes (concurrency 1)",
+        "",
+        "Client p50 is what the caller waits; the server columns are Triton's statistics extension "
+        "(means per request): queue, compute_infer (for the python backend: the round trip to the stub "
+        "process and model.py's execute) and success (the whole request inside Triton).",
+        "",
+        "| model / client | what | client p50 ms | items/s | server ms | queue us | compute_infer us |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, client, what in SPLIT_ROWS:
+        point = points.get(f"{key}@1" if client == "tritonclient" else f"{key}/{client}@1")
+        if point is None:
+            continue
+        server = point["server"]
+        lines.append(
+            f"| {key} / {client} | {what} | {point['p50_ms']:.3f} | {point['items_per_s']:.0f} | "
+            f"{server['success_us'] / 1000:.3f} | {server['queue_us']:.0f} | {server['compute_infer_us']:.0f} |"
+        )
+    parts = res.get("runtime_parts_ms") or {}
+    if parts:
+        lines += [
+            "",
+            f"- The runtime alone, batch 1 (medians, ms): run {parts['run_ms']:.3f} = copies in "
+            f"{parts['copy_in_ms']:.3f} + graph replay and sync {parts['replay_ms']:.3f} + copies out "
+            f"{parts['copy_out_ms']:.3f} (each timed alone); through pinned host buffers with one sync "
+            f"{parts['pinned_run_ms']:.3f}.",
+        ]
+    timed = res.get("model_py_parts_us") or {}
+    if timed:
+        lines.append(
+            f"- Inside the stub (timed model.py, medians over {timed.get('calls')} calls, us): execute "
+            f"{timed.get('execute_us')} = inputs {timed.get('feeds_us')} + runtime run {timed.get('run_us')} "
+            f"+ outputs to Triton {timed.get('outputs_us')} + the rest; between two executes "
+            f"{timed.get('gap_us')} (everything outside model.py at concurrency 1)."
+        )
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -300,13 +486,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"- Batch-1 p50 at concurrency {b1['concurrency']}: runtime alone {b1['runtime_p50_ms']:.3f} ms "
             f"(host arrays in and out, as model.py calls it), through Triton {b1['triton_p50_ms']:.3f} ms with "
             f"dynamic batching, {b1['triton_unbatched_p50_ms']:.3f} ms without; paired per round "
-            f"{b1['ratio']:.2f}x and {b1['ratio_unbatched']:.2f}x (target <= 1.3x).",
+            f"{b1['ratio']:.2f}x and {b1['ratio_unbatched']:.2f}x (target <= 1.3x). Inside Triton (its "
+            f"statistics, mean per request): {b1['server_mean_ms']:.3f} ms with dynamic batching, "
+            f"{b1['server_unbatched_mean_ms']:.3f} ms without.",
             "- The runtime's own CUDA-event p50 (inputs already on the GPU): "
             + ", ".join(f"batch {b} {v['p50']:.3f} ms" for b, v in res["runtime_cuda_event_ms"].items())
             + ".",
             f"- Artifact: {res['artifact']['source']}; runtime load {res['runtime_load_seconds']} s "
             f"(compiler cache {res['runtime_cache']}); both versions loaded on Triton in "
             f"{res.get('triton_load_seconds')} s.",
+            "",
+            *split_lines(res),
             "",
             "Served config (derived from the winner's benchmark):",
             "",
@@ -331,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point and round")
     parser.add_argument("--runtime-seconds", type=float, default=2.0)
     parser.add_argument("--server-arg", action="append", default=[], dest="server_args")
+    parser.add_argument("--no-split", action="store_false", dest="split", help="skip the split variants")
+    parser.add_argument("--load-timeout", type=float, default=420.0, help="seconds for Triton to load every model")
     args = parser.parse_args(argv)
     args.batches = sorted(int(b) for b in args.batches.split(","))
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -68,6 +68,18 @@ def test_options_override_what_the_benchmark_suggests() -> None:
     assert off.dynamic is None and off.max_batch_size == 8
 
 
+def test_a_gpu_instance_batches_what_queues_and_makes_no_request_wait() -> None:
+    built = build_report(latency_by_batch={1: 1.0, 8: 2.0})
+    gpu = built.candidates[0].model_copy(update={"device": "cuda"})
+    choice = choose_batching(built, gpu, ServingOptions())
+    assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
+    assert any("a GPU instance" in note for note in choice.notes)
+    cpu = choose_batching(built, built.candidates[0], ServingOptions())
+    assert cpu.dynamic is not None and cpu.dynamic.max_queue_delay_us > 0
+    asked = choose_batching(built, gpu, ServingOptions(max_queue_delay_us=50))
+    assert asked.dynamic is not None and asked.dynamic.max_queue_delay_us == 50
+
+
 def test_throughput_is_derived_from_latency_when_the_report_lacks_it() -> None:
     built = build_report(latency_by_batch={1: 2.0, 8: 4.0})
     candidate = built.candidates[0].model_copy(update={"throughput": {}})
