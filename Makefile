@@ -60,7 +60,10 @@ unit: setup ## the unit tests (seconds)
 test: setup system-packages tools lint ## lint, then every test suite (what CI runs)
 	$(BIN)/pytest -q -ra tests
 
-bench: bench-cpu ## the CPU benchmark
+bench: bench-cpu bench-engine ## the CPU benchmarks
+
+bench-engine: setup ## honed's pick vs an expert's configurations on a real MiniLM: writes benchmarks/engine/results.{json,md}
+	$(BIN)/python benchmarks/engine/run.py --out benchmarks/engine
 
 bench-cpu: setup ## CPU benchmark: writes benchmarks/cpu/results.{json,md}
 	$(BIN)/python benchmarks/cpu/run.py --out benchmarks/cpu

@@ -1,0 +1,373 @@
+"""Engine benchmark: honed's pick against an expert's hand-tuned configurations, on real trained models.
+
+For each model (MiniLM with its trained weights, on real sentences; see models.py):
+
+1. ``honed optimize`` searches it (default backends and precisions, batch 1, cosine drop <= 0.01);
+   its wall time is the search time.
+2. The expert's configurations of the same model, exported to ONNX here: OpenVINO fp32, bf16 and
+   NNCF int8 (transformer preset), each compiled for the static input shape (what an expert does
+   on CPU), and ONNX Runtime fp32. Each is checked with the same gate honed uses.
+3. Every engine runs in its own process; honed's winner is loaded from its artifact through
+   ``honed.optimizer.artifact.load_runner``. They are timed at batch 1 on one real sample, in
+   shuffled interleaved rounds, so each ratio is paired within a round.
+4. The report's own p50 for the winner is compared with this longer, independent measurement.
+
+Writes results.json and results.md to --out.
+
+    PYTHONPATH=operator:. python benchmarks/engine/run.py --out benchmarks/engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script (make bench-engine): benchmarks.engine.models imports from the root
+    sys.path.insert(0, str(ROOT))
+SEQ = 128
+MODELS = {
+    "minilm-embedding": "benchmarks.engine.models:minilm_embedding",
+    "minilm-tokens": "benchmarks.engine.models:minilm_tokens",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def search(name: str, factory: str, data: Path, out: Path, threads: int, budget: str) -> dict[str, Any]:
+    """One ``honed optimize`` run; its wall time, winner and report."""
+    cmd = [
+        sys.executable, "-m", "honed", "optimize", factory, "--data", str(data), "--out", str(out),
+        "--input", f"input_ids:int64:batch,{SEQ}", "--input", f"attention_mask:int64:batch,{SEQ}",
+        "--metric", "cosine", "--max-metric-drop", "0.01", "--batch-sizes", "1",
+        "--threads", str(threads), "--time-budget", budget, "--no-plot",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)])}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    (out.parent / f"{name}.search.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"honed optimize {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    report = json.loads((out / "report.json").read_text())
+    return {"wall_s": round(wall, 1), "report": report, "winner": report["winner"]}
+
+
+def export_onnx(factory: str, path: Path) -> Path:
+    import importlib
+
+    import torch
+
+    module, attr = factory.split(":")
+    model = getattr(importlib.import_module(module), attr)()
+
+    class Plain(torch.nn.Module):
+        """The first output as a tensor (the ModelOutput's last_hidden_state), as an expert exports it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            return out if isinstance(out, torch.Tensor) else out[0]
+
+    ids = torch.ones(1, SEQ, dtype=torch.int64)
+    axes = {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "output": {0: "batch"}}
+    torch.onnx.export(
+        Plain().eval(), (ids, ids), str(path), input_names=["input_ids", "attention_mask"],
+        output_names=["output"], dynamic_axes=axes, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    return path
+
+
+def expert_int8(onnx: Path, data: dict[str, np.ndarray], out: Path) -> Path:
+    """NNCF's post-training int8 with the transformer preset, as its documentation recommends."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx))
+    items = [{k: v[i : i + 1] for k, v in data.items()} for i in range(len(data["input_ids"]))]
+    quantized = nncf.quantize(
+        model, nncf.Dataset(items), subset_size=len(items),
+        model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
+    )  # fmt: skip
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return out
+
+
+class Engine:
+    """One engine in a process of its own.
+
+    ``spec``: ('honed', artifact dir), ('openvino', model file, inference precision) or ('onnxruntime', onnx).
+    """
+
+    def __init__(self, spec: tuple[str, ...], threads: int) -> None:
+        self.spec = spec
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(spec, threads, child), daemon=True)
+        self.proc.start()
+
+    def call(self, *msg: Any) -> Any:
+        self.conn.send(msg)
+        kind, value = self.conn.recv()
+        if kind == "error":
+            raise RuntimeError(f"{self.spec}: {value}")
+        return value
+
+    def close(self) -> None:
+        self.conn.send(("stop",))
+        self.proc.join(10)
+
+
+def _runner(spec: tuple[str, ...], threads: int) -> Any:
+    """A callable feeds -> list of outputs for the engine ``spec``."""
+    if spec[0] == "honed":
+        from honed.optimizer.artifact import load_runner
+
+        runner = load_runner(Path(spec[1]), threads=threads)
+        return runner.run
+    if spec[0] == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(spec[1], opts, providers=["CPUExecutionProvider"])
+        return lambda feeds: session.run(None, feeds)
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(spec[1])
+    model.reshape({p.get_any_name(): [1, SEQ] for p in model.inputs})
+    config = {
+        "INFERENCE_PRECISION_HINT": spec[2], "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads,
+    }  # fmt: skip
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request.infer(feeds, share_inputs=True)
+        return [np.array(request.get_output_tensor(i).data) for i in range(len(model.outputs))]
+
+    return run
+
+
+def _serve(spec: tuple[str, ...], threads: int, conn: Any) -> None:
+    try:
+        run = _runner(spec, threads)
+        conn.send(("ok", None))
+    except Exception as exc:  # reported to the parent, which records it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    while True:
+        msg = conn.recv()
+        try:
+            if msg[0] == "stop":
+                return
+            if msg[0] == "predict":
+                data = msg[1]
+                outs = [run({k: v[i : i + 1] for k, v in data.items()})[0] for i in range(len(data["input_ids"]))]
+                conn.send(("ok", np.concatenate(outs)))
+            elif msg[0] == "time":
+                feeds, seconds = msg[1], msg[2]
+                times: list[float] = []
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end or len(times) < 5:
+                    started = time.perf_counter()
+                    run(feeds)
+                    times.append((time.perf_counter() - started) * 1000)
+                conn.send(("ok", times))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def gate(reference: np.ndarray, outputs: np.ndarray, data: dict[str, np.ndarray]) -> dict[str, float]:
+    from honed.optimizer.validate import compare, padding_mask
+
+    masked = compare("cosine", [reference], [outputs], None, padding_mask(data)).drop
+    whole = compare("cosine", [reference], [outputs], None).drop
+    return {"drop": round(masked, 5), "drop_with_padding": round(whole, 5)}
+
+
+def bench_model(name: str, factory: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from benchmarks.engine.models import token_data
+
+    data_path = token_data(work / f"{name}.npz", args.samples, SEQ)
+    with np.load(data_path) as loaded:
+        data = {k: loaded[k] for k in loaded.files}
+    log(f"{name}: honed optimize (budget {args.budget})")
+    found = search(name, factory, data_path, work / name, args.threads, args.budget)
+    report = found["report"]
+    winner = next(c for c in report["candidates"] if c["name"] == found["winner"])
+    log(f"{name}: search {found['wall_s']} s, winner {found['winner']} (report p50 {winner['latency_ms']['p50']} ms)")
+    onnx = export_onnx(factory, work / f"{name}.onnx")
+    engines: dict[str, tuple[str, ...]] = {
+        "honed": ("honed", str(work / name / winner["artifact"])),
+        "expert ov-fp32-static": ("openvino", str(onnx), "f32"),
+        "expert ov-bf16-static": ("openvino", str(onnx), "bf16"),
+        "expert ort-fp32": ("onnxruntime", str(onnx)),
+    }
+    log(f"{name}: expert int8 (NNCF, transformer preset)")
+    engines["expert ov-int8-static"] = ("openvino", str(expert_int8(onnx, data, work / f"{name}-int8.xml")), "f32")
+    started = {label: Engine(spec, args.threads) for label, spec in engines.items()}
+    live: dict[str, Engine] = {}
+    failed: dict[str, str] = {}
+    for label, engine in started.items():
+        try:
+            engine.conn.recv()
+            live[label] = engine
+        except EOFError:
+            failed[label] = "process died while loading"
+    reference = live["expert ort-fp32"].call("predict", data)
+    gates = {label: gate(reference, engine.call("predict", data), data) for label, engine in live.items()}
+    sample = {k: v[:1] for k, v in data.items()}
+    per_round: dict[str, list[float]] = {label: [] for label in live}
+    log(f"{name}: timing {list(live)} in {args.rounds} shuffled rounds of {args.seconds} s each")
+    for _ in range(args.rounds):
+        order = list(live)
+        random.shuffle(order)
+        for label in order:
+            per_round[label].append(statistics.median(live[label].call("time", sample, args.seconds)))
+    for engine in live.values():
+        engine.close()
+    return summarize(name, found, winner, gates, per_round, failed, args.max_drop)
+
+
+def summarize(
+    name: str,
+    found: dict[str, Any],
+    winner: dict[str, Any],
+    gates: dict[str, dict[str, float]],
+    per_round: dict[str, list[float]],
+    failed: dict[str, str],
+    max_drop: float,
+) -> dict[str, Any]:
+    p50 = {label: round(statistics.median(times), 3) for label, times in per_round.items()}
+
+    def best_within(key: str) -> tuple[str | None, float | None]:
+        """The fastest expert configuration whose ``key`` drop passes, and honed's paired ratio to it."""
+        passing = [label for label in per_round if label.startswith("expert") and gates[label][key] <= max_drop]
+        if not passing:
+            return None, None
+        label = min(passing, key=lambda name: p50[name])
+        paired = [e / h for e, h in zip(per_round[label], per_round["honed"], strict=True)]
+        return label, round(statistics.median(paired), 3)
+
+    best, ratio = best_within("drop")
+    best_whole, ratio_whole = best_within("drop_with_padding")
+    report_p50 = winner["latency_ms"]["p50"]
+    return {
+        "model": name,
+        "search_s": found["wall_s"],
+        "winner": found["winner"],
+        "winner_drop": winner["metric"]["drop"] if winner.get("metric") else None,
+        "report_p50_ms": report_p50,
+        "independent_p50_ms": p50["honed"],
+        "report_vs_independent": round(report_p50 / p50["honed"], 3),
+        "p50_ms": p50,
+        "per_round_ms": per_round,
+        "gates": gates,
+        "expert_best_in_gate": best,
+        "honed_vs_expert_best": ratio,
+        "expert_best_in_whole_tensor_gate": best_whole,
+        "honed_vs_expert_best_whole_tensor_gate": ratio_whole,
+        "failed": failed,
+        "skipped_or_failed_candidates": {
+            c["name"]: c.get("reason", "") for c in found["report"]["candidates"] if c["status"] != "accepted"
+        },
+    }
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Engine benchmark: honed's pick against an expert's configurations (real trained MiniLM, real text)",
+        "",
+        f"{meta['cpu']}, {meta['threads']} threads; "
+        f"load average before/after {meta['load_before']} / {meta['load_after']}.",
+        f"Batch 1, sequence {SEQ}, cosine drop <= {meta['max_drop']} on {meta['samples']} real sentences "
+        "(padded positions left out; 'with padding' is the whole tensor). "
+        f"{meta['rounds']} shuffled interleaved rounds of {meta['seconds']} s per engine, one process each.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
+    for r in results:
+        lines += [
+            f"## {r['model']}",
+            "",
+            f"- search: {r['search_s']} s wall, winner `{r['winner']}` (drop {r['winner_drop']})",
+            f"- honed vs the expert's best within the gate ({r['expert_best_in_gate']}): "
+            f"**{r['honed_vs_expert_best']}x** (median of per-round ratios)",
+            f"- honed vs the expert's best within a whole-tensor gate, padding included, as an expert without "
+            f"padding-aware checking would pick ({r['expert_best_in_whole_tensor_gate']}): "
+            f"**{r['honed_vs_expert_best_whole_tensor_gate']}x**",
+            f"- the report's p50 {r['report_p50_ms']} ms vs {r['independent_p50_ms']} ms here: "
+            f"{r['report_vs_independent']}x",
+            "",
+            "| engine | p50 ms | cosine drop | drop with padding | within gate |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for label, p50 in sorted(r["p50_ms"].items(), key=lambda kv: kv[1]):
+            g = r["gates"][label]
+            ok = "yes" if g["drop"] <= meta["max_drop"] else "no"
+            lines.append(f"| {label} | {p50} | {g['drop']} | {g['drop_with_padding']} | {ok} |")
+        if r["skipped_or_failed_candidates"]:
+            lines += ["", "honed's candidates not accepted:", ""]
+            lines += [f"- {k}: {v}" for k, v in r["skipped_or_failed_candidates"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "engine")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--budget", default="10m")
+    parser.add_argument("--max-drop", type=float, default=0.01)
+    args = parser.parse_args()
+    from honed.optimizer.machine import load_average
+
+    meta: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "samples": args.samples,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "max_drop": args.max_drop,
+        "load_before": load_average(),
+        "command": " ".join(["python", "benchmarks/engine/run.py", *sys.argv[1:]]),
+    }
+    results = []
+    with tempfile.TemporaryDirectory(prefix="honed-bench-engine-") as tmp:
+        for name in args.models.split(","):
+            results.append(bench_model(name, MODELS[name], args, Path(tmp)))
+    meta["load_after"] = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results, meta))
+    log(f"wrote {args.out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
