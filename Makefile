@@ -62,8 +62,9 @@ test: setup system-packages tools lint ## lint, then every test suite (what CI r
 
 bench: bench-cpu bench-engine ## the CPU benchmarks
 
-bench-engine: setup ## honed's pick vs an expert's configurations on a real MiniLM: writes benchmarks/engine/results.{json,md}
+bench-engine: setup ## honed's pick vs an expert's configurations on a real MiniLM and EfficientNet-Lite0, and the CNN's int8 levers: writes benchmarks/engine/
 	$(BIN)/python benchmarks/engine/run.py --out benchmarks/engine
+	$(BIN)/python benchmarks/engine/int8_levers.py --out benchmarks/engine
 
 bench-cpu: setup ## CPU benchmark: writes benchmarks/cpu/results.{json,md}
 	$(BIN)/python benchmarks/cpu/run.py --out benchmarks/cpu
