@@ -134,7 +134,7 @@ def export_onnx(spec: BenchModel, path: Path) -> Path:
             self.model = model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            out = self.model(**dict(zip(names, tensors, strict=True)))
+            out = self.model(*tensors)  # positional: the factories' own argument names differ (inputs, input_ids)
             return out if isinstance(out, torch.Tensor) else out[0]
 
     dtypes = {"int64": torch.int64, "float32": torch.float32}
