@@ -63,6 +63,18 @@ def test_stats_and_throughput() -> None:
     assert throughput(8, [2.0, 2.0, 100.0]) == 4000.0
 
 
+def test_each_round_counts_once_however_many_calls_it_fit() -> None:
+    # A quiet round fits 90 calls of 1 ms, two loaded rounds 5 calls of 2 ms each: pooled, the quiet
+    # round's calls outvote the others; the report's p50 is the loaded machine's, 2 of 3 rounds.
+    quiet, loaded = [1.0] * 90, [2.0] * 5
+    samples = quiet + loaded + loaded
+    assert latency_stats(samples).p50 == 1.0
+    stats = latency_stats(samples, [1.0, 2.0, 2.0])
+    assert stats.p50 == 2.0 and stats.p90 >= stats.p50 and stats.p99 >= stats.p90
+    assert throughput(4, samples, [1.0, 2.0, 2.0]) == 2000.0
+    assert latency_stats([3.0, 5.0], [4.0]).p50 == 4.0  # one round: its samples as they are
+
+
 def test_rounds_rotate_the_order_so_drift_hits_everyone() -> None:
     schedule = rounds_schedule(["a", "b", "c"], [1], rounds=3)
     assert [s[0] for s in schedule] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]

@@ -31,6 +31,7 @@ class Trial:
     build_seconds: float | None = None
     worker: Worker | None = None
     samples: dict[int, list[float]] = field(default_factory=dict)
+    round_p50s: dict[int, list[float]] = field(default_factory=dict)  # one median per timing slot
     stats: dict[str, int | None] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     quick_p50: float | None = None  # ms at the smallest batch, from a short timing taken to bound a follow-up
@@ -258,26 +259,31 @@ class Search:
             try:
                 samples = trial.worker.call("time", batch, per_slot, 5, 2000, timeout=max(60.0, per_slot * 20))
                 trial.samples.setdefault(batch, []).extend(samples)
+                if samples:
+                    trial.round_p50s.setdefault(batch, []).append(float(np.median(samples)))
             except WorkerFailure as exc:
                 trial.status, trial.reason = "failed", f"timing at batch {batch}: {exc}"
 
     def _confirm(self, live: dict[str, Trial], per_slot: float) -> None:
         """More interleaved rounds for the candidates still close to the fastest, batch size by batch size."""
-        from honed.optimizer.measure import contenders, rounds_schedule
+        from honed.optimizer.measure import contenders, rounds_schedule, typical_ms
 
         for batch in self.prep.batch_sizes:
             p50 = {
-                name: float(np.median(t.samples[batch]))
+                name: typical_ms(t.samples[batch], t.round_p50s.get(batch, ()))
                 for name, t in live.items()
                 if t.status == "accepted" and t.samples.get(batch)
             }
+            # The fastest alone gets its rounds too: its p50 is what the report promises.
             close = contenders(p50, CONTENDER_WITHIN)
-            if len(close) < 2 or self.remaining() < len(close) * CONFIRM_ROUNDS * per_slot * 2 + 5:
+            if not close or self.remaining() < len(close) * CONFIRM_ROUNDS * per_slot * 2 + 5:
                 continue
-            self.progress.step(
-                f"timing {', '.join(close)} at batch {batch} for {CONFIRM_ROUNDS} more rounds "
-                f"(within {CONTENDER_WITHIN}x of the fastest)"
+            why = (
+                f"within {CONTENDER_WITHIN}x of the fastest"
+                if len(close) > 1
+                else f"none other within {CONTENDER_WITHIN}x; more rounds for a steadier p50"
             )
+            self.progress.step(f"timing {', '.join(close)} at batch {batch} for {CONFIRM_ROUNDS} more rounds ({why})")
             self._run_schedule(live, rounds_schedule(close, [batch], CONFIRM_ROUNDS), per_slot)
 
     def close(self, trials: list[Trial]) -> None:

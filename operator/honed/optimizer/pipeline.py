@@ -110,8 +110,9 @@ def _evaluate_all(search: Search, baseline: Trial, others: list[Trial]) -> list[
 
 
 def _candidate(trial: Trial, options: OptimizeOptions, prep: Prepared) -> Candidate:
-    by_batch = {str(b): latency_stats(s) for b, s in sorted(trial.samples.items()) if s}
-    tput = {str(b): throughput(b, s) for b, s in sorted(trial.samples.items()) if s}
+    rounds = trial.round_p50s
+    by_batch = {str(b): latency_stats(s, rounds.get(b, ())) for b, s in sorted(trial.samples.items()) if s}
+    tput = {str(b): throughput(b, s, rounds.get(b, ())) for b, s in sorted(trial.samples.items()) if s}
     first = str(min(prep.batch_sizes)) if prep.batch_sizes else "1"
     artifact_dir = options.out / "artifacts" / trial.name
     from honed.optimizer.artifact import artifact_size
