@@ -21,6 +21,7 @@ from honed.serving.repository import (
     version_config_name,
     version_config_path,
     versions,
+    warmup_batch_sizes,
     write_version,
 )
 from honed.serving.tuning import ServingOptions
@@ -43,6 +44,14 @@ def test_runtime_packaging_ships_model_py_and_the_artifact(report_dir: Path, tmp
     config = parse_config((tmp_path / "mlp" / "config.pbtxt").read_text())
     assert config.backend == "python" and config.parameters["artifact"].string_value == "artifact"
     assert config.response_cache.enable and config.max_batch_size == 32
+    # Every padded batch shape is compiled while the version loads, not by the first request of its size.
+    assert [w.batch_size for w in config.model_warmup] == [1, 2, 4, 8, 16, 32]
+
+
+def test_the_warmup_ladder_ends_at_the_max_batch() -> None:
+    assert warmup_batch_sizes(0) == warmup_batch_sizes(1) == [1]
+    assert warmup_batch_sizes(2) == [1, 2]
+    assert warmup_batch_sizes(24) == [1, 2, 4, 8, 16, 24]
 
 
 def test_native_packaging_hands_the_onnx_file_to_tritons_onnxruntime(report_dir: Path, tmp_path: Path) -> None:

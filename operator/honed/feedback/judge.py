@@ -12,8 +12,8 @@ from honed.feedback.policy_inputs import Deployment, ceil_int
 from honed.feedback.window import MetricWindow
 
 # Triton's latency summaries remember about a minute and count the model_warmup requests of a
-# newly loaded version (batch 1 and the max batch). Until warmup is under 1% of what the
-# summary holds, its p99 describes the warmup, not the traffic.
+# newly loaded version (batches 1, 2, 4, ... and the max: under twice the max batch in all).
+# Until warmup is under 1% of what the summary holds, its p99 describes the warmup, not the traffic.
 SUMMARY_MEMORY_S = 60.0
 WARMUP_SHARE = 0.01
 
@@ -67,7 +67,7 @@ def quantiles_trusted(window: MetricWindow, deployment: Deployment) -> bool:
     since = (window.end - deployment.deployed_at).total_seconds()
     if since >= SUMMARY_MEMORY_S:
         return True
-    warmup = 1 + max(deployment.max_batch_size, 1)
+    warmup = 2 * max(deployment.max_batch_size, 1)
     return window.request_rate * max(since, 0.0) * WARMUP_SHARE >= warmup
 
 
