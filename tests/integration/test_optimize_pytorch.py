@@ -128,3 +128,39 @@ def test_token_ids_of_the_wrong_dtype_blame_the_inputs(tmp_path: Path) -> None:
                    "--input", f"attention_mask:int64:batch,{SEQ}", "--out", tmp_path / "o")  # fmt: skip
     message = cli_error(result)
     assert "input_ids:float32" in message and "check --input shapes and dtypes" in message
+
+
+def test_a_state_whose_batch_is_its_second_axis_exports_with_the_batch_there(tmp_path: Path) -> None:
+    """An LSTM's (x, h0, c0) -> (y, hn, cn): example inputs, output specs and both exports put the batch on axis 1."""
+    specs = ["x:float32:batch,5,8", "h0:float32:2,batch,16", "c0:float32:2,batch,16"]
+    source = load_source(f"{FACTORIES}:stateful_lstm", tmp_path, [parse_input_option(s) for s in specs])
+    assert [(o.shape, o.sample_axis) for o in source.outputs] == [
+        ([-1, 5, 16], 0),
+        ([2, -1, 16], 1),
+        ([2, -1, 16], 1),
+    ]
+    assert source.onnx_path is not None and source.torch_path is not None, source.notes
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((3, 5, 8)), "h0": np.zeros((2, 3, 16)), "c0": np.zeros((2, 3, 16))}
+    session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {k: v.astype(np.float32) for k, v in feeds.items()})
+    assert [list(o.shape) for o in outputs] == [[3, 5, 16], [2, 3, 16], [2, 3, 16]]
+
+
+def test_an_operator_the_legacy_onnx_exporter_lacks_is_exported_with_dynamo(tmp_path: Path) -> None:
+    source = load_source(f"{FACTORIES}:differences", tmp_path, [parse_input_option("x:float32:batch,4")])
+    assert source.onnx_path is not None, source.notes
+    assert any("aten::diff" in note and "dynamo exporter" in note for note in source.notes), source.notes
+    import onnxruntime as ort
+    import torch
+
+    from tests.fixtures.torch_models import differences
+
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+    (served,) = session.run(None, {"x": x})
+    with torch.inference_mode():
+        expected = differences().eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)

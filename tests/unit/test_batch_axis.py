@@ -11,6 +11,7 @@ from honed.errors import InputError
 from honed.optimizer.data import check_arrays, synthesize
 from honed.optimizer.onnx_graph import read_onnx
 from honed.optimizer.tensors import TensorSpec, infer_batch_axes, parse_input_option
+from honed.optimizer.torch_export import output_spec
 from tests.fixtures.models import stateful_gru_onnx, token_classifier_onnx
 
 
@@ -84,3 +85,23 @@ def test_data_errors_never_show_a_minus_one_to_copy(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         check_arrays({"x": arrays["x"], "h0": np.zeros((3, 2, 9), np.float32)}, [x, known], tmp_path / "d.npz", None)
     assert "-1" not in err.value.message.replace(str(tmp_path), "DATA") and "[2, batch, 16]" in err.value.message
+
+
+def test_an_output_batch_axis_is_the_one_that_grows_with_the_batch() -> None:
+    # At batch 2 and 3: an RNN state [layers=2, batch, 16], a logit row per sample, and a pooled constant.
+    state = output_spec("h", "float32", [2, 2, 16], [2, 3, 16], None)
+    assert state.shape == [2, -1, 16] and state.sample_axis == 1
+    logits = output_spec("logits", "float32", [2, 5], [3, 5], None)
+    assert logits.shape == [-1, 5] and logits.sample_axis == 0
+    constant = output_spec("scale", "float32", [4], [4], None)
+    assert constant.shape == [4] and constant.sample_axis is None
+
+
+def test_output_axes_that_follow_an_open_input_axis_stay_open() -> None:
+    # Token logits [batch, seq, vocab] of a model whose --input leaves the sequence length open.
+    logits = output_spec("logits", "float32", [2, 16, 100], [3, 16, 100], [2, 17, 100])
+    assert logits.shape == [-1, -1, 100] and logits.sample_axis == 0
+
+
+def test_without_a_second_call_the_first_output_axis_is_the_batch() -> None:
+    assert output_spec("y", "float32", [4, 5], None, None).shape == [-1, 5]

@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from honed.optimizer.torch_call import OutputError, flatten
+from honed.optimizer.tensors import parse_input_option
+from honed.optimizer.torch_call import OutputError, call_failure, flatten
 
 torch = pytest.importorskip("torch")
 
@@ -65,3 +66,13 @@ def test_two_outputs_flattening_to_one_name_are_refused() -> None:
     t = torch.zeros(1)
     with pytest.raises(OutputError, match=r"same name twice: a\.0"):
         flatten({"a": (t,), "a.0": t})
+
+
+def test_a_call_failing_on_an_axis_left_open_blames_the_length_honed_picked() -> None:
+    """Audio left open (batch,-1) runs with 16 samples, shorter than a convolution's kernel: say so, and the fix."""
+    spec = parse_input_option("input_values:float32:batch,-1")
+    exc = RuntimeError("Calculated padded input size per channel: (2). Kernel size: (3).")
+    error = call_failure(exc, [spec], ["input_values"])
+    assert "input_values:float32[batch, ?]" in error.message and "-1" not in error.message
+    assert "length 16 on the axes --input leaves open: input_values axis 1" in error.message
+    assert error.hint is not None and "--input input_values:float32:batch,N" in error.hint

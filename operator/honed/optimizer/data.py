@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec, shape_text
-from honed.optimizer.torch_export import DEFAULT_OPEN_DIM
+from honed.optimizer.tensors import DEFAULT_OPEN_DIM, TensorSpec, shape_text
 
 LABELS = "labels"
 

@@ -83,6 +83,8 @@ class TensorSpec(BaseModel):
 
 
 BATCH_NAME = "batch"
+# A dimension the model leaves open (other than the batch axis) gets this length for export and data.
+DEFAULT_OPEN_DIM = 16
 
 
 def parse_input_option(text: str) -> TensorSpec:
@@ -153,3 +155,8 @@ def shape_text(shape: Sequence[int | str], batch_axis: int | None = None) -> str
         )
         + "]"
     )
+
+
+def open_axes(spec: TensorSpec) -> list[int]:
+    """The axes of ``spec`` that vary other than its batch axis (a sequence length, an audio length)."""
+    return [axis for axis, dim in enumerate(spec.shape) if dim == -1 and axis != spec.sample_axis]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import BATCH_NAME, DEFAULT_OPEN_DIM, TensorSpec, open_axes, shape_text
 
 OUTPUT = "output"
 # A transformers model returns its key/value cache (a Cache object, not a tensor) when use_cache is on.
@@ -216,13 +216,27 @@ _INPUT_MISFIT = re.compile(
 def call_failure(exc: Exception, inputs: list[TensorSpec], params: list[str]) -> InputError:
     """Why calling the model failed, with the fix for that cause rather than a guess."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    given = ", ".join(f"{s.name}:{s.dtype}{s.shape}" for s in inputs)
+    given = ", ".join(f"{s.name}:{s.dtype}{shape_text(s.shape, s.sample_axis)}" for s in inputs)
     message = f"the model raises {type(exc).__name__} when called with {given}: {text[:300]}"
     if isinstance(exc, TypeError) and "argument" in text:
         return InputError(
             message,
             hint=f"forward() takes ({', '.join(params) or '?'}): name --input or the --data arrays after "
             "those parameters",
+        )
+    opened = [spec for spec in inputs if open_axes(spec)]
+    if opened:
+        # The call ran with a length honed picked, which the model may not take (audio shorter than a kernel).
+        where = ", ".join(f"{s.name} axis {', '.join(map(str, open_axes(s)))}" for s in opened)
+        spec = opened[0]
+        example = ",".join(
+            BATCH_NAME if axis == spec.sample_axis else ("N" if dim == -1 else str(dim))
+            for axis, dim in enumerate(spec.shape)
+        )
+        return InputError(
+            f"{message} (honed called it with length {DEFAULT_OPEN_DIM} on the axes --input leaves open: {where})",
+            hint=f"give those axes the length the model takes, e.g. --input {spec.name}:{spec.dtype}:{example} "
+            "with N a real length, or pass --data with real inputs",
         )
     if _INPUT_MISFIT.search(text):
         return InputError(message, hint="check --input shapes and dtypes against what forward() expects")

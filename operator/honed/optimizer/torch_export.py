@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,13 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec
+from honed.optimizer.tensors import DEFAULT_OPEN_DIM, TensorSpec, has_batch_axis, open_axes
 
 if TYPE_CHECKING:
     from honed.optimizer.sources import SourceModel
-
-# A dimension the model leaves open (other than the batch axis) gets this length for export and data.
-DEFAULT_OPEN_DIM = 16
 
 
 def load_torchscript(path: Path) -> Any:
@@ -37,14 +35,16 @@ def load_torchscript(path: Path) -> Any:
     return module
 
 
-def example_feeds(inputs: list[TensorSpec], batch: int) -> dict[str, np.ndarray]:
-    """Deterministic, contiguous example inputs (batch 2 avoids exporters specialising batch 1)."""
+def example_feeds(inputs: list[TensorSpec], batch: int, open_dim: int = DEFAULT_OPEN_DIM) -> dict[str, np.ndarray]:
+    """Deterministic, contiguous example inputs (batch 2 avoids exporters specialising batch 1).
+
+    ``batch`` goes on each input's batch axis (wherever it sits), ``open_dim`` on its other varying axes.
+    """
     rng = np.random.default_rng(0)
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
-        shape = [
-            batch if i == 0 and d == -1 else (DEFAULT_OPEN_DIM if d == -1 else d) for i, d in enumerate(spec.shape)
-        ]
+        axis = spec.sample_axis
+        shape = [batch if i == axis else (open_dim if d == -1 else d) for i, d in enumerate(spec.shape)]
         dtype = spec.np_dtype()
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -71,9 +71,14 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
     called = probe(module, source.inputs, args)
     source.call = called.convention.to_options()
     source.notes.extend(called.notes)
+    flat = flat_module(module, called.convention)
+    shapes = [list(o.shape) for _, o in called.outputs]
+    at_batch = _shapes_at(flat, source.inputs, batch=3) if has_batch_axis(source.inputs) else None
+    opened = any(open_axes(spec) for spec in source.inputs)
+    at_open = _shapes_at(flat, source.inputs, batch=2, open_dim=DEFAULT_OPEN_DIM + 1) if opened else None
     source.outputs = [
-        TensorSpec(name=name, dtype=str(o.dtype).replace("torch.", ""), shape=[-1, *list(o.shape[1:])])
-        for name, o in called.outputs
+        output_spec(name, str(o.dtype).replace("torch.", ""), shapes[i], _nth(at_batch, i), _nth(at_open, i))
+        for i, (name, o) in enumerate(called.outputs)
     ]
     clashes = sorted({o.name for o in source.outputs} & {i.name for i in source.inputs})
     if clashes:
@@ -81,7 +86,6 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
             f"the model's output(s) {clashes} have the name of an input",
             hint="rename them in what forward() returns (ONNX and Triton need distinct tensor names)",
         )
-    flat = flat_module(module, called.convention)
     onnx_path = work_dir / "source.onnx"
     try:
         _export_onnx(flat, args, source, onnx_path)
@@ -98,6 +102,46 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
             source.notes.append(f"torch.export failed, so torch.compile candidates are skipped: {_first_line(exc)}")
 
 
+def _shapes_at(flat: Any, inputs: list[TensorSpec], batch: int, open_dim: int = DEFAULT_OPEN_DIM) -> Any:
+    """The output shapes of one eager call at ``batch`` and ``open_dim``; None when the model refuses them."""
+    import torch
+
+    feeds = example_feeds(inputs, batch=batch, open_dim=open_dim)
+    try:
+        with torch.inference_mode():
+            outputs = flat(*(torch.from_numpy(feeds[s.name]) for s in inputs))
+    except Exception:
+        return None
+    return [list(o.shape) for o in outputs]
+
+
+def _nth(shapes: list[list[int]] | None, index: int) -> list[int] | None:
+    return shapes[index] if shapes is not None and index < len(shapes) else None
+
+
+def output_spec(
+    name: str, dtype: str, shape: list[int], at_batch: list[int] | None, at_open: list[int] | None
+) -> TensorSpec:
+    """An output's spec from its shape at the example call (batch 2) and at two variations of it.
+
+    ``at_batch``: its shape at batch 3; the axis that grows with the batch is the output's batch
+    axis, wherever it sits (an RNN state ``[layers, batch, hidden]``); an output no axis of which
+    grows has no batch axis. ``at_open``: its shape with the inputs' other varying axes one longer;
+    the axes that change are left open (-1). Without ``at_batch`` (the model has no batch axis, or
+    refused batch 3) the first axis is taken as the batch.
+    """
+    dims = list(shape)
+    if at_batch is None or len(at_batch) != len(shape):
+        return TensorSpec(name=name, dtype=dtype, shape=[-1, *dims[1:]] if dims else [])
+    if at_open is not None and len(at_open) == len(shape):
+        dims = [-1 if a != b else d for d, a, b in zip(dims, shape, at_open, strict=True)]
+    grown = [axis for axis, (a, b) in enumerate(zip(shape, at_batch, strict=True)) if a != b]
+    batch_axis = next((axis for axis in grown if at_batch[axis] * 2 == shape[axis] * 3), None)
+    for axis in grown:
+        dims[axis] = -1
+    return TensorSpec(name=name, dtype=dtype, shape=dims, batch_axis=batch_axis or None)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
@@ -108,23 +152,39 @@ def _export_onnx(module: Any, args: tuple[Any, ...], source: SourceModel, path: 
 
     dynamic_axes: dict[str, dict[int, str]] = {}
     for spec in [*source.inputs, *source.outputs]:
-        axes = {i: ("batch" if i == 0 else f"{spec.name}_{i}") for i, d in enumerate(spec.shape) if d == -1}
+        batch_axis = spec.sample_axis
+        axes = {i: ("batch" if i == batch_axis else f"{spec.name}_{i}") for i, d in enumerate(spec.shape) if d == -1}
         if axes:
             dynamic_axes[spec.name] = axes
-    # The legacy exporter is several times faster than dynamo and handles ScriptModules.
+    input_names, output_names = [s.name for s in source.inputs], [s.name for s in source.outputs]
+    # The legacy exporter is several times faster than dynamo and handles ScriptModules; dynamo
+    # covers the operators it lacks (aten::diff, which a transformers decoder called without an
+    # attention mask reaches), so it is the fallback.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=[s.name for s in source.inputs],
-            output_names=[s.name for s in source.outputs],
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                module, args, str(path), dynamo=False, opset_version=17, dynamic_axes=dynamic_axes,
+                do_constant_folding=True, input_names=input_names, output_names=output_names,
+            )  # fmt: skip
+        except Exception as legacy:
+            if isinstance(module, torch.jit.ScriptModule):
+                raise
+            try:
+                # flat_module's forward(*inputs) takes the inputs as one varargs tuple, hence the nesting.
+                shapes = tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s.shape) if d == -1} or None
+                               for s in source.inputs)  # fmt: skip
+                logging.disable(logging.WARNING)  # it logs each torchvision operator it cannot register
+                torch.onnx.export(module, args, str(path), dynamo=True, opset_version=18, dynamic_shapes=(shapes,),
+                                  input_names=input_names, output_names=output_names)  # fmt: skip
+            except Exception:
+                raise legacy from None
+            finally:
+                logging.disable(logging.NOTSET)
+            source.notes.append(
+                f"the legacy ONNX exporter failed ({_first_line(legacy)}), so the model was exported with "
+                "torch.onnx's dynamo exporter"
+            )
     _check_count(len(_onnx_outputs(path)), source, "the ONNX graph")
 
 
@@ -147,7 +207,7 @@ def _export_program(module: Any, args: tuple[Any, ...], source: SourceModel, pat
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} if s.shape and s.shape[0] == -1 else None for s in source.inputs)
+    dynamic = tuple({s.sample_axis: batch} if s.sample_axis is not None else None for s in source.inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # flat_module's forward(*inputs) takes the inputs as one varargs tuple, hence the nesting.
