@@ -19,17 +19,26 @@ def test_growing_throughput_fills_batches_up_to_the_largest_measured() -> None:
     assert choice.dynamic.max_queue_delay_us == 200
 
 
-def test_a_throughput_peak_inside_the_range_becomes_the_preferred_size() -> None:
+def test_a_throughput_peak_inside_the_range_becomes_the_max() -> None:
+    # Under load Triton sends all that queued up to the max, preferred sizes or not: only the max
+    # keeps batches at the peak.
     choice = batching(latency_by_batch={1: 2.0, 8: 4.0, 32: 40.0})  # 2000/s at 8, 800/s at 32
-    assert choice.max_batch_size == 32
-    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == (8,)
-    assert any("throughput peak" in note for note in choice.notes)
+    assert choice.max_batch_size == 8
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
+    assert any("max_batch_size 8: the measured throughput peak" in note for note in choice.notes)
+    # A max set by option (clients send larger batches): the peak is the size to form.
+    built = build_report(latency_by_batch={1: 2.0, 8: 4.0, 32: 40.0})
+    wide = choose_batching(built, built.candidates[0], ServingOptions(max_batch_size=32))
+    assert wide.max_batch_size == 32 and wide.dynamic is not None and wide.dynamic.preferred_batch_sizes == (8,)
+    narrow = choose_batching(built, built.candidates[0], ServingOptions(max_batch_size=4))
+    assert narrow.max_batch_size == 4 and narrow.dynamic is not None and narrow.dynamic.preferred_batch_sizes == ()
 
 
-def test_a_budget_prefers_the_largest_batch_that_fits_and_waits_half_the_headroom() -> None:
+def test_a_budget_caps_batches_at_the_largest_that_fits_and_waits_half_the_headroom() -> None:
     # p99 = 1.5 x p50: batch 8 -> 6 ms, batch 32 -> 15 ms; budget 10 ms.
     choice = batching(latency_by_batch={1: 1.0, 8: 4.0, 32: 10.0}, latency_budget_ms=10.0)
-    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == (8,)
+    assert choice.max_batch_size == 8, "a batch of 32 would break the budget"
+    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
     # headroom 10 - 6 = 4 ms, half is 2 ms, capped at a tenth of a batch-1 inference (0.1 ms).
     assert choice.dynamic.max_queue_delay_us == 100
     choice = batching(latency_by_batch={1: 20.0, 8: 24.0, 32: 26.0}, latency_budget_ms=40.0)
@@ -101,3 +110,12 @@ def test_when_batch_one_is_fastest_per_item_nothing_waits_and_nothing_is_preferr
     assert choice.max_batch_size == 8, "clients may still send batches of 8"
     assert choice.dynamic is not None
     assert choice.dynamic.preferred_batch_sizes == () and choice.dynamic.max_queue_delay_us == 0
+
+
+def test_an_output_without_a_first_axis_batch_turns_batching_off_and_says_which() -> None:
+    built = build_report()
+    state = built.model.outputs[0].model_copy(update={"name": "hn", "shape": [2, -1, 16], "batch_axis": 1})
+    stateful = built.model_copy(update={"model": built.model.model_copy(update={"outputs": [state]})})
+    choice = choose_batching(stateful, stateful.candidates[0], ServingOptions())
+    assert choice.max_batch_size == 0 and choice.dynamic is None
+    assert "hn has no batch on the first axis" in choice.notes[0]

@@ -52,8 +52,13 @@ class InstanceChoice:
 
 
 def batch_fixed(report: Report) -> bool:
-    """Whether Triton cannot batch requests: the model pins its batch size, or an input has no batch axis."""
-    return report.model.batch == "fixed" or not all(spec.batched for spec in report.model.inputs)
+    """Whether Triton cannot batch requests: the model pins its batch size, or a tensor lacks a first-axis batch.
+
+    Triton stacks requests on the first axis of every input and output; an RNN state
+    ``[layers, batch, hidden]`` or an output with no batch axis cannot be stacked that way.
+    """
+    tensors = [*report.model.inputs, *report.model.outputs]
+    return report.model.batch == "fixed" or not all(spec.batched for spec in tensors)
 
 
 def measured(candidate: Candidate) -> dict[int, tuple[Latency | None, float]]:
@@ -77,62 +82,82 @@ def measured(candidate: Candidate) -> dict[int, tuple[Latency | None, float]]:
 def choose_batching(report: Report, candidate: Candidate, options: ServingOptions) -> BatchingChoice:
     """Max batch size, preferred batch sizes and queue delay for ``candidate``, from its benchmark.
 
-    A value set in ``options`` wins. A preferred size is set only where the benchmark shows one that
-    beats filling up to the max: a throughput peak, or the largest batch within the latency budget.
+    A value set in ``options`` wins. Where the benchmark shows a batch size that beats filling up to
+    the largest measured (a throughput peak, or the largest batch within the latency budget), that
+    size is the max; with a max set by option above it, it is the preferred size.
     """
     if batch_fixed(report):
         fixed = report.model.fixed_batch_size
+        unstacked = [s.name for s in (*report.model.inputs, *report.model.outputs) if not s.batched]
+        why = (
+            f"the model's batch axis is fixed{f' at {fixed}' if fixed else ''}"
+            if report.model.batch == "fixed" or not unstacked
+            else f"{', '.join(unstacked)} {'has' if len(unstacked) == 1 else 'have'} no batch on the first axis"
+        )
         return BatchingChoice(
-            0,
-            None,
-            (
-                f"max_batch_size 0: the model's batch axis is fixed{f' at {fixed}' if fixed else ''}, "
-                "so requests are sent whole and Triton cannot batch them",
-            ),
+            0, None, (f"max_batch_size 0: {why}, so requests are sent whole and Triton cannot batch them",)
         )
     table = measured(candidate)
     largest = max(table, default=1)
-    max_batch = options.max_batch_size or largest
-    notes = [
-        f"max_batch_size {max_batch}: "
-        + ("set by option" if options.max_batch_size else "the largest batch the benchmark measured")
-    ]
+    items = {b: t for b, (_, t) in table.items()}
+    latency = {b: lat for b, (lat, _) in table.items() if lat is not None}
+    budget = report.settings.latency_budget_ms
+    best, why_best = _best_batch(items, latency, largest, budget)
+    if options.max_batch_size:
+        max_batch, notes = options.max_batch_size, [f"max_batch_size {options.max_batch_size}: set by option"]
+    elif best is not None and options.dynamic_batching:
+        # Measured (benchmarks/serving, MiniLM int8 on 2 CPUs, preferred size 8 and max 32): at 32 in
+        # flight Triton formed batches of 13-18. A request waits longer than the queue delay behind the
+        # busy instance, so the batcher sends all that queued, up to max_batch_size, whatever the
+        # preferred sizes: only the max keeps batches at the size that measured best.
+        max_batch, notes = (
+            best,
+            [
+                f"max_batch_size {best}: {why_best}; under load Triton sends everything queued up to the max, "
+                "so the max is what keeps batches at this size (a request of a larger batch is refused: set "
+                "the max batch size to accept one)"
+            ],
+        )
+    else:
+        max_batch, notes = largest, [f"max_batch_size {largest}: the largest batch the benchmark measured"]
     if not options.dynamic_batching:
         return BatchingChoice(max_batch, None, (*notes, "dynamic batching off: asked for"))
     if max_batch <= 1:
         return BatchingChoice(max_batch, None, (*notes, "no dynamic batching: the benchmark measured batch 1 only"))
 
-    items = {b: t for b, (_, t) in table.items()}
-    latency = {b: lat for b, (lat, _) in table.items() if lat is not None}
-    budget = report.settings.latency_budget_ms
     preferred: tuple[int, ...] = ()
-    peak = max(items, key=lambda b: items[b]) if items else largest
-    if 1 < peak < largest and items[peak] >= HELPFUL_GAIN * items[largest]:
-        preferred = (peak,)
-        notes.append(
-            f"preferred batch {peak}: the measured throughput peak ({items[peak]:.0f}/s vs "
-            f"{items[largest]:.0f}/s at batch {largest})"
-        )
-    elif budget is not None and largest in latency and latency[largest].p99 > budget:
-        within = [b for b, lat in latency.items() if lat.p99 <= budget and b <= max_batch]
-        if within and max(within) > 1:
-            preferred = (max(within),)
-            notes.append(
-                f"preferred batch {preferred[0]}: the largest measured batch within the {budget:g} ms "
-                f"budget (p99 {latency[preferred[0]].p99:.2f} ms); batch {largest} takes "
-                f"{latency[largest].p99:.2f} ms"
-            )
-    if not preferred:
+    if best is not None and best < max_batch:  # a max set by option: the best size is still the one to form
+        preferred = (best,)
+        notes.append(f"preferred batch {best}: {why_best}")
+    elif best is None:
         notes.append(
             f"no preferred batch sizes: the benchmark shows no batch size better than filling up to {max_batch}"
         )
 
-    target = preferred[0] if preferred else largest
+    target = min(best if best is not None else largest, max_batch)
     gain = items.get(target, 0.0) / items[1] if items.get(1) else None
     on_gpu = candidate.device.startswith(("cuda", "gpu"))
     delay_us, why = _queue_delay(options, gain, target, latency, budget, on_gpu)
     notes.append(f"max_queue_delay {delay_us} us: {why}")
     return BatchingChoice(max_batch, DynamicBatching(delay_us, preferred), tuple(notes))
+
+
+def _best_batch(
+    items: dict[int, float], latency: dict[int, Latency], largest: int, budget: float | None
+) -> tuple[int | None, str]:
+    """The measured batch size to keep batches at, below the largest measured, and why; None for the largest."""
+    peak = max(items, key=lambda b: items[b]) if items else largest
+    if 1 < peak < largest and items[peak] >= HELPFUL_GAIN * items[largest]:
+        return peak, f"the measured throughput peak ({items[peak]:.0f}/s vs {items[largest]:.0f}/s at batch {largest})"
+    if budget is not None and largest in latency and latency[largest].p99 > budget:
+        within = [b for b, lat in latency.items() if lat.p99 <= budget]
+        if within and max(within) > 1:
+            fits = max(within)
+            return fits, (
+                f"the largest measured batch within the {budget:g} ms budget (p99 {latency[fits].p99:.2f} ms); "
+                f"batch {largest} takes {latency[largest].p99:.2f} ms"
+            )
+    return None, ""
 
 
 def _queue_delay(
