@@ -239,7 +239,13 @@ class DynamicBatching(ApiModel):
     """Triton's dynamic batcher; fields left out are derived from the winner's benchmark."""
 
     enabled: bool = Field(True, description="let Triton combine concurrent requests into batches")
-    max_batch_size: BatchSize | None = Field(None, description="largest batch Triton forms")
+    max_batch_size: BatchSize | None = Field(
+        None,
+        description=(
+            "largest batch Triton forms, and accepts in one request; left out, the batch size that "
+            "measured best (the throughput peak, or the largest within the latency budget), else the largest measured"
+        ),
+    )
     max_queue_delay_microseconds: int | None = Field(
         None, ge=0, le=10_000_000, description="how long a request may wait for a batch to fill"
     )
