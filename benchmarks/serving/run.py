@@ -85,10 +85,31 @@ def time_runtime(runner: Runner, feeds: list[Feeds], seconds: float) -> list[flo
     return times
 
 
+def batch_compute(http_url: str, model: str) -> dict[int, tuple[int, int]]:
+    """Triton's statistics per executed batch size: ``{size: (executions, compute_infer ns)}``, cumulative."""
+    with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=10) as response:
+        stats = json.loads(response.read())["model_stats"][0]
+    return {
+        int(entry["batch_size"]): (int(entry["compute_infer"]["count"]), int(entry["compute_infer"]["ns"]))
+        for entry in stats.get("batch_stats", [])
+    }
+
+
+def executed_batches(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict[str, Any]:
+    """Per batch size formed between two ``batch_compute`` readings: executions and mean compute_infer ms."""
+    out: dict[str, Any] = {}
+    for size, (count, ns) in sorted(after.items()):
+        runs = count - before.get(size, (0, 0))[0]
+        if runs > 0:
+            out[str(size)] = {"executions": runs, "compute_ms": (ns - before.get(size, (0, 0))[1]) / runs / 1e6}
+    return out
+
+
 def load_point(
     server: TritonServer, model: str, feeds: list[Feeds], concurrency: int, seconds: float
 ) -> dict[str, Any]:
     before = model_traffic(server.metrics_text(), model)
+    formed = batch_compute(server.endpoints.http_url, model)
     result = drive(
         server.endpoints.grpc,
         model,
@@ -101,7 +122,33 @@ def load_point(
     after = model_traffic(server.metrics_text(), model)
     runs = after.executions - before.executions
     batch = (after.inferences - before.inferences) / runs if runs else 0.0
-    return {**asdict(result), "average_batch": batch, "load_average": os.getloadavg()[0]}
+    batches = executed_batches(formed, batch_compute(server.endpoints.http_url, model))
+    return {**asdict(result), "average_batch": batch, "load_average": os.getloadavg()[0], "batches": batches}
+
+
+def formed_vs_runtime(points: list[dict[str, Any]], runner: Runner, feeds: list[Feeds]) -> list[dict[str, Any]]:
+    """The batches Triton formed (all rounds of one point) beside the runtime alone at each size.
+
+    Triton's compute_infer is the round trip to the python stub and model.py's execute (gathering
+    the requests, the runtime, splitting the outputs); the runtime alone runs the same batch in
+    this process, right after the load, so the gap is what serving adds around the runtime.
+    """
+    totals: dict[int, list[float]] = {}
+    for point in points:
+        for size, entry in point.get("batches", {}).items():
+            runs, ms = totals.setdefault(int(size), [0, 0.0])
+            totals[int(size)] = [runs + entry["executions"], ms + entry["compute_ms"] * entry["executions"]]
+    rows = []
+    for size, (runs, ms) in sorted(totals.items(), key=lambda item: -item[1][0])[:6]:
+        batch = {name: np.concatenate([feeds[i % len(feeds)][name] for i in range(size)]) for name in feeds[0]}
+        runner.run(batch)  # a shape this process has not run yet compiles first (OpenVINO)
+        alone = float(np.median(time_runtime(runner, [batch], 1.0)))
+        triton_ms = ms / runs
+        rows.append(
+            {"batch": size, "executions": int(runs), "triton_compute_ms": triton_ms, "runtime_ms": alone,
+             "ratio": triton_ms / alone}
+        )  # fmt: skip
+    return sorted(rows, key=lambda row: row["batch"])
 
 
 def median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,7 +158,7 @@ def median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
         concurrency=points[0]["concurrency"],
         requests=sum(p["requests"] for p in points),
         errors=sum(p["errors"] for p in points),
-        rounds=[{k: p[k] for k in keys} for p in points],
+        rounds=[{**{k: p[k] for k in keys}, "batches": p.get("batches", {})} for p in points],
     )
     return merged
 
@@ -191,6 +238,18 @@ def markdown(results: dict[str, Any]) -> str:
         f"{cache['miss_p50_ms']:.2f} ms p50 for misses; Triton counted {cache['hits_counted']:.0f} hits of "
         f"{cache['repeats']} repeats.",
         "",
+        f"Batches Triton formed at concurrency {last['concurrency']} (all rounds; the six most frequent sizes), "
+        "its compute_infer per execution (the python stub's round trip and model.py's execute) beside the "
+        "runtime alone on the same batch in this process, timed right after the load:",
+        "",
+        "| batch | executions | Triton compute_infer ms | runtime alone ms | ratio |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {row['batch']} | {row['executions']} | {row['triton_compute_ms']:.2f} | {row['runtime_ms']:.2f} | "
+            f"{row['ratio']:.2f}x |"
+            for row in results.get("formed_batches", [])
+        ),
+        "",
         "Served config (derived from the winner's benchmark):",
         "",
         "```",
@@ -267,6 +326,7 @@ def main() -> int:
     results: dict[str, Any] = {
         model: [median_point(points[(model, c)]) for c in concurrencies] for model in ("batched", "unbatched")
     }
+    formed = formed_vs_runtime(points[("batched", concurrencies[-1])], runner, feeds)
     # Ratios pair the two sides of each round (measured back to back), then take the median.
     for batched, plain in zip(results["batched"], results["unbatched"], strict=True):
         pairs = zip(batched["rounds"], plain["rounds"], strict=True)
@@ -295,6 +355,7 @@ def main() -> int:
             "engine_best": engine_best,
             "cache": cache,
             "config_notes": list(written["batched"].notes),
+            "formed_batches": formed,
         }
     )
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
