@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -407,10 +406,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--budget", default="10m")
     args = parser.parse_args()
-    from honed.optimizer.machine import load_average
+    from honed.optimizer.machine import device_info, load_average
 
+    # The model name and the flags that decide bf16/int8 speed (AMX or not): runs on different hosts
+    # of the same shared pool are otherwise indistinguishable.
+    machine = device_info(args.threads)
     meta: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": f"{machine.cpu} ({' '.join(machine.flags)})",
         "threads": args.threads,
         "samples": args.samples,
         "rounds": args.rounds,
