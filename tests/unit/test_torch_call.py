@@ -76,3 +76,13 @@ def test_a_call_failing_on_an_axis_left_open_blames_the_length_honed_picked() ->
     assert "input_values:float32[batch, ?]" in error.message and "-1" not in error.message
     assert "length 16 on the axes --input leaves open: input_values axis 1" in error.message
     assert error.hint is not None and "--input input_values:float32:batch,N" in error.hint
+
+
+def test_an_output_that_mixes_the_samples_of_a_batch_is_named_with_the_fix() -> None:
+    from honed.optimizer.torch_export import _mixing_notes
+
+    # CLIP's logits_per_image at batch 2 and 3: [2, 2] -> [3, 3]; the embeddings [2, 8] -> [3, 8].
+    notes = _mixing_notes(["logits", "embeds"], [[2, 2], [2, 8]], [[3, 3], [3, 8]])
+    assert len(notes) == 1 and notes[0].startswith("output logits grows with the batch on more than one axis")
+    assert "dynamicBatching.enabled: false" in notes[0]
+    assert _mixing_notes(["logits"], [[2, 2]], None) == []  # the model refused batch 3: nothing known

@@ -80,6 +80,7 @@ def export_all(module: Any, source: SourceModel, work_dir: Path) -> None:
         output_spec(name, str(o.dtype).replace("torch.", ""), shapes[i], _nth(at_batch, i), _nth(at_open, i))
         for i, (name, o) in enumerate(called.outputs)
     ]
+    source.notes.extend(_mixing_notes([n for n, _ in called.outputs], shapes, at_batch))
     clashes = sorted({o.name for o in source.outputs} & {i.name for i in source.inputs})
     if clashes:
         raise InputError(
@@ -113,6 +114,20 @@ def _shapes_at(flat: Any, inputs: list[TensorSpec], batch: int, open_dim: int = 
     except Exception:
         return None
     return [list(o.shape) for o in outputs]
+
+
+def _mixing_notes(names: list[str], shapes: list[list[int]], at_batch: list[list[int]] | None) -> list[str]:
+    """A note for each output that grows with the batch on more than one axis (CLIP's ``[batch, batch]``)."""
+    notes = []
+    for name, shape, grown in zip(names, shapes, at_batch or [], strict=False):
+        if len(grown) == len(shape) and sum(b * 2 == a * 3 for a, b in zip(shape, grown, strict=True)) > 1:
+            notes.append(
+                f"output {name} grows with the batch on more than one axis: each sample's values depend on "
+                "the others in its batch, so requests batched together change each other's answers; serve it "
+                "with dynamic batching off (spec.serving.dynamicBatching.enabled: false, "
+                "honed serve --no-dynamic-batching)"
+            )
+    return notes
 
 
 def _nth(shapes: list[list[int]] | None, index: int) -> list[int] | None:
