@@ -137,6 +137,26 @@ def test_matmul_settings_are_pinned_to_the_build_time_values() -> None:
     assert matmul_settings() == before
 
 
+def test_a_state_with_its_batch_off_the_first_axis_runs_eager_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Measured on an H200: an LSTM's h0 [layers, batch, hidden] tiled on axis 0 for graph capture
+    # failed every graph and compile build ("Guard failed: args_1.size()[0] == 2").
+    monkeypatch.setattr(torch_cuda, "cuda_unavailable_reason", lambda: None)
+    monkeypatch.setattr(torch_cuda, "_capability", lambda: (9, 0))
+    x = TensorSpec(name="x", dtype="float32", shape=[-1, 5, 8])
+    h0 = TensorSpec(name="h0", dtype="float32", shape=[2, -1, 16], batch_axis=1)
+    ctx = _ctx("cuda")
+    ctx.inputs = [x, h0]
+    plans = torch_cuda.plans(ctx)
+    built = {p.name: p for p in plans if isinstance(p, CandidatePlan)}
+    skipped = {p.name: p.reason for p in plans if isinstance(p, Skipped)}
+    # With the buckets dropped, the compile then recorded no cache artifacts: neither is built, with why.
+    assert set(built) == {"torch-fp32.eager", "torch-fp16.eager", "torch-bf16.eager"}
+    for name in ("torch-fp32.eager-cudagraphs", "torch-fp16.eager-cudagraphs", "torch-fp16.compile"):
+        assert "h0 carries the batch on another" in skipped[name]
+    assert "torch-fp8.compile" in skipped
+    assert built["torch-fp32.eager"].options["batch_buckets"] == []
+
+
 def test_torch_cuda_plan_names_follow_the_report_convention() -> None:
     plan = CandidatePlan("torch", "fp16", "torch", "compile", "cuda")
     assert plan.name == "torch-fp16.compile"

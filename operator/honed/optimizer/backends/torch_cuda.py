@@ -87,7 +87,7 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
             )
         ]
     source = "torchscript" if ctx.source_format == "torchscript" else "torch"
-    batches = sorted(set(getattr(ctx, "batch_sizes", None) or DEFAULT_BATCH_SIZES))
+    batches, off_axis = _buckets(ctx)
     image_like = any(len(s.shape) == 4 and s.np_dtype().kind == "f" for s in ctx.inputs)
     major, minor = _capability()
     out: list[PlanOrSkip] = []
@@ -116,6 +116,9 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
             out.append(Skipped(name=f"{source}-bf16.cuda", reason=f"GPU capability {major}.{minor} lacks bf16"))
             continue
         add(precision, "eager", cuda_graphs=False)
+        if off_axis:
+            out.extend(_unstacked(source, precision, off_axis))
+            continue
         add(precision, "eager-cudagraphs", cuda_graphs=True)
         if source == "torchscript":
             out.append(
@@ -137,6 +140,27 @@ def plans(ctx: SearchContext) -> list[PlanOrSkip]:
     return out
 
 
+def _unstacked(source: str, precision: str, off_axis: list[str]) -> list[Skipped]:
+    """Why CUDA graphs and torch.compile are not built for inputs whose batch is off the first axis."""
+    why = (
+        "its graphs are compiled and captured per batch size with the samples stacked on the first axis; "
+        f"{', '.join(off_axis)} {'carries' if len(off_axis) == 1 else 'carry'} the batch on another"
+    )
+    variants = ["eager-cudagraphs"] + (["compile"] if precision != "fp32" and source != "torchscript" else [])
+    return [Skipped(name=f"{source}-{precision}.{variant}", reason=why) for variant in variants]
+
+
+def _buckets(ctx: SearchContext) -> tuple[list[int], list[str]]:
+    """The batch sizes to capture graphs for, and the inputs whose batch is off the first axis.
+
+    Graphs are captured per batch size with the samples stacked on the first axis; with an input
+    that carries its batch elsewhere (an RNN state [layers, batch, hidden]) there are none.
+    """
+    off_axis = [s.name for s in ctx.inputs if s.sample_axis not in (None, 0)]
+    batches = sorted(set(getattr(ctx, "batch_sizes", None) or DEFAULT_BATCH_SIZES))
+    return ([] if off_axis else batches), off_axis
+
+
 def _fp8_plans(ctx: SearchContext, source: str, batches: list[int], cap: tuple[int, int]) -> list[PlanOrSkip]:
     name = f"{source}-fp8.compile"
     # fp8 is an 8-bit precision: asked for by name, or by asking for int8 (8-bit behind the gate).
@@ -151,6 +175,8 @@ def _fp8_plans(ctx: SearchContext, source: str, batches: list[int], cap: tuple[i
         ]
     if source == "torchscript":
         return [Skipped(name=name, reason="fp8 rewrites an exported program's graph; TorchScript is not one")]
+    if not batches:  # an input's batch is off the first axis: no compiled candidate (see _unstacked)
+        return [Skipped(name=name, reason="its graphs are captured per batch size on the first axis")]
     if not ctx.attention:
         return [
             Skipped(
