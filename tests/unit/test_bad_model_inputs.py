@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,3 +146,94 @@ def test_data_with_a_dtype_that_does_not_cast(tmp_path: Path) -> None:
         check_arrays({"ids": np.zeros((3, 4), np.float32)}, [spec], tmp_path / "d.npz", None)
     with pytest.raises(InputError, match="the input needs int64"):
         check_arrays({"ids": np.array([["a"] * 4] * 3)}, [spec], tmp_path / "d.npz", None)
+
+
+def _shapeless_output_onnx(path: Path, op: str) -> Path:
+    """A model whose graph output declares its element type but no shape (the ONNX checker refuses that)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node(op, ["x"], ["y"], domain="" if op == "Relu" else "custom.ops")
+    graph = helper.make_graph([node], "g", [x], [y])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom.ops", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def test_an_output_without_a_shape_gets_the_inferred_one(tmp_path: Path) -> None:
+    model = read_onnx(_shapeless_output_onnx(tmp_path / "m.onnx", "Relu"))
+    assert [(s.name, s.shape, s.sample_axis) for s in model.outputs] == [("y", [-1, 4], 0)]
+
+
+def test_an_output_whose_shape_cannot_be_inferred_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        read_onnx(_shapeless_output_onnx(tmp_path / "m.onnx", "Mystery"))
+    assert "output(s) y" in err.value.message and "no shape" in err.value.message
+    assert "checker" not in err.value.message and "make_tensor_value_info" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("given", "problem", "fix"),
+    [
+        ("x:float32:batch,4", "it fixes axis 0 at 1", "--input x:float32:1,4"),
+        ("x:int64:1,4", "its dtype is float32", "--input x:float32:1,4"),
+        ("x:float32:1,4,4", "it has 2 axes", "--input x:float32:1,4"),
+        ("x:float32:1,5", "it fixes axis 1 at 4", "--input x:float32:1,4"),
+    ],
+)
+def test_an_input_option_that_contradicts_the_model_names_what_it_declares(
+    tmp_path: Path, given: str, problem: str, fix: str
+) -> None:
+    """Refused before anything is built, with the model's own declaration, not a runtime's words later."""
+    from onnx import TensorProto, helper
+
+    from honed.optimizer.sources import load_source
+    from honed.optimizer.tensors import parse_input_option
+
+    path = relu_onnx(tmp_path / "m.onnx", 8)
+    model = onnx_with_input(path, helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]))
+    with pytest.raises(InputError) as err:
+        load_source(str(model), tmp_path, [parse_input_option(given)])
+    assert f"--input {given}" in err.value.message and problem in err.value.message
+    assert "x is float32 [1, 4] in the model" in err.value.message and fix in (err.value.hint or "")
+
+
+def test_an_input_option_that_fits_the_model_is_taken(tmp_path: Path) -> None:
+    from honed.optimizer.sources import load_source
+    from honed.optimizer.tensors import parse_input_option
+
+    source = load_source(str(relu_onnx(tmp_path / "m.onnx", 8)), tmp_path, [parse_input_option("x:float32:batch,4")])
+    assert [(s.name, s.shape, s.sample_axis) for s in source.inputs] == [("x", [-1, 4], 0)]
+
+
+def onnx_with_input(path: Path, value: Any) -> Path:
+    """``path`` with its graph input (and output) replaced by ``value``'s declaration."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for values in (model.graph.input, model.graph.output):
+        name = values[0].name
+        values[0].CopyFrom(value)
+        values[0].name = name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_input_without_a_shape_asks_for_it_and_takes_it_from_the_option(tmp_path: Path) -> None:
+    """Runtimes run a model whose input declares no shape; honed needs --input for it, not a re-export."""
+    from onnx import TensorProto, helper
+
+    from honed.optimizer.sources import load_source
+    from honed.optimizer.tensors import parse_input_option
+
+    model = onnx_with_input(
+        relu_onnx(tmp_path / "m.onnx", 8), helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    )
+    with pytest.raises(InputError) as err:
+        load_source(str(model), tmp_path, [])
+    assert "declares no shape for input(s) x" in err.value.message and "checker" not in err.value.message
+    assert "--input x:float32:batch," in (err.value.hint or "")
+    source = load_source(str(model), tmp_path, [parse_input_option("x:float32:batch,4")])
+    assert [(s.name, s.shape, s.sample_axis) for s in source.inputs] == [("x", [-1, 4], 0)]

@@ -105,3 +105,36 @@ def test_output_axes_that_follow_an_open_input_axis_stay_open() -> None:
 
 def test_without_a_second_call_the_first_output_axis_is_the_batch() -> None:
     assert output_spec("y", "float32", [4, 5], None, None).shape == [-1, 5]
+
+
+def test_batch_names_that_tie_are_read_the_same_in_every_process(tmp_path: Path) -> None:
+    """Inputs naming their batch 'N' and 'batch_size' once each: the earliest input's name wins, not a hash order."""
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch_size", 4])
+    h = helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", [a, b, h], [y])
+    path = tmp_path / "tie.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    probe = (
+        "import pathlib; from honed.optimizer.onnx_graph import read_onnx; "
+        f"print(read_onnx(pathlib.Path({str(path)!r})).inputs[2].batch_axis)"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in range(4)
+    }
+    assert seen == {"1"}

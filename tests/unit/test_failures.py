@@ -107,3 +107,18 @@ def test_worker_summaries_keep_the_runtimes_message_not_its_cpp_signature() -> N
 
     text = summarize(RuntimeError(OPSET))
     assert "ValidateOpsetForDomain" not in text and "Opset 27 is under development" in text
+
+
+GATHER_RANGE = (
+    "InvalidArgument: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running "
+    "Gather node. Name:'/m/transformer/Gather_6' Status Message: indices element out of data bounds, idx=128 "
+    "must be within the inclusive range [-128,127]"
+)
+
+
+def test_an_index_out_of_a_table_points_at_the_input_lengths_and_values() -> None:
+    # A KV-cache decoder whose attention_mask must span past + new tokens, fed open axes of one length.
+    why = explain(GATHER_RANGE)
+    assert why.kind == "input"
+    assert "Gather node /m/transformer/Gather_6" in why.cause and "idx=128" in why.cause
+    assert "--input" in why.hint and "--data" in why.hint and "attention_mask" in why.hint

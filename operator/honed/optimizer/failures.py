@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from honed.optimizer.tensors import DEFAULT_OPEN_DIM
+
 SHAPES_HINT = "check the --input shapes/dtypes and the --data arrays against the model's inputs"
 
 
@@ -86,6 +88,18 @@ def _shapes(m: re.Match[str]) -> Diagnosis:
     return Diagnosis(f"the inputs do not fit the model: {m[0].strip()[:300]}", SHAPES_HINT)
 
 
+def _index_range(m: re.Match[str]) -> Diagnosis:
+    node = re.search(r"running (\S+) node\. Name:\s*'([^']*)'", m.string)
+    where = f" ({node[1]} node {node[2]})" if node else ""
+    return Diagnosis(
+        f"the inputs index past a table inside the model{where}: {m[0].strip()[:200]}",
+        "the input values or lengths do not fit what the model looks up: token ids must be below its "
+        "vocabulary size, and lengths that depend on each other must agree (a decoder's attention_mask "
+        f"spans the past plus the new tokens). Without --data, honed fills each open axis with {DEFAULT_OPEN_DIM}: "
+        "give each input its real length with --input NAME:DTYPE:batch,LEN, or pass --data with real inputs",
+    )
+
+
 def _killed(m: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "the runtime's process was killed (signal 9), most often for running out of memory",
@@ -111,6 +125,10 @@ _RULES = [
         r"(Got invalid dimensions for input: \S+.*|Invalid rank for input: \S+.*|Unexpected input data type.*"
         r"|Required inputs .* are missing.*|must have shape .*)",
         _shapes,
+    ),
+    (
+        r"(indices element out of data bounds.*|Out of range value in index tensor.*|invalid indice found.*)",
+        _index_range,
     ),
     (r"killed by signal 9", _killed),
     (r"time budget exhausted|timed out after", _timeout),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +16,22 @@ if TYPE_CHECKING:
 STANDARD_DOMAINS = {"ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 
 
+def shapeless(value: ValueInfoProto) -> bool:
+    """A tensor declared with its element type but no shape (runtimes accept it; the ONNX checker does not)."""
+    return value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")
+
+
 def _dim_params(value_info: ValueInfoProto) -> list[str]:
     return [d.dim_param for d in value_info.type.tensor_type.shape.dim]
 
 
 def _batch_param(values: list[ValueInfoProto]) -> str:
-    """The symbolic name of the batch dimension: the one most inputs carry on their first axis."""
+    """The symbolic name of the batch dimension: the one most inputs carry on their first axis.
+
+    A tie goes to the earliest input's name, so the same file reads the same in every process.
+    """
     firsts = [params[0] for params in map(_dim_params, values) if params and params[0]]
-    return max(set(firsts), key=firsts.count) if firsts else ""
+    return max(dict.fromkeys(firsts), key=firsts.count) if firsts else ""
 
 
 def _with_batch_axis(spec: TensorSpec, params: list[str], batch: str) -> TensorSpec:
@@ -64,6 +73,12 @@ def load_model_proto(path: Path, max_ir_version: int | None = None) -> tuple[Any
 
     Returns the model and the IR version the file was stamped with.
     """
+    model, stamped, _ = _load(path, max_ir_version, {})
+    return model, stamped
+
+
+def _load(path: Path, max_ir_version: int | None, shapes: Mapping[str, TensorSpec]) -> tuple[Any, int, list[str]]:
+    """``load_model_proto`` that also writes missing I/O shapes into the model; returns their names too."""
     import onnx
 
     if path.stat().st_size == 0:
@@ -90,6 +105,8 @@ def load_model_proto(path: Path, max_ir_version: int | None = None) -> tuple[Any
     limit = min(onnx.IR_VERSION, max_ir_version or onnx.IR_VERSION)
     if model.ir_version > limit:
         lower_ir_version(model, limit, path, runtime_limit=max_ir_version)
+    supplied = give_input_shapes(model, path, shapes)
+    supplied += fill_output_shapes(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
@@ -97,7 +114,76 @@ def load_model_proto(path: Path, max_ir_version: int | None = None) -> tuple[Any
             f"MODEL {path} fails the ONNX checker: {str(exc).splitlines()[0]}",
             hint="re-export the model with a current exporter",
         ) from None
-    return model, stamped
+    return model, stamped, supplied
+
+
+def give_input_shapes(model: ModelProto, path: Path, shapes: Mapping[str, TensorSpec]) -> list[str]:
+    """Write the ``--input`` shapes (``shapes``) into graph inputs declared without one; returns their names.
+
+    Runtimes run such models, but nothing says what to feed them: an input left without a shape
+    is refused naming it and the option that gives it.
+    """
+    import onnx
+
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [value for value in model.graph.input if value.name not in initializers]
+    unshaped = [value for value in graph_inputs if shapeless(value)]
+    missing = [value for value in unshaped if value.name not in shapes]
+    if missing:
+        examples = []
+        for value in missing:
+            try:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+            except (KeyError, TypeError, ValueError):
+                dtype = "float32"
+            examples.append(f"--input {value.name}:{dtype}:batch,<sizes>")
+        raise InputError(
+            f"MODEL {path} declares no shape for input(s) {', '.join(value.name for value in missing)}",
+            hint=f"give each its shape ('batch' for the batch axis), e.g. {' '.join(examples)}, "
+            "or re-export the model with input shapes",
+        )
+    batch = _batch_param(graph_inputs) or "batch"
+    for value in unshaped:
+        spec = shapes[value.name]
+        shape = value.type.tensor_type.shape
+        shape.SetInParent()
+        for axis, size in enumerate(spec.shape):
+            dim = shape.dim.add()
+            if axis == spec.sample_axis:
+                dim.dim_param = batch
+            elif size > 0:
+                dim.dim_value = size
+    return [value.name for value in unshaped]
+
+
+def fill_output_shapes(model: ModelProto, path: Path) -> list[str]:
+    """Give graph outputs that carry no shape the one ONNX shape inference works out.
+
+    Runtimes run such models, but the ONNX checker refuses them and the serving config needs
+    each output's rank; an output inference cannot shape is refused naming it and the fix.
+    """
+    import onnx
+
+    missing = [out.name for out in model.graph.output if shapeless(out)]
+    if not missing:
+        return []
+    try:
+        inferred = {out.name: out for out in onnx.shape_inference.infer_shapes(model).graph.output}
+    except Exception:
+        inferred = {}
+    for out in model.graph.output:
+        found = inferred.get(out.name)
+        if shapeless(out) and found is not None and not shapeless(found):
+            out.type.tensor_type.shape.CopyFrom(found.type.tensor_type.shape)
+    left = [out.name for out in model.graph.output if shapeless(out)]
+    if left:
+        raise InputError(
+            f"MODEL {path} declares no shape for output(s) {', '.join(left)}, "
+            "and ONNX shape inference cannot work it out",
+            hint="export the model with output shapes (e.g. dynamic_axes/dynamic_shapes in torch.onnx.export), "
+            "or set them in the graph's outputs with onnx.helper.make_tensor_value_info and save it again",
+        )
+    return missing
 
 
 def lower_ir_version(model: ModelProto, target: int, path: Path, runtime_limit: int | None) -> None:
@@ -146,6 +232,12 @@ class OnnxModel:
     outputs: list[TensorSpec]
     proto: Any  # onnx.ModelProto, possibly with a lowered ir_version
     stamped_ir_version: int  # what the file says
+    supplied_shapes: list[str] = field(default_factory=list)  # I/O declared without a shape that honed gave one
+
+    @property
+    def rewritten(self) -> bool:
+        """Whether the proto differs from the file (IR lowered, shapes supplied): candidates need a copy."""
+        return self.lowered or bool(self.supplied_shapes)
 
     @property
     def lowered(self) -> bool:
@@ -153,9 +245,14 @@ class OnnxModel:
         return int(self.proto.ir_version) != self.stamped_ir_version
 
 
-def read_onnx(path: Path, max_ir_version: int | None = None) -> OnnxModel:
-    """Input and output specs of ``path`` plus the (possibly IR-lowered) model proto."""
-    model, stamped = load_model_proto(path, max_ir_version)
+def read_onnx(
+    path: Path, max_ir_version: int | None = None, shapes: Mapping[str, TensorSpec] | None = None
+) -> OnnxModel:
+    """Input and output specs of ``path`` plus the (possibly IR-lowered) model proto.
+
+    ``shapes`` (the ``--input`` specs by name) give inputs the file declares without a shape theirs.
+    """
+    model, stamped, supplied = _load(path, max_ir_version, shapes or {})
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in initializers]
     batch = _batch_param(graph_inputs)
@@ -166,7 +263,7 @@ def read_onnx(path: Path, max_ir_version: int | None = None) -> OnnxModel:
     infer_batch_axes(outputs, anchored, [_open_axes(v, graph_inputs) for v in model.graph.output])
     if not inputs or not outputs:
         raise InputError(f"{path} has no graph inputs or outputs", hint="export the model with its inputs")
-    return OnnxModel(inputs, outputs, model, stamped)
+    return OnnxModel(inputs, outputs, model, stamped, supplied)
 
 
 def has_attention(path: Path) -> bool:

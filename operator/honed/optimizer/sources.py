@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.errors import InputError
-from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes
+from honed.optimizer.tensors import TensorSpec, has_batch_axis, infer_batch_axes, shape_text
 
 TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit"}
 
@@ -95,6 +95,42 @@ def apply_overrides(specs: list[TensorSpec], overrides: list[TensorSpec], kind: 
     return [by_name[spec.name] for spec in specs]
 
 
+def check_against_model(declared: list[TensorSpec], overrides: list[TensorSpec]) -> None:
+    """InputError for an ``--input`` that contradicts the model's own declaration: dtype, rank or a fixed size.
+
+    Runtimes refuse such inputs only once the baseline is built, in words that name neither the
+    option nor the value the model wants.
+    """
+    by_name = {spec.name: spec for spec in declared}
+    for given in overrides:
+        model = by_name.get(given.name)
+        if model is None or not model.shape:  # an unknown name is apply_overrides' to refuse; no shape: no claim
+            continue
+        dims = [str(d) for d in given.shape]
+        if given.sample_axis is not None:
+            dims[given.sample_axis] = "batch"
+        same_rank = len(given.shape) == len(model.shape)
+        clash = [axis for axis, size in enumerate(model.shape) if size > 0 and same_rank and given.shape[axis] != size]
+        if given.dtype == model.dtype and same_rank and not clash:
+            continue
+        fits = [
+            str(size) if size > 0 else dims[axis] if same_rank else "batch" if axis == model.sample_axis else "-1"
+            for axis, size in enumerate(model.shape)
+        ]
+        if given.dtype != model.dtype:
+            problem = f"its dtype is {model.dtype}"
+        elif not same_rank:
+            problem = f"it has {len(model.shape)} axes"
+        else:
+            problem = f"it fixes axis {clash[0]} at {model.shape[clash[0]]}"
+        raise InputError(
+            f"--input {given.name}:{given.dtype}:{','.join(dims)} does not fit the model: {problem} "
+            f"({given.name} is {model.dtype} {shape_text(model.shape, model.sample_axis)} in the model)",
+            hint=f"write --input {given.name}:{model.dtype}:{','.join(fits)} or leave {given.name} out; "
+            "the runtimes take no other; to vary a fixed axis, re-export the model with it dynamic",
+        )
+
+
 def load_source(
     model: str,
     work_dir: Path,
@@ -124,15 +160,17 @@ def _load_onnx(path: Path, work_dir: Path, overrides: list[TensorSpec]) -> Sourc
 
     if not path.is_file():
         raise InputError(f"ONNX model {str(path)!r} not found", hint="check the path")
-    read = read_onnx(path, max_ir_version())
+    read = read_onnx(path, max_ir_version(), {spec.name: spec for spec in overrides})
+    check_against_model(read.inputs, overrides)
     inputs = apply_overrides(read.inputs, overrides, "inputs")
     given = {spec.name for spec in overrides}
     infer_batch_axes([spec for spec in inputs if spec.name in given], has_batch_axis(inputs))
     source = SourceModel("onnx", str(path), inputs, read.outputs, onnx_path=path)
-    if read.lowered:
+    if read.rewritten:
         # Every candidate builds from this copy; the user's file stays as it is.
         source.onnx_path = work_dir / f"{path.stem}.ir{read.proto.ir_version}.onnx"
         _save_onnx(read.proto, source.onnx_path)
+    if read.lowered:
         source.notes.append(ir_note(path, read.stamped_ir_version, read.proto.ir_version))
     return source
 
