@@ -10,7 +10,7 @@ import pytest
 
 from honed.errors import InputError
 from honed.optimizer.artifact import META_FILE
-from honed.serving.config import parse_config
+from honed.serving.config import parse_config, warmup_batch_sizes
 from honed.serving.repository import (
     DEPLOYMENT_FILE,
     discard_version,
@@ -21,7 +21,6 @@ from honed.serving.repository import (
     version_config_name,
     version_config_path,
     versions,
-    warmup_batch_sizes,
     write_version,
 )
 from honed.serving.tuning import ServingOptions

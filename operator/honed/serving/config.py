@@ -61,6 +61,27 @@ class Warmup:
     inputs: tuple[TensorConfig, ...]
 
 
+def warmups(inputs: tuple[TensorConfig, ...], max_batch_size: int) -> tuple[Warmup, ...]:
+    """Zero-filled warmup requests at every ``warmup_batch_sizes`` size (other variable dims get 1)."""
+    concrete = tuple(TensorConfig(t.name, t.data_type, tuple(d if d > 0 else 1 for d in t.dims)) for t in inputs)
+    return tuple(Warmup(f"zeros-batch-{b}", b, concrete) for b in warmup_batch_sizes(max_batch_size))
+
+
+def warmup_batch_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... below ``max_batch_size``, and the max: every batch shape a runtime may compile.
+
+    The dynamic batcher forms any size up to the max; honed's OpenVINO runtime pads a batch to the
+    next power of two and compiles each such shape on first use, which would cost the first batch
+    of each size seconds under load had the load not warmed it.
+    """
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if max_batch_size > 1:
+        sizes.append(max_batch_size)
+    return sizes
+
+
 @dataclass(frozen=True)
 class ModelConfigData:
     """A model's config.pbtxt as typed data; ``render`` prints it after Triton's load-time checks."""

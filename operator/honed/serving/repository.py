@@ -43,7 +43,7 @@ from honed import __version__ as honed_version
 from honed.errors import InputError
 from honed.optimizer.artifact import META_FILE, ArtifactMeta, read_meta
 from honed.optimizer.report import REPORT_FILE, Candidate, Report, load_report
-from honed.serving.config import ModelConfigData, TensorConfig, Warmup, parse_config, render
+from honed.serving.config import ModelConfigData, TensorConfig, parse_config, render, warmups
 from honed.serving.tuning import ServingOptions, choose_batching, choose_instances
 
 Packaging = Literal["runtime", "native"]
@@ -212,7 +212,7 @@ def build_config(
         dynamic_batching=batching.dynamic,
         instance_group=instances.group,
         response_cache=options.response_cache,
-        warmup=_warmups(inputs, batching.max_batch_size),
+        warmup=warmups(inputs, batching.max_batch_size),
         parameters=params,
         notes=tuple(notes),
     )
@@ -256,27 +256,6 @@ def _packaging(
         f"no native Triton backend for artifacts of backend {meta.backend!r}",
         hint="serve it with --packaging runtime",
     )
-
-
-def _warmups(inputs: tuple[TensorConfig, ...], max_batch_size: int) -> tuple[Warmup, ...]:
-    # Variable dimensions other than the batch get 1: warmup needs concrete shapes.
-    concrete = tuple(TensorConfig(t.name, t.data_type, tuple(d if d > 0 else 1 for d in t.dims)) for t in inputs)
-    return tuple(Warmup(f"zeros-batch-{b}", b, concrete) for b in warmup_batch_sizes(max_batch_size))
-
-
-def warmup_batch_sizes(max_batch_size: int) -> list[int]:
-    """1, 2, 4, ... below ``max_batch_size``, and the max: every batch shape a runtime may compile.
-
-    The dynamic batcher forms any size up to the max; honed's OpenVINO runtime pads a batch to the
-    next power of two and compiles each such shape on first use, which would cost the first batch
-    of each size seconds under load had the load not warmed it.
-    """
-    sizes = [1]
-    while sizes[-1] * 2 < max_batch_size:
-        sizes.append(sizes[-1] * 2)
-    if max_batch_size > 1:
-        sizes.append(max_batch_size)
-    return sizes
 
 
 def write_version(
