@@ -112,23 +112,31 @@ def test_fixed_batch_model_is_measured_at_its_own_batch(tmp_path: Path) -> None:
     assert set(report.baseline.throughput) == {"1"}
 
 
-def test_a_read_only_home_gives_no_warnings_and_nothing_is_written_beside_out(tmp_path: Path) -> None:
+def test_a_read_only_home_gives_no_warnings_and_nothing_is_left_beside_out(tmp_path: Path) -> None:
     """As in a container with a read-only root filesystem: ONNX Runtime, OpenVINO + NNCF and
-    matplotlib all want directories under HOME; none may warn, and the run writes only to --out."""
+    matplotlib all want directories under HOME; none may warn. The model comes from a store and the
+    results go to one, as in an optimizer Job: the run leaves nothing in the working directory or in
+    TMPDIR (the fetched model and the staged results are gone)."""
     home = read_only_dir(tmp_path)
-    model = mlp_onnx(tmp_path / "mlp.onnx")
-    cwd = tmp_path / "cwd"
+    claims = tmp_path / "claims"
+    (claims / "models").mkdir(parents=True)
+    mlp_onnx(claims / "models" / "mlp.onnx")
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
     cwd.mkdir()
+    tmp.mkdir()
     result = honed(
-        "optimize", model, "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8",
-        "--batch-sizes", "1", "--measure-seconds", "0.2", "--out", "out", cwd=cwd, home=home,
+        "optimize", "pvc://models/mlp.onnx", "--backends", "onnxruntime,openvino", "--precisions", "fp32,int8",
+        "--batch-sizes", "1", "--measure-seconds", "0.2", "--out", "pvc://results/run-1", cwd=cwd, home=home,
+        env={"TMPDIR": str(tmp), "HONED_PVC_MOUNT_ROOT": str(claims)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (cwd / "out" / "latency-throughput.png").is_file()  # matplotlib ran
-    assert {c.backend for c in load_report(cwd / "out").candidates} == {"onnxruntime", "openvino"}
+    published = claims / "results" / "run-1"
+    assert (published / "latency-throughput.png").is_file()  # matplotlib ran
+    assert {c.backend for c in load_report(published).candidates} == {"onnxruntime", "openvino"}
     for noise in ("WARNING", "Warning", "Failed to", "[W:onnxruntime", "not writable", "Permission denied"):
         assert noise not in result.stderr + result.stdout, result.stderr
-    assert sorted(p.name for p in cwd.iterdir()) == ["out"]
+    assert list(cwd.iterdir()) == []
+    assert list(tmp.iterdir()) == []
 
 
 def test_missing_model(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from honed.optimizer import homedir
-from honed.optimizer.homedir import use_writable_home, writable
+from honed.optimizer.homedir import prepare_runtime_environment, use_writable_home, writable
 from tests.fixtures.dirs import read_only_dir
 
 
@@ -24,6 +24,15 @@ def test_a_writable_home_changes_nothing(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path)}
     assert use_writable_home(env, cleanup=False) is None
     assert env == {"HOME": str(tmp_path)}
+
+
+def test_onnx_runtime_telemetry_is_off_unless_the_user_chose(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    prepare_runtime_environment(env, cleanup=False)
+    assert env == {"HOME": str(tmp_path), "ORT_DISABLE_TELEMETRY": "1"}
+    chosen = {"HOME": str(tmp_path), "ORT_DISABLE_TELEMETRY": "0"}
+    prepare_runtime_environment(chosen, cleanup=False)
+    assert chosen["ORT_DISABLE_TELEMETRY"] == "0"
 
 
 def test_a_read_only_home_moves_caches_and_settings_to_one_private_temp_dir(tmp_path: Path) -> None:

@@ -214,10 +214,10 @@ def run_optimize(args: argparse.Namespace) -> int:
         The exit code: 0 with a winner, 1 without one (the report is written either way).
     """
     from honed.optimizer import remote
-    from honed.optimizer.homedir import use_writable_home
+    from honed.optimizer.homedir import prepare_runtime_environment
 
     # Before any runtime is imported: they pick their cache and settings directories on import.
-    use_writable_home()
+    prepare_runtime_environment()
     try:
         with _stop_on_sigterm():
             return _optimize(args)
@@ -233,20 +233,33 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    import shutil
     import tempfile
 
+    from honed.optimizer import remote
+
+    out_uri = str(args.out)
+    publish_to = out_uri if remote.is_remote(out_uri) else None
+    args.out = Path(tempfile.mkdtemp(prefix="honed-run-")) if publish_to else Path(remote.local_path(out_uri))
+    try:
+        # Fetched inputs are only read during the run: a laptop's /tmp must not keep a copy of every
+        # model it optimized.
+        with tempfile.TemporaryDirectory(prefix="honed-inputs-") as inputs_dir:
+            return _optimize_in(args, publish_to, Path(inputs_dir))
+    finally:
+        if publish_to:
+            shutil.rmtree(args.out, ignore_errors=True)
+
+
+def _optimize_in(args: argparse.Namespace, publish_to: str | None, inputs_dir: Path) -> int:
     from honed.optimizer import remote
     from honed.optimizer.pipeline import optimize
     from honed.optimizer.plot import plot_report
     from honed.optimizer.progress import Progress
     from honed.optimizer.table import print_report
 
-    out_uri = str(args.out)
-    publish_to = out_uri if remote.is_remote(out_uri) else None
-    args.out = Path(tempfile.mkdtemp(prefix="honed-run-")) if publish_to else Path(remote.local_path(out_uri))
     make_out_dir(args.out)
     options = options_from_args(args)
-    inputs_dir = Path(tempfile.mkdtemp(prefix="honed-inputs-"))
     if remote.is_remote(options.model):
         options.model = str(remote.fetch(options.model, inputs_dir, "model"))
     if options.data is not None and remote.is_remote(options.data):

@@ -1,5 +1,11 @@
 """Where runtimes may write their caches and settings: $HOME, or a private temp dir when it is read-only.
 
+ONNX Runtime's Linux wheels (1.31) also report usage to Microsoft unless told not to, and leave a
+``.ses`` session file in the temp dir of every process that imports them. An optimizer Job or a
+Triton model in a customer's cluster must not phone home on their behalf, so
+``prepare_runtime_environment`` turns that off (``ORT_DISABLE_TELEMETRY=1``) unless the user set
+the variable. OpenVINO's telemetry asks for consent first and never gets it non-interactively.
+
 Runtimes write beside the user's home without being asked: ONNX Runtime persists a telemetry
 device id under ``$XDG_CACHE_HOME`` (``~/.cache``), OpenVINO's telemetry (through NNCF) creates
 ``~/intel``, matplotlib wants ``~/.config/matplotlib`` and ``~/.cache/matplotlib``, torch and
@@ -36,6 +42,13 @@ def writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def prepare_runtime_environment(environ: MutableMapping[str, str] | None = None, *, cleanup: bool = True) -> None:
+    """Call before any runtime is imported: telemetry off, and a writable home (``use_writable_home``)."""
+    env = os.environ if environ is None else environ
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    use_writable_home(env, cleanup=cleanup)
 
 
 def use_writable_home(environ: MutableMapping[str, str] | None = None, *, cleanup: bool = True) -> Path | None:

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402  # provided by Triton's python backend
 
 from honed.optimizer.artifact import load_runner, read_meta  # noqa: E402
-from honed.optimizer.homedir import use_writable_home  # noqa: E402
+from honed.optimizer.homedir import prepare_runtime_environment  # noqa: E402
 from honed.optimizer.machine import effective_cpus  # noqa: E402
 from honed.serving.tuning import instance_threads  # noqa: E402
 
@@ -74,7 +74,7 @@ class TritonPythonModel:
         artifact = Path(args["model_repository"]) / args["model_version"] / params.get("artifact", "artifact")
         # Triton pods often run with a read-only root filesystem; the runtime imported next
         # would otherwise try (and warn about) its cache directories under HOME.
-        use_writable_home(cleanup=False)
+        prepare_runtime_environment(cleanup=False)
         meta = read_meta(artifact)
         self.runner = load_runner(artifact, threads=_threads(config, params))
         self.batching = int(config.get("max_batch_size", 0)) > 0
