@@ -111,7 +111,8 @@ e2e-chain: setup system-packages tools ## the whole chain on a real single-node 
 # a missing model, bad data, an OOM-killed optimizer, a Job past its deadline, no node for a pool,
 # Triton refusing a new version, the operator deleted mid-work, the API server restarted,
 # Prometheus stopped; then load (LOAD_MODELS OptimizedModels at once, 64 clients across version
-# swaps). Own image tags and RUN_DIR, so it can run beside `make e2e-chain`. Writes $(OUT)/e2e-faults/result.json.
+# swaps). Its own RUN_DIR; the images are those `make images` tags, so after `make e2e-chain` they
+# are only imported into this cluster's node. Writes $(OUT)/e2e-faults/result.json.
 LOAD_MODELS ?= 50
 e2e-faults: setup system-packages tools ## faults injected on the kit's cluster, then load (about 18 min); writes OUT/e2e-faults/result.json
 	$(BIN)/python -m tests.e2e.cluster.faults --out $(OUT)/e2e-faults --run-dir /tmp/honed-faults --load-models $(LOAD_MODELS)

@@ -64,7 +64,9 @@ RELEASE = chain.RELEASE
 MODEL = "digits"
 NODE = "honed-node"
 ZONE_LABEL = "honed.dev/zone"
-DEFAULT_PREFIX = "localhost/honed-faults/honed-"
+# The tags `make images` gives (tools/build_images.sh): a run after `make e2e-chain` finds them built
+# from the same sources and only imports them into its node (3 min less in CI).
+DEFAULT_PREFIX = "ghcr.io/honed-dev/honed-"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 
 
