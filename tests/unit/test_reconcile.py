@@ -567,6 +567,52 @@ def test_a_pool_waiting_past_the_timeout_fails_with_the_reason_and_its_job_is_su
     assert any(e.type == "Warning" and e.reason == "Unschedulable" for e in plan.events)
 
 
+@pytest.mark.parametrize(
+    ("problem", "fix"),
+    [
+        (
+            PodProblem("ImageUnavailable", 'ErrImageNeverPull: Container image "opt-cpu" is not present', since=T0),
+            "fix: make the optimizer image pullable by the pool's nodes (push it, or load it onto the nodes when its "
+            "pullPolicy is Never), or correct image.repository/tag in the pools[] entry 'cpu' of the chart's values",
+        ),
+        (
+            PodProblem("ContainerConfigError", 'CreateContainerConfigError: secret "models-s3" not found', since=T0),
+            "fix: create Secret 'models-s3' in namespace 'ml', or correct spec.model.credentialsSecret",
+        ),
+        (
+            PodProblem("ContainerConfigError", 'CreateContainerConfigError: secret "store" not found', since=T0),
+            "fix: create what the message names in namespace 'ml' (the store's Secret is the chart's)",
+        ),
+        (
+            PodProblem("FailedCreate", 'pods "x" is forbidden: exceeded quota: q, requested: memory=3Gi', since=T0),
+            "fix: namespace 'ml' refuses the pod: raise its ResourceQuota or LimitRange, relax its Pod Security level, "
+            "or lower resources in the pools[] entry 'cpu' of the chart's values",
+        ),
+        (
+            UNSCHEDULABLE,
+            "fix: add a node that matches nodeSelector/tolerations and fits resources of the pools[] entry 'cpu' of "
+            "the chart's values, or target another pool",
+        ),
+    ],
+)
+def test_a_pool_that_gave_up_says_what_to_fix_and_how_to_retry(problem: PodProblem, fix: str) -> None:
+    spec = {**SPEC, "model": {**SPEC["model"], "credentialsSecret": "models-s3"}, "targets": [{"pool": "cpu"}]}
+    started = reconcile(spec, observed())
+    stuck = replace(job("cpu", "Running", spec=spec), problem=problem)
+    plan = reconcile(spec, observed(started.status, jobs=jobs(stuck), now=LATER))
+    [pool] = plan.status["pools"]
+    assert pool["phase"] == "Failed"
+    assert pool["message"] == (
+        f"{problem.describe()} (waited 10 min, HONED_PENDING_TIMEOUT_S is 600 s); {fix}; "
+        'then annotate the OptimizedModel honed.dev/reoptimize="Requested:$(date +%s)" to run it again'
+    )
+    _, reason, message = conditions(plan)["Optimized"]
+    assert reason == problem.reason and message.endswith(pool["message"])
+    # Before the timeout the pool only waits, and says so without a fix: the wait may still end.
+    early = reconcile(spec, observed(started.status, jobs=jobs(stuck), now=T1))
+    assert early.status["pools"][0]["message"] == problem.describe()
+
+
 def test_a_crash_or_an_earlier_oom_is_shown_but_never_times_out() -> None:
     started = reconcile(SPEC, observed())
     oom = PodProblem("OOMKilled", "an earlier attempt ended: container optimizer ran out of memory", since=T0)
@@ -629,7 +675,7 @@ def test_a_short_pending_timeout_says_seconds() -> None:
     waiting = jobs(*(replace(job(pool, "Running"), problem=UNSCHEDULABLE) for pool in ("cpu", "gpu")))
     plan = reconcile(SPEC, observed(started.status, jobs=waiting, now="2026-01-01T00:00:45+00:00", settings=settings))
     message = {p["pool"]: p for p in plan.status["pools"]}["cpu"]["message"]
-    assert message.endswith("(waited 45 s, HONED_PENDING_TIMEOUT_S is 30 s)"), message
+    assert "(waited 45 s, HONED_PENDING_TIMEOUT_S is 30 s); fix: " in message, message
 
 
 def test_events_follow_transitions_and_a_new_resource_posts_one() -> None:

@@ -45,6 +45,7 @@ RETRY_UNREACHABLE_S = 60.0
 # Waits that end only when someone acts (a node, an image, a Secret, an admission rule): after
 # HONED_PENDING_TIMEOUT_S the pool fails with the reason instead of staying Pending for ever.
 GIVE_UP_REASONS = frozenset({"Unschedulable", "ImageUnavailable", "ContainerConfigError", "FailedCreate"})
+RETRY_HINT = f'then annotate the OptimizedModel {names.REOPTIMIZE}="Requested:$(date +%s)" to run it again'
 SLO_MET = "SLOMet"
 
 
@@ -226,7 +227,7 @@ def _optimize(
             continue
         status = PoolStatus(pool=pool_name, job=job, phase=state.phase, message=state.message, reason=state.reason)
         if state.phase in ("Pending", "Running") and state.problem is not None:
-            _pool_problem(plan, status, state.problem, obs)
+            _pool_problem(plan, status, state.problem, obs, spec.model.credentials_secret)
         if state.phase == "Succeeded":
             read = obs.reports.get(pool_name)
             status.report = report_uri(obs, run, pool_name)
@@ -258,7 +259,35 @@ def _optimize(
     return False
 
 
-def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Observed) -> None:
+def give_up_hint(problem: PodProblem, pool: str, namespace: str, spec_secret: str | None) -> str:
+    """What a person does about a pool that gave up waiting (one of GIVE_UP_REASONS), and how to retry.
+
+    The kubelet's and admission's words name what is missing but not where honed takes it from:
+    the pool's image, selector and resources are the chart's ``pools[]``, a Secret the spec's or
+    the chart's.
+    """
+    where = f"the pools[] entry {pool!r} of the chart's values"
+    if problem.reason == "ImageUnavailable":
+        fix = (
+            "make the optimizer image pullable by the pool's nodes (push it, or load it onto the nodes when "
+            f"its pullPolicy is Never), or correct image.repository/tag in {where}"
+        )
+    elif problem.reason == "ContainerConfigError":
+        if spec_secret and f'"{spec_secret}"' in problem.message:
+            fix = f"create Secret {spec_secret!r} in namespace {namespace!r}, or correct spec.model.credentialsSecret"
+        else:
+            fix = f"create what the message names in namespace {namespace!r} (the store's Secret is the chart's)"
+    elif problem.reason == "FailedCreate":
+        fix = (
+            f"namespace {namespace!r} refuses the pod: raise its ResourceQuota or LimitRange, relax its Pod Security "
+            f"level, or lower resources in {where}"
+        )
+    else:
+        fix = f"add a node that matches nodeSelector/tolerations and fits resources of {where}, or target another pool"
+    return f"fix: {fix}; {RETRY_HINT}"
+
+
+def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Observed, spec_secret: str | None) -> None:
     """Say why the pool's pod does not run; past the timeout, give up on waits only a person can end."""
     status.message = problem.describe()
     status.reason = problem.reason
@@ -275,7 +304,10 @@ def _pool_problem(plan: Plan, status: PoolStatus, problem: PodProblem, obs: Obse
     status.phase = "Failed"
     # Under two minutes (a short timeout), minutes would read "waited 0 min" (seen on a real cluster).
     waited_text = f"{waited:.0f} s" if waited < 120 else f"{waited / 60:.0f} min"
-    status.message = f"{problem.describe()} (waited {waited_text}, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s)"
+    status.message = (
+        f"{problem.describe()} (waited {waited_text}, HONED_PENDING_TIMEOUT_S is {timeout:.0f} s); "
+        + give_up_hint(problem, status.pool, obs.namespace, spec_secret)
+    )
     # Suspending deletes the pod, so it holds no node or image pull; the annotation keeps the
     # failure for later passes and a restarted operator (the pod and its conditions are gone).
     body = {"metadata": {"annotations": {names.FAILED: status.message}}, "spec": {"suspend": True}}
