@@ -217,6 +217,22 @@ def test_server_pod_state() -> None:
     pulling = server_pod_state(pod_with(waiting("ErrImagePull", "not found")))
     assert not pulling.ready and pulling.version is None
     assert pulling.problem == PodProblem("ImageUnavailable", "ErrImagePull: not found", CREATED)
+    assert pulling.note == ""  # the problem says it
+
+
+def test_a_not_ready_server_pod_says_it_restarted_or_what_it_waits_for() -> None:
+    killed = {
+        "name": "triton",
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 137}},
+    }
+    assert server_pod_state(pod_with({"containerStatuses": [killed]}, phase="Running")).note == (
+        "container triton restarted 1 time, last exit Error (exit code 137)"
+    )
+    creating = {"name": "triton", "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}
+    assert server_pod_state(pod_with({"containerStatuses": [creating]})).note == "container triton ContainerCreating"
+    assert server_pod_state(pod_with({}, phase="Running")).note == "phase Running, not ready yet"
 
 
 def test_read_report_names_what_is_wrong(tmp_path: Path) -> None:

@@ -501,6 +501,51 @@ def test_a_stalled_rollout_is_reported_while_the_old_version_serves() -> None:
     assert any(e.type == "Warning" and e.reason == "RolloutStalled" for e in plan.events)
 
 
+def test_pods_of_the_served_version_lost_while_nothing_rolls_out_leave_it_serving() -> None:
+    status, deployment = serving_state()
+    assert conditions(reconcile(SPEC, finished(status, deployment=deployment, service=True, **V1)))["Deployed"][0]
+    # The pod deleted (its replacement is starting), or Triton killed (its container restarted).
+    starting = PodState("p9", 1, deployment.serving_config, ready=False, note="container triton ContainerCreating")
+    plan = reconcile(SPEC, finished(status, deployment=deployment, service=True, server_pods=(starting,), **V1))
+    _, reason, message = conditions(plan)["Deployed"]
+    assert reason == "ReplicasUnavailable"
+    assert message == (
+        "version 1 (onnx-fp16.tensorrt on gpu) rolled out, but 0/1 replicas are ready now "
+        "(pod p9: container triton ContainerCreating); Kubernetes restarts or replaces the pods, "
+        "nothing to do unless this lasts"
+    )
+    assert conditions(plan)["Ready"] == (
+        "False",
+        "NotReady",
+        "no Triton pod of version 1 (onnx-fp16.tensorrt on gpu) is ready now: "
+        "pod p9: container triton ContainerCreating",
+    )
+    # Nothing about what is served changes, and nothing is rolled out or written.
+    assert plan.status["phase"] == "Serving" and plan.status["winner"] == status["winner"]
+    assert plan.status["endpoint"] == status["endpoint"]
+    assert plan.create == [] and plan.patch == [] and plan.repository is None
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "ReplicasUnavailable"), ("Warning", "NotReady")]
+
+    # A crash of the served version is named too, and the reason holds until the pod is back.
+    crash = PodProblem("CrashLoopBackOff", "container triton restarted 3 times; last exit: Error (exit code 137)")
+    crashing = (PodState("p9", 1, deployment.serving_config, ready=False, problem=crash),)
+    again = reconcile(SPEC, finished(plan.status, deployment=deployment, service=True, server_pods=crashing, **V1))
+    assert conditions(again)["Deployed"][1] == "ReplicasUnavailable" and again.status["phase"] == "Serving"
+    assert "pod p9: CrashLoopBackOff: container triton restarted 3 times" in conditions(again)["Deployed"][2]
+    back = reconcile(SPEC, finished(again.status, deployment=deployment, service=True, **V1))
+    assert conditions(back)["Deployed"][:2] == ("True", "RolledOut") and back.status["phase"] == "Serving"
+    assert conditions(back)["Ready"][:2] == ("True", "Serving")
+
+    # A version that never rolled out has no pods to lose: its first pods are a rollout.
+    first = reconcile(SPEC, finished(reconcile(SPEC, observed()).status))
+    fresh = rolled(first, 1)
+    starting_first = (PodState("p0", 1, fresh.serving_config, ready=False, note="container triton ContainerCreating"),)
+    deploying = reconcile(
+        SPEC, finished(first.status, deployment=fresh, service=True, server_pods=starting_first, **V1)
+    )
+    assert conditions(deploying)["Deployed"][1] == "RollingOut" and deploying.status["phase"] == "Deploying"
+
+
 def test_an_operator_upgrade_does_not_restart_serving() -> None:
     status, deployment = serving_state()
     # A new operator: another Triton image, another uid, another mount root; same spec and winner.

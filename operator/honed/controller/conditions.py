@@ -33,6 +33,7 @@ WARNING_REASONS = frozenset(
         "NotReady",
         "RepositoryWriteFailed",
         "RolloutStalled",
+        "ReplicasUnavailable",
         "FallbackFromSLO",
         # Pods that cannot run (observe.pod_problem): a node, an image, a Secret or memory is missing.
         "Unschedulable",

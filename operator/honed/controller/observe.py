@@ -173,18 +173,42 @@ def failed_create(events: list[dict[str, Any]], since: str | None) -> PodProblem
     return None
 
 
+def not_ready_note(pod: dict[str, Any]) -> str:
+    """Why a pod that has no problem (pod_problem) is not ready: its last restart, or what it waits for.
+
+    A Triton process that was killed restarts in the same pod (a restart count, the exit, no waiting
+    reason until the kubelet backs off); a deleted pod's replacement starts from ContainerCreating.
+    """
+    status = pod.get("status") or {}
+    notes = []
+    for container in status.get("containerStatuses") or []:
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        restarts = int(container.get("restartCount") or 0)
+        waiting = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+        if restarts and last:
+            times = "time" if restarts == 1 else "times"
+            notes.append(
+                f"container {container.get('name')} restarted {restarts} {times}, last exit {_terminated_text(last)}"
+            )
+        elif waiting:
+            notes.append(f"container {container.get('name')} {waiting}")
+    return "; ".join(notes) or f"phase {status.get('phase') or 'Pending'}, not ready yet"
+
+
 def server_pod_state(pod: dict[str, Any]) -> PodState:
-    """A Triton pod's version and serving config (from its annotations), readiness, and problem if not ready."""
+    """A Triton pod's version and serving config (from its annotations), readiness, and why not if not ready."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     annotations = meta.get("annotations") or {}
     version = annotations.get(names.MODEL_VERSION)
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    problem = None if ready else pod_problem(pod)
     return PodState(
         name=str(meta.get("name", "")),
         version=int(version) if version and version.isdigit() else None,
         serving_config=annotations.get(names.SERVING_CONFIG),
         ready=ready,
-        problem=None if ready else pod_problem(pod),
+        problem=problem,
+        note="" if ready or problem is not None else not_ready_note(pod),
     )
 
 

@@ -31,7 +31,7 @@ from honed.controller.reconcile_data import (
     Plan,
     PodProblem,
 )
-from honed.controller.rollout import deploy
+from honed.controller.rollout import REPLICAS_UNAVAILABLE, deploy
 from honed.controller.selection import PoolOutcome, Selection, select, summaries
 from honed.controller.settings import HonedSettings
 from honed.controller.winner import apply_requests, build_winner, next_version, report_uri
@@ -379,7 +379,9 @@ def _phase(new: OptimizedModelStatus, optimizing: bool) -> Phase:
     deployed = new.condition(DEPLOYED)
     if new.winner is None:
         return "Pending"
-    if deployed is not None and deployed.status == "True":
+    if deployed is not None and (deployed.status == "True" or deployed.reason == REPLICAS_UNAVAILABLE):
+        # Pods of the served version that went away leave it Serving, as a Pod whose container
+        # restarts stays Running: Ready says whether anything answers.
         return "Serving"
     return "Deploying"
 

@@ -63,6 +63,8 @@ class PodState:
     serving_config: str | None
     ready: bool
     problem: PodProblem | None = None
+    # Why a pod that is not ready is not, when it is no problem (yet): a restart, a container starting.
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from honed.controller.triton_manifests import endpoint, runs_serving_config, tri
 from honed.controller.winner import effective_serving
 
 POLL_DEPLOYING_S = 10.0
+# Deployed's reason when the served version's pods went away or restarted while nothing rolls out.
+REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
 
 
 def deploy(
@@ -109,6 +111,8 @@ def _report_rollout(
     """Deployed and Ready from the pods, the endpoint of the version that answers; requeue until rolled out."""
     dep = obs.deployment
     current = serves and dep is not None and dep.rolled_out and dep.replicas == replicas
+    # Whether this version had rolled out and answered before this pass: losing pods then is no rollout.
+    was_served = _rolled_out_before(new, winner)
     # Pods of the template that serves the winner, by the annotations the template gives them.
     fresh = [
         p
@@ -124,8 +128,20 @@ def _report_rollout(
     served_before = max((p.version for p in previous if p.ready and p.version), default=None)
     keeps = f"; version {served_before} keeps serving" if previous_ready and served_before else ""
     problem = None if rolled else _new_pods_problem(fresh, dep if serves else None)
+    lost = current and was_served and not rolled and not previous
     if rolled:
         condition(DEPLOYED, True, "RolledOut", f"{what}: {fresh_ready}/{replicas} replicas ready")
+    elif lost:
+        # Nothing rolls out: the Deployment replaces a deleted pod, the kubelet restarts a killed
+        # Triton. Saying RollingOut (and phase Deploying) would announce a deploy that is not happening.
+        condition(
+            DEPLOYED,
+            False,
+            REPLICAS_UNAVAILABLE,
+            f"{what} rolled out, but {fresh_ready}/{replicas} replicas are ready now ({_why_not_ready(fresh)}); "
+            "Kubernetes restarts or replaces the pods, nothing to do unless this lasts",
+        )
+        plan.requeue_after = min(plan.requeue_after or POLL_DEPLOYING_S, POLL_DEPLOYING_S)
     elif current and problem is not None:
         # The new version's pods cannot run (no node, no image, a crash): the old pods keep serving
         # (maxUnavailable 0) and the endpoint keeps naming their version.
@@ -153,6 +169,8 @@ def _report_rollout(
     elif replicas == 0:
         new.endpoint = None
         condition(READY, False, "ScaledToZero", "spec.serving.replicas is 0")
+    elif lost:
+        condition(READY, False, "NotReady", f"no Triton pod of {what} is ready now: {_why_not_ready(fresh)}")
     else:
         why = f": {problem.describe()}" if problem is not None else ""
         condition(
@@ -161,6 +179,31 @@ def _report_rollout(
             "NotReady" if dep is not None else "Deploying",
             f"no Triton pod of {what} is ready yet{why}",
         )
+
+
+def _rolled_out_before(new: OptimizedModelStatus, winner: Winner) -> bool:
+    """Whether ``winner``'s version had rolled out (or lost pods since) and is the one the endpoint names.
+
+    Read before this pass sets Deployed. A new winner, a retune or a first deploy has no such past:
+    their rollouts report RollingOut.
+    """
+    deployed = new.condition(DEPLOYED)
+    return (
+        deployed is not None
+        and (deployed.status == "True" or deployed.reason == REPLICAS_UNAVAILABLE)
+        and new.endpoint is not None
+        and new.endpoint.version == winner.version
+    )
+
+
+def _why_not_ready(pods: list[PodState]) -> str:
+    """Each not-ready pod's problem or note, for a message."""
+    reasons = [
+        f"pod {p.name}: {p.problem.describe() if p.problem is not None else p.note or 'not ready'}"
+        for p in sorted(pods, key=lambda p: p.name)
+        if not p.ready
+    ]
+    return "; ".join(reasons) or "no pod yet"
 
 
 def _serves(dep: DeploymentState, version: int, serving: Serving, pool: str) -> bool:
