@@ -109,7 +109,8 @@ e2e-chain: setup system-packages tools ## the whole chain on a real single-node 
 
 # Faults injected for real on the same kind of cluster (part of `make e2e`, about 18 minutes):
 # a missing model, bad data, an OOM-killed optimizer, a Job past its deadline, no node for a pool,
-# Triton refusing a new version, the operator deleted mid-work, the API server restarted,
+# Triton refusing a new version, Triton killed and its pod deleted while serving, a ResourceQuota
+# refusing the Job's pod, the operator deleted mid-work, the API server restarted,
 # Prometheus stopped; then load (LOAD_MODELS OptimizedModels at once, 64 clients across version
 # swaps). Its own RUN_DIR; the images are those `make images` tags, so after `make e2e-chain` they
 # are only imported into this cluster's node. Writes $(OUT)/e2e-faults/result.json.

@@ -14,7 +14,8 @@ Faults: a model URI with no file (then the file appears); a data file with the w
 optimizer OOM-killed (a pool with a 200Mi limit); a Job past its activeDeadlineSeconds (lowered on
 the live Job); a pool no node matches (``HONED_PENDING_TIMEOUT_S`` 30 s, then the node is
 labelled); Triton refusing a new version (its files corrupted in the store before the new pod
-loads them); the operator pod deleted mid-optimization and mid-deploy; the kube-apiserver killed
+loads them); a serving Triton SIGKILLed, then its pod deleted; a ResourceQuota that refuses the Job's
+pod; the operator pod deleted mid-optimization and mid-deploy; the kube-apiserver killed
 and restarted with its own command line (etcd kept); Prometheus stopped and started.
 
 Load: N tiny OptimizedModels applied at once (operator peak RSS, API requests per minute idle vs
@@ -596,6 +597,78 @@ class Faults:
             record["recovery_by"] = f"not automatic within 300 s: {exc}"[:400]
         record["versions"] = versions_in(self.store, MODEL)
 
+    def quota_refuses(self, record: dict[str, Any]) -> None:
+        name, quota = "f-quota", "f-quota"
+        # The Job's pod asks 3Gi; the serving digits pod already holds 1Gi of these 2Gi.
+        refusing = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": quota, "namespace": MODELS_NS},
+            "spec": {"hard": {"requests.memory": "2Gi"}},
+        }
+        apply(refusing)
+        try:
+            apply(manifest(name))
+            # Only the Job controller's FailedCreate Events say why there is no pod: the cache must see them.
+            cond = wait_condition(name, "Optimized", "FailedCreate", timeout=120)
+            body = get_om(name)
+            record.update(
+                reason=cond["reason"], message=cond["message"], phase=phase(body), pools=body["status"].get("pools")
+            )
+            assert phase(body) == "Failed", phase(body)
+            assert "exceeded quota" in cond["message"] and "fix: namespace 'models' refuses" in cond["message"], cond
+            pods = kget("pods", "-n", MODELS_NS, "-l", f"honed.dev/optimizedmodel={name}")["items"]
+            assert not pods, [p["metadata"]["name"] for p in pods]
+        finally:
+            kubectl("delete", "resourcequota", quota, "-n", MODELS_NS, "--ignore-not-found")
+        started = time.monotonic()
+        reoptimize(name)
+        self._recover(record, started, name)
+        record["recovery_by"] = "the quota deleted, then the honed.dev/reoptimize annotation"
+        delete_om(name)
+
+    def triton_killed(self, record: dict[str, Any]) -> None:
+        name = "f-killed"
+        apply(manifest(name, replicas=1))
+        before = wait_serving(name, timeout=240)
+        version, endpoint = before["status"]["winner"]["version"], before["status"]["endpoint"]
+        versions_before = versions_in(self.store, name)
+        selector = f"honed.dev/optimizedmodel={name},app.kubernetes.io/component=server"
+        phases: set[str] = set()
+
+        def lost() -> dict[str, Any] | None:
+            body = get_om(name)
+            phases.add(phase(body))
+            return body if condition(body, "Deployed").get("reason") == "ReplicasUnavailable" else None
+
+        recoveries: dict[str, float] = {}
+        for how in ("process", "pod"):
+            pods = kget("pods", "-n", MODELS_NS, "-l", selector)["items"]
+            [pod] = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            if how == "process":
+                # The container's own process, SIGKILLed from the node as an OOM kill or a crash would end it.
+                os.kill(triton_process(name), signal.SIGKILL)
+            else:
+                kubectl("delete", "pod", pod["metadata"]["name"], "-n", MODELS_NS, "--wait=false")
+            body = wait_for(f"{name}: Deployed reason ReplicasUnavailable ({how})", lost, timeout=60, interval=0.3)
+            deployed, ready = condition(body, "Deployed"), condition(body, "Ready")
+            record[f"{how}_killed"] = {"deployed": deployed["message"], "ready": (ready["reason"], ready["message"])}
+            assert ready["status"] == "False", ready
+            started = time.monotonic()
+            after = wait_serving(name, timeout=120)
+            recoveries[how] = round(time.monotonic() - started, 1)
+            phases.add(phase(after))
+            assert after["status"]["winner"]["version"] == version, after["status"]["winner"]
+            assert after["status"]["endpoint"] == endpoint, after["status"]["endpoint"]
+        record.update(reason="ReplicasUnavailable", message=record["process_killed"]["deployed"])
+        record["recovery_s"] = max(recoveries.values())
+        record["recovery_s_by_fault"] = recoveries
+        record["phases_seen"] = sorted(phases)
+        record["recovery_by"] = "automatic: the kubelet restarts the container, the Deployment replaces the pod"
+        assert phases == {"Serving"}, phases  # never Deploying: nothing was rolled out
+        assert versions_in(self.store, name) == versions_before, versions_in(self.store, name)
+        delete_om(name)
+
     def operator_deleted(self, record: dict[str, Any]) -> None:
         selector = f"honed.dev/optimizedmodel={MODEL}"
         before = get_om(MODEL)
@@ -739,6 +812,21 @@ def operator_process() -> int | None:
             if b"operator" in cmdline and any(part.endswith(b"honed") for part in cmdline[:2]):
                 return int(proc.name)
     return None
+
+
+def triton_process(name: str) -> int:
+    """The pid of the tritonserver process serving OptimizedModel ``name`` (seen from the host's pid namespace)."""
+    from honed.controller import names
+
+    repository = f"/{names.repository_key(MODELS_NS, name)}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if cmdline[0].endswith(b"tritonserver") and any(a.endswith(repository) for a in cmdline):
+                return int(proc.name)
+    raise RuntimeError(f"no tritonserver process serves {name}")
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -946,6 +1034,8 @@ FAULTS = (
     ("deadline", "fault: Job past activeDeadlineSeconds -> DeadlineExceeded; reoptimize"),
     ("unschedulable", "fault: no node matches the pool -> Unschedulable after 30 s; label"),
     ("triton_refuses", "fault: Triton refuses the new version -> old keeps serving"),
+    ("triton_killed", "fault: Triton killed, then its pod deleted -> ReplicasUnavailable; back"),
+    ("quota_refuses", "fault: ResourceQuota refuses the Job's pod -> FailedCreate; quota gone"),
     ("operator_deleted", "fault: operator deleted mid-optimization and mid-deploy"),
     ("apiserver_restart", "fault: kube-apiserver killed and restarted (etcd kept)"),
     ("prometheus_down", "fault: Prometheus stopped -> MetricsUnavailable; started"),
