@@ -15,8 +15,9 @@ def test_growing_throughput_fills_batches_up_to_the_largest_measured() -> None:
     choice = batching(latency_by_batch={1: 2.0, 8: 4.0, 32: 10.0})
     assert choice.max_batch_size == 32
     assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
-    # No budget: a tenth of a batch-1 inference.
-    assert choice.dynamic.max_queue_delay_us == 200
+    # Requests that queue behind the busy instance form the next batch: none waits for company.
+    assert choice.dynamic.max_queue_delay_us == 0
+    assert any("max_queue_delay 0 us: one CPU instance" in note for note in choice.notes)
 
 
 def test_a_throughput_peak_inside_the_range_becomes_the_max() -> None:
@@ -34,27 +35,12 @@ def test_a_throughput_peak_inside_the_range_becomes_the_max() -> None:
     assert narrow.max_batch_size == 4 and narrow.dynamic is not None and narrow.dynamic.preferred_batch_sizes == ()
 
 
-def test_a_budget_caps_batches_at_the_largest_that_fits_and_waits_half_the_headroom() -> None:
+def test_a_budget_caps_batches_at_the_largest_that_fits() -> None:
     # p99 = 1.5 x p50: batch 8 -> 6 ms, batch 32 -> 15 ms; budget 10 ms.
     choice = batching(latency_by_batch={1: 1.0, 8: 4.0, 32: 10.0}, latency_budget_ms=10.0)
     assert choice.max_batch_size == 8, "a batch of 32 would break the budget"
     assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
-    # headroom 10 - 6 = 4 ms, half is 2 ms, capped at a tenth of a batch-1 inference (0.1 ms).
-    assert choice.dynamic.max_queue_delay_us == 100
-    choice = batching(latency_by_batch={1: 20.0, 8: 24.0, 32: 26.0}, latency_budget_ms=40.0)
-    assert choice.dynamic is not None and choice.dynamic.preferred_batch_sizes == ()
-    assert choice.dynamic.max_queue_delay_us == 500  # (40 - 39) / 2 ms, under the 2 ms cap
-
-
-def test_a_budget_without_room_means_no_waiting() -> None:
-    choice = batching(latency_by_batch={1: 4.0, 8: 5.0}, latency_budget_ms=7.0)  # batch 8 p99 7.5 ms
-    assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
-    assert any("no room to wait" in note for note in choice.notes)
-
-
-def test_batching_that_does_not_pay_gets_no_queue_delay() -> None:
-    choice = batching(latency_by_batch={1: 1.0, 8: 7.8})  # x1.03 the items per second
-    assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
+    assert choice.dynamic.max_queue_delay_us == 0
 
 
 def test_fixed_batch_models_are_not_batched() -> None:
@@ -77,16 +63,18 @@ def test_options_override_what_the_benchmark_suggests() -> None:
     assert off.dynamic is None and off.max_batch_size == 8
 
 
-def test_a_gpu_instance_batches_what_queues_and_makes_no_request_wait() -> None:
+def test_no_request_waits_for_company_unless_asked() -> None:
     built = build_report(latency_by_batch={1: 1.0, 8: 2.0})
     gpu = built.candidates[0].model_copy(update={"device": "cuda"})
     choice = choose_batching(built, gpu, ServingOptions())
     assert choice.dynamic is not None and choice.dynamic.max_queue_delay_us == 0
     assert any("a GPU instance" in note for note in choice.notes)
     cpu = choose_batching(built, built.candidates[0], ServingOptions())
-    assert cpu.dynamic is not None and cpu.dynamic.max_queue_delay_us > 0
-    asked = choose_batching(built, gpu, ServingOptions(max_queue_delay_us=50))
-    assert asked.dynamic is not None and asked.dynamic.max_queue_delay_us == 50
+    assert cpu.dynamic is not None and cpu.dynamic.max_queue_delay_us == 0
+    for candidate in (gpu, built.candidates[0]):
+        asked = choose_batching(built, candidate, ServingOptions(max_queue_delay_us=50))
+        assert asked.dynamic is not None and asked.dynamic.max_queue_delay_us == 50
+        assert any("max_queue_delay 50 us: set by option" in note for note in asked.notes)
 
 
 def test_throughput_is_derived_from_latency_when_the_report_lacks_it() -> None:

@@ -13,12 +13,6 @@ from honed.serving.config import DynamicBatching, InstanceGroup
 
 # A batch size "helps" when it moves at least this much more items per second.
 HELPFUL_GAIN = 1.10
-# A request alone in the queue waits at most this fraction of its own compute time for company:
-# the wait only helps at moderate load (under heavy load requests queue behind the busy instance
-# and batch without waiting), while every lone request pays it.
-LONE_REQUEST_WAIT = 0.1
-# Never let a request wait longer than this for company, whatever the numbers say.
-MAX_QUEUE_DELAY_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -134,10 +128,7 @@ def choose_batching(report: Report, candidate: Candidate, options: ServingOption
             f"no preferred batch sizes: the benchmark shows no batch size better than filling up to {max_batch}"
         )
 
-    target = min(best if best is not None else largest, max_batch)
-    gain = items.get(target, 0.0) / items[1] if items.get(1) else None
-    on_gpu = candidate.device.startswith(("cuda", "gpu"))
-    delay_us, why = _queue_delay(options, gain, target, latency, budget, on_gpu)
+    delay_us, why = _queue_delay(options, candidate.device.startswith(("cuda", "gpu")))
     notes.append(f"max_queue_delay {delay_us} us: {why}")
     return BatchingChoice(max_batch, DynamicBatching(delay_us, preferred), tuple(notes))
 
@@ -160,49 +151,26 @@ def _best_batch(
     return None, ""
 
 
-def _queue_delay(
-    options: ServingOptions,
-    gain: float | None,
-    target: int,
-    latency: dict[int, Latency],
-    budget: float | None,
-    on_gpu: bool,
-) -> tuple[int, str]:
+def _queue_delay(options: ServingOptions, on_gpu: bool) -> tuple[int, str]:
+    """No request waits for company unless an option says so.
+
+    Requests that arrive while the instance runs a batch queue behind it and form the next batch
+    without any delay; a delay only gathers requests that arrive together at an idle instance,
+    and every request that finds it idle pays it. Measured, served (queue delay vs none, paired
+    per round): on an H200 (benchmarks/gpu/serving-1.md, BERT-base fp16) 78 us cost a lone request
+    0.24 ms and moved 12-14% fewer items at 8 and 32 in flight; on 2 CPUs
+    (benchmarks/serving/queue-delay.md, MiniLM int8, three runs) a tenth of a batch-1 inference
+    (721 us) cost a lone request 5-13% and moved between 6% fewer and 12% more items at 8 and 32
+    in flight, inside the machine's noise.
+    """
     if options.max_queue_delay_us is not None:
         return max(0, options.max_queue_delay_us), "set by option"
-    if on_gpu:
-        # Measured on an H200 (benchmarks/gpu/serving-1.md, BERT-base fp16): a 78 us delay cost a lone
-        # request 0.24 ms and moved 12-14% fewer items at 8 and 32 in flight than no delay at all.
-        return 0, (
-            "a GPU instance: the requests that queue while it runs a batch form the next one, and waiting "
-            "for more costs a lone request more than the wait itself"
-        )
-    if gain is not None and gain < HELPFUL_GAIN:
-        return 0, (
-            f"batch {target} moves only x{gain:.2f} the items of batch 1, so no request waits for "
-            "company (requests that queue behind a busy instance are still batched)"
-        )
-    one = latency.get(1)
-    if one is None:
-        return 0, "no batch-1 latency was measured, so no request waits for company"
-    if budget is not None:
-        compute = latency[target].p99 if target in latency else one.p99 * target
-        headroom = budget - compute
-        if headroom <= 0:
-            return 0, (f"the {budget:g} ms budget leaves no room to wait (batch {target} p99 {compute:.2f} ms)")
-        delay_ms = min(headroom / 2, one.p50 * LONE_REQUEST_WAIT)
-        return _us(delay_ms), (
-            f"half the headroom between the {budget:g} ms budget and batch-{target} p99 ({compute:.2f} ms), "
-            f"at most {LONE_REQUEST_WAIT:.0%} of a batch-1 inference ({one.p50:.2f} ms)"
-        )
-    return _us(one.p50 * LONE_REQUEST_WAIT), (
-        f"{LONE_REQUEST_WAIT:.0%} of a batch-1 inference (p50 {one.p50:.2f} ms): a lone request pays little, "
-        "and under load batches form from the requests queued behind the busy instance anyway"
+    where = "a GPU instance" if on_gpu else "one CPU instance"
+    return 0, (
+        f"{where}: the requests that queue while it runs a batch form the next one, and waiting for more "
+        "costs every request that finds it idle (measured: a lone request paid 5-13%, items/s under load "
+        "moved within noise)"
     )
-
-
-def _us(ms: float) -> int:
-    return min(MAX_QUEUE_DELAY_US, max(0, round(ms * 1000)))
 
 
 def choose_instances(report: Report, candidate: Candidate, options: ServingOptions) -> InstanceChoice:
