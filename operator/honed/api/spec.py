@@ -247,7 +247,13 @@ class DynamicBatching(ApiModel):
         ),
     )
     max_queue_delay_microseconds: int | None = Field(
-        None, ge=0, le=10_000_000, description="how long a request may wait for a batch to fill"
+        None,
+        ge=0,
+        le=10_000_000,
+        description=(
+            "how long a request may wait for a batch to fill; left out, 0: requests that queue while the "
+            "instance is busy form the next batch anyway"
+        ),
     )
 
 
