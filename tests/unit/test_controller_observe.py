@@ -235,6 +235,24 @@ def test_a_not_ready_server_pod_says_it_restarted_or_what_it_waits_for() -> None
     assert server_pod_state(pod_with({}, phase="Running")).note == "phase Running, not ready yet"
 
 
+def test_a_server_pod_on_a_node_that_stopped_reporting_names_the_node() -> None:
+    # As measured with the kubelet killed: the node lifecycle controller sets Ready False (no
+    # reason), ContainersReady stays True, the container still says ready and running.
+    conditions = [
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:01:00Z"},
+        {"type": "ContainersReady", "status": "True"},
+    ]
+    running = {"name": "triton", "ready": True, "restartCount": 0, "state": {"running": {}}}
+    pod = pod_with({"conditions": conditions, "containerStatuses": [running]}, phase="Running")
+    pod["spec"] = {"nodeName": "n1"}
+    state = server_pod_state(pod)
+    assert not state.ready and state.problem is None
+    assert state.note.startswith("node n1 stopped reporting since 2026-01-01T00:01:00Z (NotReady: ")
+    # A container that is not ready (Triton loading, a failed probe) is no node's fault.
+    conditions[1]["status"] = "False"
+    assert server_pod_state(pod).note == "phase Running, not ready yet"
+
+
 def test_read_report_names_what_is_wrong(tmp_path: Path) -> None:
     store = ArtifactStore(f"file://{tmp_path}")
     assert read_report(store, "none/report.json").error == f"nothing at file://{tmp_path}/none/report.json"

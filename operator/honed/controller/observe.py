@@ -173,12 +173,38 @@ def failed_create(events: list[dict[str, Any]], since: str | None) -> PodProblem
     return None
 
 
+def node_lost_note(pod: dict[str, Any]) -> str | None:
+    """Why a pod whose containers are ready is not: its node stopped reporting; None otherwise.
+
+    When the kubelet stops (restarted, crashed, the node down) the node goes NotReady after the
+    controller manager's node-monitor grace period, and the node lifecycle controller sets the pods'
+    Ready to False with no reason; ContainersReady, the kubelet's last word, stays True (measured on
+    v1.36). Nothing restarts such a pod: it comes back with the kubelet, or is evicted once its
+    node.kubernetes.io/unreachable toleration (300 s by default) runs out.
+    """
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready, containers = conditions.get("Ready") or {}, conditions.get("ContainersReady") or {}
+    if ready.get("status") != "False" or containers.get("status") != "True":
+        return None
+    node = spec.get("nodeName") or "its node"
+    since = f" since {ready['lastTransitionTime']}" if ready.get("lastTransitionTime") else ""
+    return (
+        f"node {node} stopped reporting{since} (NotReady: its kubelet or the node is down; "
+        "check `kubectl describe node`); the pod comes back with the kubelet, or is evicted after "
+        "its node.kubernetes.io/unreachable toleration"
+    )
+
+
 def not_ready_note(pod: dict[str, Any]) -> str:
-    """Why a pod that has no problem (pod_problem) is not ready: its last restart, or what it waits for.
+    """Why a pod that has no problem (pod_problem) is not ready: its node, its last restart, or what it waits for.
 
     A Triton process that was killed restarts in the same pod (a restart count, the exit, no waiting
     reason until the kubelet backs off); a deleted pod's replacement starts from ContainerCreating.
     """
+    lost = node_lost_note(pod)
+    if lost is not None:
+        return lost
     status = pod.get("status") or {}
     notes = []
     for container in status.get("containerStatuses") or []:
