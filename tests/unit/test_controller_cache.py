@@ -64,3 +64,13 @@ def test_the_rate_limit_allows_its_burst_then_spaces_requests_by_qps() -> None:
     assert waits[:3] == [0.0, 0.0, 0.0]
     # Queued requests wait in turn: one token every 1/qps seconds (minus the little time elapsed).
     assert waits[3] == pytest.approx(0.1, abs=0.01) and waits[4] == pytest.approx(0.2, abs=0.01)
+
+
+def test_a_pod_keeps_only_its_node_of_its_spec() -> None:
+    store = Store(PODS)
+    pod = obj("p", "1")
+    pod["spec"] = {"nodeName": "n1", "containers": [{"name": "triton", "image": "img:1"}]}
+    store.put(pod)
+    assert store.get("ml", "p")["spec"] == {"nodeName": "n1"}  # type: ignore[index]
+    store.put(obj("q", "2"))  # not scheduled yet: no spec at all
+    assert "spec" not in store.get("ml", "q")  # type: ignore[operator]

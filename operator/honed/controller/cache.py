@@ -100,7 +100,7 @@ def _slim(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     """What a pass reads of ``obj``, as client-go's TransformFunc trims an informer's objects.
 
     managedFields (often half of an object) go everywhere; so do the parts of a kind that honed
-    never reads back: a pod's spec and a Job's pod template (what the operator wrote itself), a
+    never reads back: a pod's spec (but its nodeName) and a Job's pod template (what the operator wrote itself), a
     ConfigMap's data, a Service's spec and status (only that it exists counts). At 1,000 models
     these are most of the operator's memory. A Deployment is kept whole: its template says which
     version and pool it serves.
@@ -112,6 +112,9 @@ def _slim(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     spec = obj.get("spec")
     if resource is JOBS and isinstance(spec, dict):
         slim["spec"] = {key: value for key, value in spec.items() if key != "template"}
+    if resource is PODS and isinstance(spec, dict) and spec.get("nodeName"):
+        # The node names the cause when the node stops reporting (observe.node_lost_note).
+        slim["spec"] = {"nodeName": spec["nodeName"]}
     return slim
 
 

@@ -187,10 +187,10 @@ def node_lost_note(pod: dict[str, Any]) -> str | None:
     ready, containers = conditions.get("Ready") or {}, conditions.get("ContainersReady") or {}
     if ready.get("status") != "False" or containers.get("status") != "True":
         return None
-    node = spec.get("nodeName") or "its node"
+    node = f"node {spec['nodeName']}" if spec.get("nodeName") else "its node"
     since = f" since {ready['lastTransitionTime']}" if ready.get("lastTransitionTime") else ""
     return (
-        f"node {node} stopped reporting{since} (NotReady: its kubelet or the node is down; "
+        f"{node} stopped reporting{since} (NotReady: its kubelet or the node is down; "
         "check `kubectl describe node`); the pod comes back with the kubelet, or is evicted after "
         "its node.kubernetes.io/unreachable toleration"
     )
