@@ -248,6 +248,10 @@ def test_a_server_pod_on_a_node_that_stopped_reporting_names_the_node() -> None:
     state = server_pod_state(pod)
     assert not state.ready and state.problem is None
     assert state.note.startswith("node n1 stopped reporting since 2026-01-01T00:01:00Z (NotReady: ")
+    # A readiness gate holds Ready with its own reason: no node's fault either.
+    conditions[0]["reason"] = "ReadinessGatesNotReady"
+    assert "stopped reporting" not in server_pod_state(pod).note
+    del conditions[0]["reason"]
     # A container that is not ready (Triton loading, a failed probe) is no node's fault.
     conditions[1]["status"] = "False"
     assert server_pod_state(pod).note == "phase Running, not ready yet"

@@ -187,6 +187,8 @@ def node_lost_note(pod: dict[str, Any]) -> str | None:
     ready, containers = conditions.get("Ready") or {}, conditions.get("ContainersReady") or {}
     if ready.get("status") != "False" or containers.get("status") != "True":
         return None
+    if ready.get("reason") == "ReadinessGatesNotReady":  # a gate's controller holds it, not the node
+        return None
     node = f"node {spec['nodeName']}" if spec.get("nodeName") else "its node"
     since = f" since {ready['lastTransitionTime']}" if ready.get("lastTransitionTime") else ""
     return (
