@@ -36,6 +36,23 @@ torch_args() {
   fi
 }
 
+# The kit keys its cache on every file of the context, but an image copies only what its
+# Dockerfile.dockerignore lets through ("*", then "!path" lines). Each build gets a context of just
+# those paths, so test runs writing out/, docs edits or a second `make e2e-*` reuse the image.
+STAGE=$(mktemp -d "${TMPDIR:-/tmp}/honed-images-XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+stage_context() {
+  local ignore=$1 dir=$2 path
+  mkdir -p "$dir"
+  while IFS= read -r path; do
+    path=${path#!}; path=${path%/}
+    [ -e "$path" ] || continue
+    mkdir -p "$dir/$(dirname "$path")"
+    cp -a "$path" "$dir/$path"
+  done < <(grep -E '^!' "$ignore")
+  find "$dir" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+}
+
 "$KIT/images/base.sh" >/dev/null
 images=("$@"); [ ${#images[@]} -gt 0 ] || images=(operator optimizer-cpu triton-cpu)
 for image in "${images[@]}"; do
@@ -43,6 +60,8 @@ for image in "${images[@]}"; do
   extra=()
   [ "$image" = optimizer-cpu ] && mapfile -t extra < <(torch_args)
   t0=$(date +%s)
-  "$KIT/images/build.sh" . "$PREFIX$image:$VERSION" -f "images/$image/Dockerfile" "${extra[@]}" >/dev/null
+  context="$STAGE/$image"
+  stage_context "images/$image/Dockerfile.dockerignore" "$context"
+  "$KIT/images/build.sh" "$context" "$PREFIX$image:$VERSION" -f "images/$image/Dockerfile" "${extra[@]}" >/dev/null
   echo "$PREFIX$image:$VERSION ready in $(( $(date +%s) - t0 ))s" >&2
 done

@@ -66,7 +66,7 @@ MODEL = "digits"
 NODE = "honed-node"
 ZONE_LABEL = "honed.dev/zone"
 # The tags `make images` gives (tools/build_images.sh): a run after `make e2e-chain` finds them built
-# from the same sources and only imports them into its node (3 min less in CI).
+# from the same sources and only imports them into its node.
 DEFAULT_PREFIX = "ghcr.io/honed-dev/honed-"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 
